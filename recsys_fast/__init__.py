@@ -1,0 +1,39 @@
+"""recsys_fast: fast recommenders with honest evaluation.
+
+Importing the package is light: it loads numpy and scipy, and nothing else until used
+(no torch, onnxruntime or pandas; no kernel compiles). Public names resolve lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Interactions": "recsys_fast.data.interactions:Interactions",
+    "IdMap": "recsys_fast.data.idmap:IdMap",
+    "Popularity": "recsys_fast.models.popularity:Popularity",
+    "Recommendations": "recsys_fast.models.base:Recommendations",
+    "load": "recsys_fast.models.registry:load",
+    "evaluate": "recsys_fast.evaluation.protocol:evaluate",
+}
+_SUBMODULES = {"datasets", "split", "errors", "threads", "testing", "kernels", "models", "evaluation", "data",
+               "bundle"}
+
+__all__ = sorted(_LAZY) + sorted(_SUBMODULES)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module, attr = _LAZY[name].split(":")
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"recsys_fast.{name}")
+    raise AttributeError(f"module 'recsys_fast' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

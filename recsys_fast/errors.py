@@ -1,0 +1,70 @@
+"""The library's exception types: one module, each a subclass of the matching builtin.
+
+Messages say what was wrong, where (file, row, column, id) and what was expected, so a caller
+can fix the input without reading our source.
+"""
+
+from __future__ import annotations
+
+
+class RecsysError(Exception):
+    """Base class of every error raised on purpose by recsys_fast."""
+
+
+class DataError(RecsysError, ValueError):
+    """Bad input data: a missing column, a NaN id, a negative weight, mismatched lengths.
+
+    ``source`` names the file or argument, ``row`` the 0-based data row (header excluded) and
+    ``column`` the field, when known; all three are also in the message.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, row: int | None = None,
+                 column: str | None = None):
+        where = []
+        if source is not None:
+            where.append(f"{source}")
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        prefix = (", ".join(where) + ": ") if where else ""
+        super().__init__(prefix + message)
+        self.source, self.row, self.column = source, row, column
+
+
+class UnknownIdError(RecsysError, KeyError):
+    """A user or item id that the model (or id map) has never seen."""
+
+    def __init__(self, kind: str, ids, hint: str = ""):
+        ids = list(ids)
+        shown = ", ".join(repr(_plain(i)) for i in ids[:5]) + (" ..." if len(ids) > 5 else "")
+        message = f"unknown {kind} id{'s' if len(ids) > 1 else ''}: {shown}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+        self.kind, self.ids, self.message = kind, ids, message
+
+    def __str__(self) -> str:  # KeyError would otherwise print the repr of the message
+        return self.message
+
+
+class NotFittedError(RecsysError, RuntimeError):
+    """A model method that needs learned state was called before ``fit``."""
+
+
+class BundleError(RecsysError, ValueError):
+    """A saved model bundle that is missing, truncated, tampered with or of another kind."""
+
+
+class MissingExtraError(RecsysError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, module: str, extra: str):
+        super().__init__(
+            f"{module} is not installed; install the extra with: pip install 'recsys-fast[{extra}]'"
+        )
+
+
+def _plain(value):
+    """numpy scalars print as ``np.int64(3)`` in repr; show the plain Python value instead."""
+    return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,1 @@
+"""Recommenders on one protocol (see ``base``); ``registry`` maps saved kinds to classes."""

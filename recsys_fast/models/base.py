@@ -1,0 +1,309 @@
+"""The protocol every recommender follows: fit, recommend, predict, save, load.
+
+A subclass implements ``_fit(train)`` and either ``_score_rows`` (dense scores for a batch of
+rows; the base selects the top-k with the kernels) or ``_recommend_rows`` (its own top-k, as the
+kNN models do), plus ``_get_state``/``_set_state`` for bundles. Everything a user passes and
+receives is in external ids; internal indices stay inside.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from .. import bundle
+from ..data.idmap import IdMap
+from ..data.interactions import Interactions
+from ..errors import BundleError, NotFittedError, UnknownIdError
+
+SCORE_CHUNK_ROWS = 1024  # dense score rows per batch: bounds memory at chunk x n_items floats
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """Top-k lists for a batch of users, in external ids.
+
+    ``users`` has shape (n,), ``items`` and ``scores`` (n, k). When fewer than k items qualify
+    for a user, the row is padded at the end with item -1 (``""`` for string item ids) and
+    score -inf.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def to_pandas(self):
+        """Long format: one row per (user, rank) with columns user, rank (1-based), item, score;
+        padding entries are left out."""
+        import pandas as pd
+
+        n, k = self.items.shape
+        valid = self.scores > -np.inf
+        return pd.DataFrame({
+            "user": np.repeat(self.users, k)[valid.ravel()],
+            "rank": np.tile(np.arange(1, k + 1), n)[valid.ravel()],
+            "item": self.items.ravel()[valid.ravel()],
+            "score": self.scores.ravel()[valid.ravel()],
+        })
+
+
+@dataclass(frozen=True)
+class RowBatch:
+    """The internal form of a recommend request.
+
+    ``user_index`` is the training index of each row's user, or -1 for a user known only by the
+    ``history=`` given; ``hist_*`` is each row's history as CSR (training row, or the given items in
+    the order given); ``excl_*`` the sorted items to exclude per row (empty indptr: none); ``allowed``
+    a bool mask over items (empty: all).
+    """
+
+    user_index: np.ndarray
+    hist_indptr: np.ndarray
+    hist_indices: np.ndarray
+    hist_data: np.ndarray
+    excl_indptr: np.ndarray
+    excl_indices: np.ndarray
+    allowed: np.ndarray
+
+
+class Recommender:
+    """Base class: parameters in the constructor, data in ``fit``, learned state ends in ``_``."""
+
+    kind: ClassVar[str] = ""
+    supports_history: ClassVar[bool] = False  # can score users unseen in training from a history
+    predicts_ratings: ClassVar[bool] = False
+
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self) -> dict:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, train: Interactions) -> "Recommender":
+        """Learn from ``train`` and return self."""
+        if not isinstance(train, Interactions):
+            raise TypeError(f"fit expects recsys_fast.Interactions, got {type(train).__name__}")
+        self.user_map_ = train.user_map
+        self.item_map_ = train.item_map
+        self.seen_ = train.matrix
+        self._fit(train)
+        return self
+
+    def _fit(self, train: Interactions) -> None:
+        raise NotImplementedError
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "seen_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(train) or recsys_fast.load(path)")
+
+    @property
+    def n_items(self) -> int:
+        self._check_fitted()
+        return len(self.item_map_)
+
+    # ------------------------------------------------------------------ recommending
+    def recommend(self, users, k: int = 10, exclude_seen: bool = True, items=None, history: dict | None = None,
+                  on_unknown: str = "raise") -> Recommendations:
+        """Top-``k`` items for each of ``users`` (external ids; one id or a sequence).
+
+        ``exclude_seen`` removes the user's training items (or given history) from the candidates.
+        ``items`` restricts the candidates to those item ids. ``history={user: [items]}`` scores
+        users from the given items (fold-in, for models with ``supports_history``); for a known
+        user it replaces the training history. Unknown users raise ``UnknownIdError``
+        (``on_unknown="raise"``) or get an all-padding row (``on_unknown="pad"``).
+        """
+        self._check_fitted()
+        k = _check_k(k)
+        if on_unknown not in ("raise", "pad"):
+            raise ValueError(f"on_unknown must be 'raise' or 'pad', got {on_unknown!r}")
+        users = np.atleast_1d(np.asarray(users))
+        batch, padded = self._build_rows(users, exclude_seen, items, history, on_unknown)
+        idx, scores = self._recommend_rows(batch, k)
+        if padded.any():
+            idx[padded] = -1
+            scores[padded] = -np.inf
+        return Recommendations(users=users, items=self.item_map_.to_external(idx), scores=scores)
+
+    def _build_rows(self, users, exclude_seen, items, history, on_unknown):
+        history = history or {}
+        uidx = self.user_map_.to_index(users, on_unknown="mask") if len(users) else np.zeros(0, np.int64)
+        history_keys = {_key(h) for h in history}
+        in_history = np.array([_key(u) in history_keys for u in users], dtype=bool)
+        unknown = (uidx < 0) & ~in_history
+        if unknown.any() and on_unknown == "raise":
+            hint = "pass history={user: [items]} to score new users" if self.supports_history \
+                else f"{type(self).__name__} cannot score users unseen in training"
+            raise UnknownIdError("user", users[unknown], hint=hint)
+        if in_history.any() and not self.supports_history:
+            raise ValueError(f"{type(self).__name__} cannot score users from a given history (no fold-in); "
+                             "refit with those users' interactions")
+        hist_by_key = {_key(u): v for u, v in history.items()}
+        indptr = np.zeros(len(users) + 1, dtype=np.int64)
+        rows_i, rows_d = [], []
+        seen = self.seen_
+        for r, u in enumerate(users):
+            if in_history[r]:
+                hi = self.item_map_.to_index(np.asarray(hist_by_key[_key(u)]), on_unknown="mask")
+                hi = hi[hi >= 0].astype(np.int32)
+                hd = np.ones(len(hi), dtype=np.float32)
+                uidx[r] = -1
+            elif uidx[r] >= 0:
+                lo, up = seen.indptr[uidx[r]], seen.indptr[uidx[r] + 1]
+                hi, hd = seen.indices[lo:up], seen.data[lo:up]
+            else:
+                hi, hd = np.zeros(0, np.int32), np.zeros(0, np.float32)
+            rows_i.append(hi)
+            rows_d.append(hd)
+            indptr[r + 1] = indptr[r] + len(hi)
+        hist_indices = np.concatenate(rows_i).astype(np.int32) if rows_i else np.zeros(0, np.int32)
+        hist_data = np.concatenate(rows_d).astype(np.float32) if rows_d else np.zeros(0, np.float32)
+        if exclude_seen:
+            excl = sp.csr_matrix((np.ones(len(hist_indices), np.float32), hist_indices, indptr),
+                                 shape=(len(users), self.n_items))
+            excl.sum_duplicates()
+            excl_indptr, excl_indices = excl.indptr.astype(np.int64), excl.indices.astype(np.int32)
+        else:
+            excl_indptr, excl_indices = np.zeros(0, np.int64), np.zeros(0, np.int32)
+        allowed = self._allowed_mask(items)
+        batch = RowBatch(uidx.astype(np.int64), indptr, hist_indices, hist_data, excl_indptr, excl_indices, allowed)
+        return batch, unknown
+
+    def _allowed_mask(self, items) -> np.ndarray:
+        if items is None:
+            return np.zeros(0, dtype=np.bool_)
+        idx = self.item_map_.to_index(np.atleast_1d(np.asarray(items)), on_unknown="raise")
+        mask = np.zeros(self.n_items, dtype=np.bool_)
+        mask[idx] = True
+        return mask
+
+    def _recommend_rows(self, batch: RowBatch, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k internal item indices and scores per row; default: dense scores + kernel top-k."""
+        from ..kernels.topk import dense_topk
+
+        n = len(batch.user_index)
+        out_i = np.empty((n, k), dtype=np.int32)
+        out_s = np.empty((n, k), dtype=np.float32)
+        for start in range(0, n, SCORE_CHUNK_ROWS):
+            stop = min(n, start + SCORE_CHUNK_ROWS)
+            sub = _slice_batch(batch, start, stop)
+            scores = np.ascontiguousarray(self._score_rows(sub), dtype=np.float32)
+            out_i[start:stop], out_s[start:stop] = dense_topk(scores, k, sub.excl_indptr, sub.excl_indices,
+                                                              sub.allowed)
+        return out_i, out_s
+
+    def _score_rows(self, batch: RowBatch) -> np.ndarray:
+        """Dense float32 scores (rows x n_items) for a batch; higher is better."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ ratings
+    def predict(self, users, items) -> np.ndarray:
+        """Predicted ratings for (user, item) pairs of external ids (rating models only)."""
+        self._check_fitted()
+        if not self.predicts_ratings:
+            raise TypeError(f"{type(self).__name__} ranks items and does not predict ratings")
+        u = self.user_map_.to_index(np.atleast_1d(np.asarray(users)))
+        i = self.item_map_.to_index(np.atleast_1d(np.asarray(items)))
+        if len(u) != len(i):
+            raise ValueError(f"users and items must have equal length, got {len(u)} and {len(i)}")
+        return self._predict_pairs(u, i)
+
+    def _predict_pairs(self, user_index: np.ndarray, item_index: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ warm-up
+    def prepare(self) -> "Recommender":
+        """Compile kernels on a tiny batch so the first real request is not the slow one."""
+        self._check_fitted()
+        if len(self.user_map_):
+            self.recommend(self.user_map_.ids[:1], k=1)
+        return self
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> Path:
+        """Write the fitted model as a bundle directory (atomic; no pickle)."""
+        self._check_fitted()
+        arrays = {
+            "user_ids": self.user_map_.ids, "item_ids": self.item_map_.ids,
+            "seen_indptr": self.seen_.indptr, "seen_indices": self.seen_.indices, "seen_data": self.seen_.data,
+        }
+        state = self._get_state()
+        clash = set(state) & set(arrays)
+        if clash:
+            raise RuntimeError(f"state arrays {clash} clash with the base arrays")
+        arrays.update(state)
+        return bundle.write_bundle(path, self.kind, self.get_params(), arrays, meta=self._get_meta())
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _get_meta(self) -> dict:
+        return {}
+
+    def _set_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        pass
+
+    @classmethod
+    def _state_names(cls) -> tuple[str, ...]:
+        return ()
+
+    @classmethod
+    def _from_bundle(cls, path, manifest: dict) -> "Recommender":
+        params = manifest["params"]
+        unknown = set(params) - set(cls._param_names())
+        if unknown:
+            raise BundleError(f"{path}: parameters {sorted(unknown)} are not parameters of {cls.__name__}")
+        model = cls(**params)
+        get = lambda name: bundle.load_array(path, name, manifest)  # noqa: E731
+        model.user_map_ = IdMap(get("user_ids"), "user")
+        model.item_map_ = IdMap(get("item_ids"), "item")
+        model.seen_ = sp.csr_matrix((get("seen_data"), get("seen_indices"), get("seen_indptr")),
+                                    shape=(len(model.user_map_), len(model.item_map_)))
+        names = [f[:-4] for f in manifest["files"] if f.endswith(".npy")]
+        model._set_state({n: get(n) for n in names}, manifest.get("meta", {}))
+        return model
+
+
+def _slice_batch(batch: RowBatch, start: int, stop: int) -> RowBatch:
+    hp = batch.hist_indptr[start:stop + 1]
+    hist = (hp - hp[0], batch.hist_indices[hp[0]:hp[-1]], batch.hist_data[hp[0]:hp[-1]])
+    if len(batch.excl_indptr):
+        ep = batch.excl_indptr[start:stop + 1]
+        excl = (ep - ep[0], batch.excl_indices[ep[0]:ep[-1]])
+    else:
+        excl = (batch.excl_indptr, batch.excl_indices)
+    return RowBatch(batch.user_index[start:stop], *hist, *excl, batch.allowed)
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _key(user):
+    """A hashable, type-normalised form of an external id (numpy ints and Python ints match)."""
+    if isinstance(user, (np.integer,)):
+        return int(user)
+    if isinstance(user, np.str_):
+        return str(user)
+    return user

@@ -1,0 +1,32 @@
+"""Model kinds by name, as ``module:Class`` strings so that loading a bundle imports only its model."""
+
+from __future__ import annotations
+
+import importlib
+
+from .. import bundle
+from ..errors import BundleError
+
+MODELS: dict[str, str] = {
+    "popularity": "recsys_fast.models.popularity:Popularity",
+}
+
+
+def model_class(kind: str):
+    """The class registered under ``kind``; the error lists the known kinds."""
+    try:
+        target = MODELS[kind]
+    except KeyError:
+        raise ValueError(f"unknown model {kind!r}; known models: {', '.join(sorted(MODELS))}") from None
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load(path):
+    """Load any saved model bundle (hashes checked, no pickle)."""
+    manifest = bundle.read_manifest(path)
+    kind = manifest.get("kind")
+    if kind not in MODELS:
+        raise BundleError(f"{path}: bundle holds a model of kind {kind!r}, which this recsys_fast does not know "
+                          f"(known: {', '.join(sorted(MODELS))})")
+    return model_class(kind)._from_bundle(path, manifest)

@@ -1,0 +1,31 @@
+"""Shared fixtures: small deterministic data and the location of real data sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def ml_latest_small_path():
+    from recsys_fast.data.datasets import find_dataset
+
+    path = find_dataset("ml-latest-small")
+    if path is None:
+        pytest.skip("ml-latest-small not found (set RECSYS_FAST_DATA or keep data/ml-latest-small)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ml_100k_path():
+    from recsys_fast.data.datasets import find_dataset
+
+    path = find_dataset("ml-100k")
+    if path is None:
+        pytest.skip("ml-100k not found (set RECSYS_FAST_DATA or place it at ../shared/data/ml-100k)")
+    return path
