@@ -43,55 +43,111 @@ from .topk import heap_push, heap_sorted_into
 
 SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine")
 
-_HEAP_FACTOR = 16  # heap when candidates >= 16 k, else partition-based selection
+_HEAP_FACTOR = 16  # bounded heap when candidates >= 16 k, else sort keys
+_GROUP = 16  # values per group of the group-maximum bound in the dense path
+_SPARSE_DIVISOR = 4  # rows with fewer than n_rows / 4 scatter-adds keep a touched list
+_LOW = np.int64(0x7FFFFFFF)
 
 
 @kernel
-def _select_into(cand_s, cand_i, n_cand, k, heap_s, heap_i, out_i, out_s):
-    """Best min(k, n_cand) of the candidates into out_i/out_s, best first, ties by lower index."""
-    if n_cand <= k:
-        heap_sorted_into(cand_s, cand_i, n_cand, out_i, out_s)
-        return n_cand
+def _select_into(cand_s, cand_i, n_cand, k, keys, heap_s, heap_i, out_i, out_s):
+    """Best min(k, n_cand) positive candidates into out_i/out_s, best first, ties by lower index.
+
+    Candidates' scores must be > 0: then their float32 bits order like the scores, and one
+    int64 key ``bits << 32 | (2^31 - 1 - index)`` sorts by score, then lower index. Few
+    candidates: partition + sort of keys; many (>= 16 k): a bounded heap, which rejects most
+    candidates with one comparison.
+    """
     if n_cand >= _HEAP_FACTOR * k:
         size = 0
         for t in range(n_cand):
-            size = heap_push(heap_s, heap_i, size, k, cand_s[t], cand_i[t])
+            sc = cand_s[t]
+            # inline reject test: a call per candidate costs more than the comparison
+            if size < k or sc > heap_s[0] or (sc == heap_s[0] and cand_i[t] < heap_i[0]):
+                size = heap_push(heap_s, heap_i, size, k, sc, cand_i[t])
         heap_sorted_into(heap_s, heap_i, size, out_i, out_s)
         return size
-    # threshold = k-th largest score; keep everything above it, then the lowest-index ties
-    neg = -cand_s[:n_cand]
-    thr = -np.partition(neg, k - 1)[k - 1]
-    g = 0
-    n_ties = 0
+    bits = cand_s.view(np.int32)
     for t in range(n_cand):
-        s = cand_s[t]
-        if s > thr:
-            heap_s[g] = s
-            heap_i[g] = cand_i[t]
-            g += 1
-        elif s == thr:
-            n_ties += 1
-    ties = np.empty(n_ties, dtype=np.int32)
-    n_ties = 0
-    for t in range(n_cand):
-        if cand_s[t] == thr:
-            ties[n_ties] = cand_i[t]
-            n_ties += 1
-    ties.sort()
-    for t in range(k - g):
-        heap_s[g + t] = thr
-        heap_i[g + t] = ties[t]
-    heap_sorted_into(heap_s, heap_i, k, out_i, out_s)
-    return k
+        keys[t] = (np.int64(bits[t]) << 32) | (_LOW - cand_i[t])
+    m = min(k, n_cand)
+    if n_cand > k:
+        top = np.partition(keys[:n_cand], n_cand - k)[n_cand - k:]
+    else:
+        top = keys[:n_cand]
+    top.sort()
+    out_bits = out_s.view(np.int32)
+    for t in range(m):
+        key = top[m - 1 - t]
+        out_i[t] = np.int32(_LOW - (key & _LOW))
+        out_bits[t] = np.int32(key >> 32)
+    return m
+
+
+@kernel
+def _dense_candidates(acc, n, k, n_groups, gmax, hist, cand_s, cand_i):
+    """Entries of ``acc[:n]`` that may be among its k best positive values; zeroes ``acc``.
+
+    ``acc`` (zero-padded to ``n_groups * G``) is seen as G rows of ``n_groups``: group b is
+    {b, b + n_groups, ...}, so the group maxima are an element-wise max of contiguous rows,
+    which vectorises. Positive float32 values order like their int32 bits and negative ones
+    fall below every positive one, so this is an integer max. If at least k group maxima are
+    >= thr, at least k values are, so the k best all are >= thr: only groups whose maximum
+    reaches thr are scanned (exact pruning). thr is found from a histogram of the maxima's
+    top bits (1/8 octave buckets) rather than an exact selection.
+    """
+    bits = acc.view(np.int32)
+    g = acc.shape[0] // n_groups
+    gmax[:] = bits[:n_groups]
+    for r in range(1, g):
+        np.maximum(gmax, bits[r * n_groups:(r + 1) * n_groups], gmax)  # vectorises; a loop did not
+    top = 0
+    n_pos = 0
+    for b in range(n_groups):
+        mb = gmax[b]
+        if mb > 0:
+            h = mb >> 20
+            hist[h] += 1
+            n_pos += 1
+            top = max(top, h)
+    thr = np.int32(1)
+    if n_pos > k:
+        seen = 0
+        h = top
+        while True:
+            seen += hist[h]
+            if seen >= k:
+                break
+            h -= 1
+        thr = np.int32(h << 20)
+    for b in range(n_groups):
+        mb = gmax[b]
+        if mb > 0:
+            hist[mb >> 20] = 0
+    n_cand = 0
+    for b in range(n_groups):
+        if gmax[b] >= thr:
+            for r in range(g):
+                j = r * n_groups + b
+                if bits[j] >= thr:  # padding is 0, below any thr
+                    cand_s[n_cand] = acc[j]
+                    cand_i[n_cand] = j
+                    n_cand += 1
+    acc[:] = 0.0
+    return n_cand
 
 
 @kernel(parallel=True)
 def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, n_rows, k, jaccard,
-                     row_nnz, shrink, min_support, exclude_self, chunk_ptr, chunk_rows):
+                     row_nnz, shrink, min_support, exclude_self, chunk_ptr, chunk_rows, work,
+                     sparse_below):
     """Per row: scatter-accumulate dot products with every co-occurring row, score, select.
 
     ``chunk_rows[chunk_ptr[c]:chunk_ptr[c + 1]]`` are the rows of chunk c; each chunk owns its
     buffers. With ``jaccard`` the data are all ones, so the accumulator is the co-count.
+    A row whose ``work`` (scatter-adds) is below ``sparse_below`` keeps a touched list;
+    heavier rows accumulate densely and select after one vectorised block-maximum pass that
+    bounds the k-th best score (exact: only entries that cannot be in the top k are skipped).
     Returns per-row lengths and (n_rows, min(k, n_rows)) index/score arrays.
     """
     kk = min(k, n_rows)
@@ -99,59 +155,93 @@ def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, n_rows
     out_s = np.empty((n_rows, kk), dtype=np.float32)
     lens = np.zeros(n_rows, dtype=np.int64)
     need_count = (shrink > 0.0 or min_support > 1) and not jaccard
+    transform = need_count or jaccard
+    g = max(1, min(_GROUP, n_rows // (4 * kk)))
+    n_groups = (n_rows + g - 1) // g
     n_chunks = chunk_ptr.shape[0] - 1
     for c in prange(n_chunks):
-        acc = np.zeros(n_rows, dtype=np.float32)
+        acc = np.zeros(n_groups * g, dtype=np.float32)
         cnt = np.zeros(n_rows if need_count else 0, dtype=np.int32)
         mark = np.full(n_rows, -1, dtype=np.int32)
         touched = np.empty(n_rows, dtype=np.int32)
         cand_s = np.empty(n_rows, dtype=np.float32)
         cand_i = np.empty(n_rows, dtype=np.int32)
+        gmax = np.empty(n_groups, dtype=np.int32)
+        hist = np.zeros(2048, dtype=np.int32)
+        keys = np.empty(_HEAP_FACTOR * kk, dtype=np.int64)
         heap_s = np.empty(kk, dtype=np.float32)
         heap_i = np.empty(kk, dtype=np.int32)
         for q in range(chunk_ptr[c], chunk_ptr[c + 1]):
             i = chunk_rows[q]
-            nt = 0
-            for p in range(indptr[i], indptr[i + 1]):
-                u = indices[p]
-                v = ldata[p]
-                for t in range(t_indptr[u], t_indptr[u + 1]):
-                    j = t_indices[t]
-                    if mark[j] != i:
-                        mark[j] = i
-                        touched[nt] = j
-                        nt += 1
-                        acc[j] = v * t_data[t]
-                        if need_count:
-                            cnt[j] = 1
-                    else:
+            n_cand = 0
+            if work[i] < sparse_below:
+                nt = 0
+                for p in range(indptr[i], indptr[i + 1]):
+                    u = indices[p]
+                    v = ldata[p]
+                    for t in range(t_indptr[u], t_indptr[u + 1]):
+                        j = t_indices[t]
+                        if mark[j] != i:
+                            mark[j] = i
+                            touched[nt] = j
+                            nt += 1
                         acc[j] += v * t_data[t]
                         if need_count:
                             cnt[j] += 1
-            n_cand = 0
-            for t in range(nt):
-                j = touched[t]
-                if exclude_self and j == i:
-                    continue
-                if jaccard:
-                    co = acc[j]
-                    s = co / (row_nnz[i] + row_nnz[j] - co)
-                elif need_count:
-                    co = np.float32(cnt[j])
-                    s = acc[j]
-                else:
-                    co = np.float32(1.0)
-                    s = acc[j]
-                if co < min_support:
-                    continue
-                if shrink > 0.0:
-                    s = s * (co / (co + shrink))
-                if s > 0.0:
-                    cand_s[n_cand] = s
-                    cand_i[n_cand] = j
-                    n_cand += 1
-            lens[i] = _select_into(cand_s, cand_i, n_cand, kk, heap_s, heap_i, out_i[i], out_s[i])
+                for t in range(nt):
+                    j = touched[t]
+                    co = np.float32(cnt[j]) if need_count else np.float32(1.0)
+                    s = _score(acc[j], co, row_nnz[i], row_nnz[j], jaccard, shrink, min_support)
+                    acc[j] = 0.0
+                    if need_count:
+                        cnt[j] = 0
+                    if s > 0.0 and not (exclude_self and j == i):
+                        cand_s[n_cand] = s
+                        cand_i[n_cand] = j
+                        n_cand += 1
+            else:
+                for p in range(indptr[i], indptr[i + 1]):
+                    u = indices[p]
+                    v = ldata[p]
+                    if need_count:
+                        for t in range(t_indptr[u], t_indptr[u + 1]):
+                            j = t_indices[t]
+                            acc[j] += v * t_data[t]
+                            cnt[j] += 1
+                    else:
+                        for t in range(t_indptr[u], t_indptr[u + 1]):
+                            acc[t_indices[t]] += v * t_data[t]
+                if transform:
+                    for j in range(n_rows):
+                        co = np.float32(cnt[j]) if need_count else np.float32(1.0)
+                        acc[j] = _score(acc[j], co, row_nnz[i], row_nnz[j], jaccard, shrink, min_support)
+                        if need_count:
+                            cnt[j] = 0
+                if exclude_self:
+                    acc[i] = 0.0
+                n_cand = _dense_candidates(acc, n_rows, kk, n_groups, gmax, hist, cand_s, cand_i)
+            lens[i] = _select_into(cand_s, cand_i, n_cand, kk, keys, heap_s, heap_i, out_i[i],
+                                   out_s[i])
     return lens, out_i, out_s
+
+
+@kernel
+def _score(a, co, nnz_i, nnz_j, jaccard, shrink, min_support):
+    """Final score from the accumulated value ``a`` and co-count ``co``; 0 when not kept.
+
+    Scalars only: a kernel call with array arguments costs reference counting per call.
+    With ``jaccard`` the accumulated value is the co-count.
+    """
+    if jaccard:
+        if a <= 0.0:
+            return np.float32(0.0)
+        co = a
+        a = co / (nnz_i + nnz_j - co)
+    if co < min_support:
+        return np.float32(0.0)
+    if shrink > 0.0:
+        a = a * (co / (co + shrink))
+    return a
 
 
 @kernel
@@ -274,5 +364,5 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
     lens, out_i, out_s = _topk_similarity(
         indptr, indices, left, t_indptr, t_indices, t_data, n_rows, int(k),
         similarity == "jaccard", row_nnz, np.float32(shrink), int(min_support), bool(exclude_self),
-        chunk_ptr, chunk_rows)
+        chunk_ptr, chunk_rows, work, np.int64(n_rows // _SPARSE_DIVISOR))
     return _compact(lens, out_i, out_s)
