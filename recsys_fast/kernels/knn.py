@@ -1,0 +1,290 @@
+"""kNN scoring with top-k: ``scores = A_r x B`` for every request row ``r``, then the best k items.
+
+``A`` (rows x sources) holds each request row's weights over sources and ``B`` (sources x items)
+the neighbour graph: ItemKNN passes the user's history as ``A`` and the item neighbour graph as
+``B``; UserKNN passes the user's neighbour row (similarities) as ``A`` and the train matrix as ``B``.
+
+Candidates of a row are the items reached through the graph (``A[r, s]`` and ``B[s, j]`` both
+stored), minus the row's excluded items (removed from the candidate set, never scored 0 and
+returned) and items outside ``allowed`` (a bool mask over items; empty means all). The best k
+candidates come first, by score descending, ties broken by the lower item index. When fewer than
+k candidates exist and a ``fill_order`` is given (item indices best-first, e.g. by popularity),
+the row continues with the first items of that order that are not excluded, allowed and not yet
+chosen. Filled items get scores below every neighbourhood score of the row:
+``base - 1, base - 2, ...`` in fill order, with ``base = min(0, lowest neighbourhood score)``
+(so with non-negative similarities they are -1, -2, ...). Whatever is still missing is padded
+with index -1 and score -inf.
+
+Each row is computed alone, in a fixed order, so the output does not depend on the thread count
+or on how rows are chunked. Work buffers (a dense accumulator, a flag per item, a touched list)
+are allocated once per chunk of rows, not per row. Memory: O(chunks in flight x n_items + n x k).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from ._config import kernel
+from .topk import heap_push
+
+_NOT_SEEN, _CANDIDATE, _EXCLUDED = 0, 1, 2
+_INSERTION_SORT_MAX = 32
+
+
+@kernel
+def _sort_best_first(scores, items, size):
+    """Sort the first ``size`` entries by score descending, ties by lower item index (in place)."""
+    if size <= _INSERTION_SORT_MAX:
+        for a in range(1, size):
+            s = scores[a]
+            i = items[a]
+            b = a - 1
+            while b >= 0 and (scores[b] < s or (scores[b] == s and items[b] > i)):
+                scores[b + 1] = scores[b]
+                items[b + 1] = items[b]
+                b -= 1
+            scores[b + 1] = s
+            items[b + 1] = i
+        return
+    order = np.argsort(items[:size], kind="mergesort")
+    tmp_s = scores[:size][order]
+    tmp_i = items[:size][order]
+    order2 = np.argsort(-tmp_s, kind="mergesort")  # stable: equal scores keep the lower index first
+    for a in range(size):
+        scores[a] = tmp_s[order2[a]]
+        items[a] = tmp_i[order2[a]]
+
+
+@kernel
+def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
+             excl_indptr, excl_indices, allowed, fill_order,
+             acc, flag, touched, heap_s, heap_i, out_i, out_s):
+    """Score one request row into ``out_i[r]``/``out_s[r]``; leaves the work buffers clean."""
+    has_excl = excl_indptr.shape[0] > 0
+    has_allowed = allowed.shape[0] > 0
+    e_lo = excl_indptr[r] if has_excl else 0
+    e_hi = excl_indptr[r + 1] if has_excl else 0
+    for e in range(e_lo, e_hi):
+        flag[excl_indices[e]] = _EXCLUDED
+
+    # accumulate A_r x B over the candidates only
+    n_t = 0
+    for p in range(a_indptr[r], a_indptr[r + 1]):
+        s = a_indices[p]
+        w = a_data[p]
+        for q in range(b_indptr[s], b_indptr[s + 1]):
+            j = b_indices[q]
+            f = flag[j]
+            if f == _EXCLUDED:
+                continue
+            if f == _NOT_SEEN:
+                if has_allowed and not allowed[j]:
+                    continue
+                flag[j] = _CANDIDATE
+                touched[n_t] = j
+                n_t += 1
+            acc[j] += w * b_data[q]
+
+    # select the best k candidates
+    row_i = out_i[r]
+    row_s = out_s[r]
+    if n_t <= k:
+        size = n_t
+        for t in range(n_t):
+            j = touched[t]
+            row_i[t] = j
+            row_s[t] = acc[j]
+        _sort_best_first(row_s, row_i, size)
+    else:
+        size = 0
+        for t in range(n_t):
+            j = touched[t]
+            size = heap_push(heap_s, heap_i, size, k, acc[j], j)
+        for t in range(size):
+            row_i[t] = heap_i[t]
+            row_s[t] = heap_s[t]
+        _sort_best_first(row_s, row_i, size)
+    for t in range(n_t):
+        acc[touched[t]] = 0.0
+
+    # fill from the global order when the neighbourhood gave fewer than k
+    if size < k and fill_order.shape[0] > 0:
+        base = np.float32(0.0)
+        if size > 0 and row_s[size - 1] < 0:
+            base = row_s[size - 1]
+        n_fill = 0
+        for p in range(fill_order.shape[0]):
+            if size == k:
+                break
+            j = fill_order[p]
+            if flag[j] != _NOT_SEEN:
+                continue
+            if has_allowed and not allowed[j]:
+                continue
+            flag[j] = _CANDIDATE  # chosen: a repeated entry in fill_order is not taken twice
+            touched[n_t] = j
+            n_t += 1
+            n_fill += 1
+            row_i[size] = j
+            row_s[size] = base - np.float32(n_fill)
+            size += 1
+    for t in range(size, k):
+        row_i[t] = -1
+        row_s[t] = -np.inf
+
+    for t in range(n_t):
+        flag[touched[t]] = _NOT_SEEN
+    for e in range(e_lo, e_hi):
+        flag[excl_indices[e]] = _NOT_SEEN
+
+
+@kernel(parallel=True)
+def _knn_topk_parallel(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
+                       excl_indptr, excl_indices, allowed, fill_order, chunk):
+    n = a_indptr.shape[0] - 1
+    out_i = np.empty((n, k), dtype=np.int32)
+    out_s = np.empty((n, k), dtype=np.float32)
+    n_chunks = (n + chunk - 1) // chunk
+    for c in prange(n_chunks):
+        acc = np.zeros(n_items, dtype=np.float32)
+        flag = np.zeros(n_items, dtype=np.uint8)
+        touched = np.empty(n_items, dtype=np.int32)
+        heap_s = np.empty(k, dtype=np.float32)
+        heap_i = np.empty(k, dtype=np.int32)
+        for r in range(c * chunk, min(n, (c + 1) * chunk)):
+            _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
+                     excl_indptr, excl_indices, allowed, fill_order,
+                     acc, flag, touched, heap_s, heap_i, out_i, out_s)
+    return out_i, out_s
+
+
+@kernel
+def _knn_topk_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
+                     excl_indptr, excl_indices, allowed, fill_order):
+    n = a_indptr.shape[0] - 1
+    out_i = np.empty((n, k), dtype=np.int32)
+    out_s = np.empty((n, k), dtype=np.float32)
+    acc = np.zeros(n_items, dtype=np.float32)
+    flag = np.zeros(n_items, dtype=np.uint8)
+    touched = np.empty(n_items, dtype=np.int32)
+    heap_s = np.empty(k, dtype=np.float32)
+    heap_i = np.empty(k, dtype=np.int32)
+    for r in range(n):
+        _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
+                 excl_indptr, excl_indices, allowed, fill_order,
+                 acc, flag, touched, heap_s, heap_i, out_i, out_s)
+    return out_i, out_s
+
+
+# ---------------------------------------------------------------------- public wrapper
+SERIAL_MAX_ROWS = 8  # at or below this many rows, a parallel launch costs more than it saves
+
+
+def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: int, k: int,
+             excl_indptr=None, excl_indices=None, allowed=None, fill_order=None, parallel: bool | None = None):
+    """Top-``k`` items of ``A x B`` per row of ``A``; see the module docstring for the rules.
+
+    ``a_*``: CSR (rows x sources); ``b_*``: CSR (sources x ``n_items``), values finite.
+    ``excl_indptr``/``excl_indices``: CSR of items to exclude per row (None: none; order within a
+    row does not matter). ``allowed``: bool mask over items (None: all). ``fill_order``: item
+    indices best-first used to fill short rows (None: pad with -1 / -inf).
+    ``parallel``: None picks the serial kernel for small batches (per-request paths) and the
+    parallel one otherwise; the results are identical either way.
+
+    Returns ``(items int32 (n, k), scores float32 (n, k))``.
+    """
+    k = int(k)
+    n_items = int(n_items)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    a_indptr = _as(a_indptr, np.int64, "a_indptr")
+    a_indices = _as(a_indices, np.int32, "a_indices")
+    a_data = _as(a_data, np.float32, "a_data")
+    b_indptr = _as(b_indptr, np.int64, "b_indptr")
+    b_indices = _as(b_indices, np.int32, "b_indices")
+    b_data = _as(b_data, np.float32, "b_data")
+    n_rows = len(a_indptr) - 1
+    n_sources = len(b_indptr) - 1
+    _check_csr(a_indptr, a_indices, a_data, n_sources, "a")
+    _check_csr(b_indptr, b_indices, b_data, n_items, "b")
+    if excl_indptr is None or len(excl_indptr) == 0:
+        excl_indptr = np.zeros(0, np.int64)
+        excl_indices = np.zeros(0, np.int32)
+    else:
+        excl_indptr = _as(excl_indptr, np.int64, "excl_indptr")
+        excl_indices = _as(excl_indices, np.int32, "excl_indices")
+        if len(excl_indptr) != n_rows + 1:
+            raise ValueError(f"excl_indptr must have {n_rows + 1} entries (one row per request row), "
+                             f"got {len(excl_indptr)}")
+        _check_indices(excl_indptr, excl_indices, n_items, "excl")
+    if allowed is None or len(allowed) == 0:
+        allowed = np.zeros(0, np.bool_)
+    else:
+        allowed = np.ascontiguousarray(allowed, dtype=np.bool_)
+        if allowed.shape != (n_items,):
+            raise ValueError(f"allowed must be a bool mask over {n_items} items, got shape {allowed.shape}")
+    if fill_order is None:
+        fill_order = np.zeros(0, np.int32)
+    else:
+        fill_order = _as(fill_order, np.int32, "fill_order")
+        if len(fill_order) and (fill_order.min() < 0 or fill_order.max() >= n_items):
+            raise ValueError(f"fill_order holds item indices outside [0, {n_items})")
+    if parallel is None:
+        parallel = n_rows > SERIAL_MAX_ROWS
+    args = (a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
+            excl_indptr, excl_indices, allowed, fill_order)
+    if not parallel:
+        return _knn_topk_serial(*args)
+    import numba
+
+    chunk = max(1, min(256, math.ceil(n_rows / (4 * numba.get_num_threads()))))
+    return _knn_topk_parallel(*args, chunk)
+
+
+def _as(arr, dtype, name: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if arr.dtype.kind not in "iuf" and not (arr.size == 0):
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _check_indices(indptr, indices, n_cols: int, name: str) -> None:
+    if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0):
+        raise ValueError(f"{name}_indptr is not a valid CSR index pointer for {len(indices)} entries")
+    if len(indices) and (indices.min() < 0 or indices.max() >= n_cols):
+        raise ValueError(f"{name}_indices hold values outside [0, {n_cols})")
+
+
+def _check_csr(indptr, indices, data, n_cols: int, name: str) -> None:
+    _check_indices(indptr, indices, n_cols, name)
+    if len(data) != len(indices):
+        raise ValueError(f"{name}_data has {len(data)} entries, {name}_indices {len(indices)}")
+    if not np.isfinite(data).all():
+        raise ValueError(f"{name}_data holds NaN or infinite values")
+
+
+def similar_rows(indptr, indices, data, rows, k: int):
+    """The first ``k`` stored entries of each of ``rows`` of a top-k graph (rows sorted best-first),
+    padded with -1 / -inf: the neighbours-of-items (or users) query is a CSR row slice."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return _similar_rows(np.asarray(indptr, np.int64), np.asarray(indices, np.int32),
+                         np.asarray(data, np.float32), rows, int(k))
+
+
+@kernel
+def _similar_rows(indptr, indices, data, rows, k):
+    n = rows.shape[0]
+    out_i = np.full((n, k), -1, dtype=np.int32)
+    out_s = np.full((n, k), -np.inf, dtype=np.float32)
+    for r in range(n):
+        lo = indptr[rows[r]]
+        m = min(k, indptr[rows[r] + 1] - lo)
+        for t in range(m):
+            out_i[r, t] = indices[lo + t]
+            out_s[r, t] = data[lo + t]
+    return out_i, out_s
