@@ -128,10 +128,19 @@ def _progress(iterable, desc: str, total=None):
 
 # ---------------------------------------------------------------------------- commands
 def cmd_doctor(args) -> int:
-    from . import threads
+    import numba
+    import numpy as np
 
-    for key, value in threads.report().items():
-        print(f"{key:34s} {value}")
+    from . import threads
+    from .kernels.topk import dense_topk
+
+    report = threads.report()
+    # launch one tiny parallel kernel so Numba reports the layer it really uses
+    dense_topk(np.zeros((2, 2), np.float32), 1, np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.bool_))
+    report["numba threading layer in use"] = numba.threading_layer()
+    report["parallel calls from many threads safe"] = threads.parallel_calls_are_safe()
+    for key, value in report.items():
+        print(f"{key:38s} {value}")
     return 0
 
 
