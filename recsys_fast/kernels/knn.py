@@ -288,3 +288,47 @@ def _similar_rows(indptr, indices, data, rows, k):
             out_i[r, t] = indices[lo + t]
             out_s[r, t] = data[lo + t]
     return out_i, out_s
+
+
+@kernel(parallel=True)
+def _neighbour_average(targets, others, g_indptr, g_indices, g_data, l_indptr, l_indices, l_data,
+                       neighbour_means, target_means):
+    n = targets.shape[0]
+    pred = np.zeros(n, dtype=np.float64)
+    found = np.zeros(n, dtype=np.bool_)
+    for p in prange(n):
+        a = targets[p]
+        b = others[p]
+        lo = l_indptr[b]
+        hi = l_indptr[b + 1]
+        num = 0.0
+        den = 0.0
+        for q in range(g_indptr[a], g_indptr[a + 1]):
+            nb = g_indices[q]
+            pos = lo + np.searchsorted(l_indices[lo:hi], nb)
+            if pos < hi and l_indices[pos] == nb:
+                s = np.float64(g_data[q])
+                num += s * (np.float64(l_data[pos]) - neighbour_means[nb])
+                den += abs(s)
+        if den > 0.0:
+            pred[p] = target_means[a] + num / den
+            found[p] = True
+    return pred, found
+
+
+def neighbour_average(targets, others, g_indptr, g_indices, g_data, l_indptr, l_indices, l_data,
+                      neighbour_means, target_means):
+    """Mean-centred weighted neighbour average for (target, other) pairs.
+
+    For pair p with a = ``targets[p]``, b = ``others[p]``: over the neighbours n of a in the graph
+    (``g_*``, row a) with a stored value ``L[b, n]`` (``l_*``, CSR with sorted indices),
+    ``target_means[a] + sum s(a, n) (L[b, n] - neighbour_means[n]) / sum |s(a, n)|``.
+    ItemKNN: a = item, b = user, L = user x item ratings; UserKNN: a = user, b = item,
+    L = item x user ratings. Returns ``(prediction float64, found bool)``; ``found`` is False
+    (and the prediction 0) where no neighbour had a value.
+    """
+    return _neighbour_average(np.asarray(targets, np.int64), np.asarray(others, np.int64),
+                              np.asarray(g_indptr, np.int64), np.asarray(g_indices, np.int32),
+                              np.asarray(g_data, np.float32), np.asarray(l_indptr, np.int64),
+                              np.asarray(l_indices, np.int32), np.asarray(l_data, np.float32),
+                              np.asarray(neighbour_means, np.float64), np.asarray(target_means, np.float64))
