@@ -24,6 +24,81 @@ def topk_reference(scores: np.ndarray, k: int, excluded: list[set] | None = None
     return out_i, out_s
 
 
+
+def similarity_reference(dense: np.ndarray, similarity: str = "cosine", shrink: float = 0.0,
+                         min_support: int = 1, alpha: float = 0.5, exclude_self: bool = True):
+    """Dense float64 similarity, straight from the definitions in kernels/similarity.py.
+
+    ``dense`` is n_rows x n_cols; zeros are "not stored". Returns ``(score, eligible)``: the
+    n_rows x n_rows score matrix after shrinkage (0 where undefined) and the mask of pairs that
+    may be kept (co-count >= max(1, min_support), not self when excluded). A kept entry is an
+    eligible one with score > 0; row i's answer is its k best kept entries, ties by lower index.
+    """
+    x = np.asarray(dense, dtype=np.float64)
+    n, m = x.shape
+    stored = x != 0
+    co = stored.astype(np.float64) @ stored.T.astype(np.float64)
+    if similarity == "jaccard":
+        nnz = stored.sum(axis=1).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            s = co / (nnz[:, None] + nnz[None, :] - co)
+    else:
+        y = x.copy()
+        if similarity == "pearson":
+            for i in range(n):
+                if stored[i].any():
+                    y[i, stored[i]] -= y[i, stored[i]].mean()
+        elif similarity == "adjusted_cosine":
+            for u in range(m):
+                if stored[:, u].any():
+                    y[stored[:, u], u] -= y[stored[:, u], u].mean()
+        ss = (y * y).sum(axis=1)
+        dot = y @ y.T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if similarity == "asymmetric_cosine":
+                s = dot / (ss[:, None] ** alpha * ss[None, :] ** (1.0 - alpha))
+            else:
+                s = dot / np.sqrt(ss[:, None] * ss[None, :])
+    s = np.where(np.isfinite(s), s, 0.0)
+    if shrink > 0:
+        s = s * co / (co + shrink)
+    eligible = co >= max(1, min_support)
+    if exclude_self:
+        np.fill_diagonal(eligible, False)
+    return s, eligible
+
+
+def dense_of_csr(indptr, indices, data, n_cols):
+    """A dense float64 copy of CSR arrays (for small test inputs)."""
+    n_rows = len(indptr) - 1
+    out = np.zeros((n_rows, n_cols), dtype=np.float64)
+    for r in range(n_rows):
+        out[r, indices[indptr[r]:indptr[r + 1]]] = data[indptr[r]:indptr[r + 1]]
+    return out
+
+
+def _idf_reference(dense):
+    n_rows = dense.shape[0]
+    df = (dense != 0).sum(axis=0)
+    return np.log(n_rows) - np.log1p(df)
+
+
+def tfidf_reference(dense: np.ndarray) -> np.ndarray:
+    """implicit's TF-IDF on a dense matrix: sqrt(x) * (log(n_rows) - log1p(df[column]))."""
+    x = np.asarray(dense, dtype=np.float64)
+    return np.where(x != 0, np.sqrt(x) * _idf_reference(x)[None, :], 0.0)
+
+
+def bm25_reference(dense: np.ndarray, k1: float = 100.0, b: float = 0.8) -> np.ndarray:
+    """implicit's BM25 on a dense matrix (rows are documents, columns terms)."""
+    x = np.asarray(dense, dtype=np.float64)
+    row_sums = x.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        length_norm = (1.0 - b) + b * row_sums / row_sums.mean()
+        w = x * (k1 + 1.0) / (k1 * length_norm[:, None] + x) * _idf_reference(x)[None, :]
+    return np.where(x != 0, w, 0.0)
+
+
 def knn_topk_reference(a_rows, b_rows, n_items: int, k: int, excluded=None, allowed=None, fill_order=None):
     """kNN scoring from the definition: rows of A and B as lists of (column, value) pairs.
 
@@ -70,26 +145,3 @@ def csr_rows(matrix) -> list[list[tuple[int, float]]]:
         lo, hi = matrix.indptr[r], matrix.indptr[r + 1]
         out.append(list(zip(matrix.indices[lo:hi].tolist(), matrix.data[lo:hi].tolist())))
     return out
-
-
-def topk_similarity_reference(matrix, k: int, exclude_self: bool = True):
-    """Cosine top-k neighbour graph of the rows of a scipy CSR matrix, dense NumPy (tests' stand-in).
-
-    Row i holds at most k rows j != i with nonzero co-occurrence, by similarity desc, ties by lower j.
-    Returns (indptr int64, indices int32, data float32).
-    """
-    x = np.asarray(matrix.todense(), dtype=np.float64)
-    norms = np.sqrt((x * x).sum(axis=1))
-    dots = x @ x.T
-    co = (x != 0).astype(np.float64) @ (x != 0).T.astype(np.float64)
-    indptr = [0]
-    indices, data = [], []
-    for i in range(x.shape[0]):
-        cands = [j for j in range(x.shape[0]) if co[i, j] > 0 and not (exclude_self and i == j)]
-        sims = {j: dots[i, j] / (norms[i] * norms[j]) if norms[i] > 0 and norms[j] > 0 else 0.0 for j in cands}
-        cands.sort(key=lambda j: (-sims[j], j))
-        for j in cands[:k]:
-            indices.append(j)
-            data.append(sims[j])
-        indptr.append(len(indices))
-    return (np.asarray(indptr, np.int64), np.asarray(indices, np.int32), np.asarray(data, np.float32))
