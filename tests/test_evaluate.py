@@ -293,3 +293,22 @@ def test_real_data_matches_public_recommend(ml_small):
             want = METRIC_REFERENCES[name](recs[row * 7].tolist(), t, 10)
             assert result.per_user[f"{name}@10"].iloc[row * 7] == pytest.approx(want, rel=1e-12)
     assert result.protocol["n_users_evaluated"] == int((np.diff(test.matrix.indptr) > 0).sum())
+
+
+def test_nothing_to_evaluate_gives_nan_and_says_why():
+    train = Interactions.from_arrays([1, 2, 3], [1, 2, 3])
+    model = Popularity().fit(train)
+    test = Interactions.from_arrays([5, 1], [1, 9])  # user 5 unknown; user 1's only item unknown
+    result = evaluate(model, train, test, k=2)
+    assert all(np.isnan(v) for v in result.means.values())
+    assert len(result.per_user) == 0
+    p = result.protocol
+    assert (p["n_users_evaluated"], p["n_users_unknown"], p["n_users_no_test_items"]) == (0, 1, 1)
+    assert "users evaluated: 0 of 2 test users" in str(result)
+
+
+def test_id_type_mismatch_is_named():
+    train = Interactions.from_arrays([1, 2, 3], [1, 2, 3])
+    model = Popularity().fit(train)
+    with pytest.raises(ValueError, match="test user ids are strings but the model's are integers"):
+        evaluate(model, train, Interactions.from_arrays(["a"], [1]))

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import threads
 from ..data.interactions import Interactions
+from ..errors import DataError
 from .metrics import RANKING_METRICS, check_ks, check_metrics, rating_errors
 
 DEFAULT_BATCH_SIZE = 4096  # users per call to the model: bounds memory at batch x max(k) plus scoring
@@ -68,6 +69,9 @@ class EvaluationResult:
                  f"  test interactions dropped, item unknown to the model: {p['n_test_items_dropped_unknown']}"
                  f" ({p['n_unknown_items']} distinct items)",
                  f"  test interactions also in train (excluded, so never hit): {p['n_test_items_in_train']}"]
+        if p.get("n_train_interactions_ignored"):
+            lines.append(f"  train interactions outside the model's id maps (not excluded): "
+                         f"{p['n_train_interactions_ignored']}")
         if "n_rating_pairs" in p:
             lines.append(f"  rating pairs (rmse, mae): {p['n_rating_pairs']}")
         return "\n".join(lines)
@@ -91,6 +95,13 @@ def evaluate(model, train: Interactions | None, test: Interactions, k=(10, 20), 
     for name, data in (("train", train), ("test", test)):
         if not (isinstance(data, Interactions) or (name == "train" and data is None)):
             raise TypeError(f"{name} must be recsys_fast.Interactions, got {type(data).__name__}")
+    for name, data in (("train", train), ("test", test)):
+        if data is None:
+            continue
+        for kind, ours, theirs in (("user", data.user_map, model.user_map_), ("item", data.item_map, model.item_map_)):
+            if len(ours) and len(theirs) and ours.is_string != theirs.is_string:
+                raise DataError(f"{name} {kind} ids are {_id_type(ours)} but the model's are {_id_type(theirs)}; "
+                                f"build {name} with the same id type as the training data")
     ks = check_ks(k)
     explicit = metrics is not None
     wanted = check_metrics(metrics)
@@ -172,7 +183,7 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
                 col = values[RANKING_METRICS.index(name), :, j]
                 means[f"{name}@{kk}"] = float(col.mean()) if len(col) else float("nan")
             elif name == "coverage":
-                means[f"coverage@{kk}"] = float(covered[j].sum()) / n_items if n_items else float("nan")
+                means[f"coverage@{kk}"] = float(covered[j].sum()) / n_items if len(users) else float("nan")
     protocol = {
         "ranking": f"full ranking over {n_items} items, "
                    + ("train items excluded" if train is not None else "nothing excluded"),
@@ -220,6 +231,10 @@ def compare(results: dict, columns=None) -> str:
     if len(same) > 1:
         text += "\nnote: the results were computed on different protocols (users evaluated or catalogue differ)"
     return text
+
+
+def _id_type(m) -> str:
+    return "strings" if m.is_string else "integers"
 
 
 def _fmt(value) -> str:

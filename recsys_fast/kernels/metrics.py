@@ -28,7 +28,7 @@ PRECISION, RECALL, F1, NDCG, MAP, MRR, HIT_RATE = range(len(METRIC_NAMES))
 
 @kernel(parallel=True, fastmath=False)
 def ranking_metrics(recs, test_indptr, test_indices, ks):
-    """Every metric of ``METRIC_NAMES`` at every cutoff of ``ks`` for every row of ``recs``."""
+    """Every metric of ``METRIC_NAMES`` at every cutoff of ``ks`` (unique) for every row of ``recs``."""
     n_users = recs.shape[0]
     n_ks = ks.shape[0]
     kmax = 0
@@ -40,6 +40,9 @@ def ranking_metrics(recs, test_indptr, test_indices, ks):
     for i in range(kmax):
         discount[i] = 1.0 / np.log2(i + 2.0)
         idcg[i + 1] = idcg[i] + discount[i]
+    at_rank = np.full(kmax, -1, dtype=np.int64)  # at_rank[i] = j where ks[j] == i + 1, else -1
+    for j in range(n_ks):
+        at_rank[ks[j] - 1] = j
     out = np.empty((len(METRIC_NAMES), n_users, n_ks), dtype=np.float64)
     for u in prange(n_users):
         lo = test_indptr[u]
@@ -56,26 +59,33 @@ def ranking_metrics(recs, test_indptr, test_indices, ks):
         for i in range(kmax):
             item = recs[u, i]
             if item >= 0:
-                pos = lo + np.searchsorted(test_indices[lo:hi], item)
-                if pos < hi and test_indices[pos] == item and not taken[pos - lo]:
-                    taken[pos - lo] = True
+                a = lo  # binary search for item in the row's sorted test items
+                b = hi
+                while a < b:
+                    mid = (a + b) >> 1
+                    if test_indices[mid] < item:
+                        a = mid + 1
+                    else:
+                        b = mid
+                if a < hi and test_indices[a] == item and not taken[a - lo]:
+                    taken[a - lo] = True
                     hits += 1
                     dcg += discount[i]
                     ap_sum += hits / (i + 1.0)
                     if first_hit == 0:
                         first_hit = i + 1
+            j = at_rank[i]
+            if j < 0:
+                continue
             rank = i + 1
-            for j in range(n_ks):
-                if ks[j] != rank:
-                    continue
-                p = hits / rank
-                r = hits / n_test
-                m = min(rank, n_test)
-                out[PRECISION, u, j] = p
-                out[RECALL, u, j] = r
-                out[F1, u, j] = 2.0 * p * r / (p + r) if hits > 0 else 0.0
-                out[NDCG, u, j] = dcg / idcg[m]
-                out[MAP, u, j] = ap_sum / m
-                out[MRR, u, j] = 1.0 / first_hit if first_hit > 0 else 0.0
-                out[HIT_RATE, u, j] = 1.0 if hits > 0 else 0.0
+            p = hits / rank
+            r = hits / n_test
+            m = min(rank, n_test)
+            out[PRECISION, u, j] = p
+            out[RECALL, u, j] = r
+            out[F1, u, j] = 2.0 * p * r / (p + r) if hits > 0 else 0.0
+            out[NDCG, u, j] = dcg / idcg[m]
+            out[MAP, u, j] = ap_sum / m
+            out[MRR, u, j] = 1.0 / first_hit if first_hit > 0 else 0.0
+            out[HIT_RATE, u, j] = 1.0 if hits > 0 else 0.0
     return out
