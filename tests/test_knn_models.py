@@ -194,33 +194,26 @@ def test_predict_matches_formula(cls):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
-def _load_ml100k():
-    from pathlib import Path
+@pytest.fixture(scope="module")
+def ml100k_split(ml_100k_path):
+    from recsys_fast.data.datasets import load_movielens
+    from recsys_fast.data.split import holdout
 
-    import pandas as pd
-
-    path = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "ml-100k" / "u.data"
-    if not path.exists():
-        pytest.skip("ml-100k not found at ../shared/data/ml-100k")
-    df = pd.read_csv(path, sep="\t", names=["user", "item", "rating", "ts"])
-    return Interactions.from_arrays(df.user.to_numpy(), df.item.to_numpy(), df.rating.to_numpy(np.float32),
-                                    df.ts.to_numpy())
+    data, _ = load_movielens(ml_100k_path)
+    return holdout(data, test_fraction=0.2, seed=42)
 
 
 @pytest.mark.parametrize("cls, similarity", [(ItemKNN, "adjusted_cosine"), (UserKNN, "pearson"),
                                              (ItemKNN, "cosine")])
-def test_predict_beats_global_mean_on_ml100k(cls, similarity):
-    data = _load_ml100k()
-    rng = np.random.default_rng(42)
-    test_mask = rng.random(data.nnz) < 0.2
-    train, test = data.select(~test_mask), data.select(test_mask)
+def test_predict_beats_global_mean_on_ml100k(ml100k_split, cls, similarity):
+    from recsys_fast.evaluation import evaluate
+
+    train, test = ml100k_split
     model = cls(k=50, similarity=similarity).fit(train)
-    rows = test.row_of_nnz()
-    pred = model.predict(test.user_map.ids[rows], test.item_map.ids[test.matrix.indices])
-    truth = test.matrix.data
-    rmse = float(np.sqrt(np.mean((pred - truth) ** 2)))
-    baseline = float(np.sqrt(np.mean((train.matrix.data.mean() - truth) ** 2)))
-    assert rmse < 0.9 * baseline, (rmse, baseline)
+    result = evaluate(model, train, test, k=10, metrics=["rmse", "mae", "ndcg"])
+    baseline = float(np.sqrt(np.mean((train.ratings.mean() - test.ratings) ** 2)))
+    assert result.means["rmse"] < 0.9 * baseline, (result.means, baseline)
+    assert result.means["ndcg@10"] > 0.05  # far above random ranking (~0.01) on this split
 
 
 def test_save_load_keeps_predict_and_graph(tmp_path):
@@ -255,3 +248,24 @@ def test_save_load_keeps_predict_and_graph(tmp_path):
 def test_bad_parameters(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls(**kwargs)
+
+
+@pytest.mark.parametrize("weighting", [None, "bm25"])
+def test_dot_similarity_is_the_plain_dot_product(weighting):
+    data = random_interactions(6, ratings=True)
+    model = ItemKNN(k=5, similarity="dot", weighting=weighting).fit(data)
+    x = data.matrix.T.tocsr()
+    if weighting == "bm25":
+        from recsys_fast.kernels.weighting import bm25_weight
+
+        x.data = bm25_weight(x.indptr, x.indices, x.data, *x.shape, K1=100.0, B=0.8)
+    dense = (x @ x.T).toarray().astype(np.float64)
+    co = ((x != 0).astype(np.float64) @ (x != 0).T.astype(np.float64)).toarray()
+    g = model.graph_
+    for i in range(x.shape[0]):
+        cands = [j for j in range(x.shape[0]) if j != i and co[i, j] > 0 and dense[i, j] > 0]
+        cands.sort(key=lambda j: (-dense[i, j], j))
+        lo, hi = g.indptr[i], g.indptr[i + 1]
+        np.testing.assert_allclose(g.data[lo:hi], dense[i, cands[:5]], rtol=1e-5)
+        assert set(g.indices[lo:hi]) == set(cands[:5]) or np.allclose(
+            np.sort(dense[i, g.indices[lo:hi]]), np.sort(dense[i, cands[:5]]), rtol=1e-5)

@@ -33,7 +33,7 @@ from ..data.interactions import Interactions
 from ..kernels.knn import knn_topk, neighbour_average, similar_rows
 from .base import Recommender, RowBatch, gather_rows
 
-SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine")
+SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine", "dot")
 WEIGHTINGS = (None, "tfidf", "bm25")
 FILLS = ("popularity", None)
 
@@ -131,10 +131,20 @@ class _NeighbourhoodModel(Recommender):
             from ..kernels.weighting import bm25_weight
 
             data = bm25_weight(rows.indptr, rows.indices, data, n_rows, n_cols, K1=self.K1, B=self.B)
-        indptr, indices, values = topk_similarity(rows.indptr, rows.indices, data, n_cols, self.k,
-                                                  similarity=self.similarity, shrink=self.shrink,
-                                                  min_support=self.min_support, alpha=self.alpha,
-                                                  exclude_self=True)
+        if self.similarity == "dot":
+            # x_i.x_j = |x_i|^2 * asymmetric cosine with alpha=1 (x_i.x_j / |x_i|^2): same order within a
+            # row, so the kernel's top-k is the dot product's top-k; rescale the kept values after.
+            indptr, indices, values = topk_similarity(rows.indptr, rows.indices, data, n_cols, self.k,
+                                                      similarity="asymmetric_cosine", shrink=self.shrink,
+                                                      min_support=self.min_support, alpha=1.0, exclude_self=True)
+            sq = np.bincount(np.repeat(np.arange(n_rows), np.diff(rows.indptr)),
+                             weights=np.asarray(data, np.float64) ** 2, minlength=n_rows)
+            values = (values * np.repeat(sq, np.diff(indptr))).astype(np.float32)
+        else:
+            indptr, indices, values = topk_similarity(rows.indptr, rows.indices, data, n_cols, self.k,
+                                                      similarity=self.similarity, shrink=self.shrink,
+                                                      min_support=self.min_support, alpha=self.alpha,
+                                                      exclude_self=True)
         return sp.csr_matrix((values, indices, indptr), shape=(n_rows, n_rows))
 
     def _derive(self) -> None:
@@ -189,10 +199,12 @@ class _NeighbourhoodModel(Recommender):
 class ItemKNN(_NeighbourhoodModel):
     """Item-based k nearest neighbours (Sarwar et al. 2001; implicit's ItemItemRecommender).
 
-    ``k`` neighbours are kept per item, by ``similarity`` ("cosine", "jaccard",
-    "asymmetric_cosine" with ``alpha``, "pearson", "adjusted_cosine") computed over the items'
-    user vectors after ``weighting`` (None, "tfidf", or "bm25" with ``K1``, ``B``), with
-    ``shrink`` and ``min_support`` (minimum co-count). A user's score for item j is
+    ``k`` neighbours other than the item itself are kept per item, by ``similarity`` ("cosine",
+    "jaccard", "asymmetric_cosine" with ``alpha``, "pearson", "adjusted_cosine", or "dot": the plain
+    dot product, as implicit's BM25Recommender uses) computed over the items' user vectors after
+    ``weighting`` (None, "tfidf", or "bm25" with ``K1``, ``B``), with ``shrink`` and
+    ``min_support`` (minimum co-count). implicit's ``K`` counts the item itself, so its ``K=n``
+    corresponds to ``k=n-1`` here. A user's score for item j is
     ``sum_i w(u, i) s(i, j)`` over the user's items i whose neighbours include j, with w the
     training weights (1 for items given as ``history=``). See the module docstring for the fill
     policy and ``predict``.
