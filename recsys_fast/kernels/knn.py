@@ -28,49 +28,29 @@ import numpy as np
 from numba import prange
 
 from ._config import kernel
-from .topk import heap_push
+from .topk import _sift_down, heap_push
 
-_NOT_SEEN, _CANDIDATE, _EXCLUDED = 0, 1, 2
-_INSERTION_SORT_MAX = 32
-
-
-@kernel
-def _sort_best_first(scores, items, size):
-    """Sort the first ``size`` entries by score descending, ties by lower item index (in place)."""
-    if size <= _INSERTION_SORT_MAX:
-        for a in range(1, size):
-            s = scores[a]
-            i = items[a]
-            b = a - 1
-            while b >= 0 and (scores[b] < s or (scores[b] == s and items[b] > i)):
-                scores[b + 1] = scores[b]
-                items[b + 1] = items[b]
-                b -= 1
-            scores[b + 1] = s
-            items[b + 1] = i
-        return
-    order = np.argsort(items[:size], kind="mergesort")
-    tmp_s = scores[:size][order]
-    tmp_i = items[:size][order]
-    order2 = np.argsort(-tmp_s, kind="mergesort")  # stable: equal scores keep the lower index first
-    for a in range(size):
-        scores[a] = tmp_s[order2[a]]
-        items[a] = tmp_i[order2[a]]
+# Per-item flag bits in a chunk's work buffer. An item is a new candidate exactly when its flag is 0.
+_CANDIDATE, _EXCLUDED, _DISALLOWED = 1, 2, 4
 
 
 @kernel
 def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
-             excl_indptr, excl_indices, allowed, fill_order,
+             excl_indptr, excl_indices, fill_order, allowed,
              acc, flag, touched, heap_s, heap_i, out_i, out_s):
-    """Score one request row into ``out_i[r]``/``out_s[r]``; leaves the work buffers clean."""
+    """Score one request row into ``out_i[r]``/``out_s[r]``; leaves the work buffers as found.
+
+    ``flag`` holds the chunk's ``_DISALLOWED`` bits on entry and exit.
+    """
     has_excl = excl_indptr.shape[0] > 0
-    has_allowed = allowed.shape[0] > 0
     e_lo = excl_indptr[r] if has_excl else 0
     e_hi = excl_indptr[r + 1] if has_excl else 0
     for e in range(e_lo, e_hi):
-        flag[excl_indices[e]] = _EXCLUDED
+        flag[excl_indices[e]] |= _EXCLUDED
 
-    # accumulate A_r x B over the candidates only
+    # accumulate A_r x B. Branch-free first-touch test: every item is written to the touched list,
+    # which only advances for a new candidate. Excluded and disallowed items accumulate too (cheaper
+    # than a branch) and are cleared below.
     n_t = 0
     for p in range(a_indptr[r], a_indptr[r + 1]):
         s = a_indices[p]
@@ -78,37 +58,30 @@ def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
         for q in range(b_indptr[s], b_indptr[s + 1]):
             j = b_indices[q]
             f = flag[j]
-            if f == _EXCLUDED:
-                continue
-            if f == _NOT_SEEN:
-                if has_allowed and not allowed[j]:
-                    continue
-                flag[j] = _CANDIDATE
-                touched[n_t] = j
-                n_t += 1
+            touched[n_t] = j
+            n_t += f == 0
+            flag[j] = f | _CANDIDATE
             acc[j] += w * b_data[q]
 
-    # select the best k candidates
+    # select the best k candidates: a bounded min-heap (worst at the root), then heapsort in place
     row_i = out_i[r]
     row_s = out_s[r]
-    if n_t <= k:
-        size = n_t
-        for t in range(n_t):
-            j = touched[t]
-            row_i[t] = j
-            row_s[t] = acc[j]
-        _sort_best_first(row_s, row_i, size)
-    else:
-        size = 0
-        for t in range(n_t):
-            j = touched[t]
-            size = heap_push(heap_s, heap_i, size, k, acc[j], j)
-        for t in range(size):
-            row_i[t] = heap_i[t]
-            row_s[t] = heap_s[t]
-        _sort_best_first(row_s, row_i, size)
+    size = 0
     for t in range(n_t):
-        acc[touched[t]] = 0.0
+        j = touched[t]
+        sc = acc[j]
+        if size < k:
+            size = heap_push(heap_s, heap_i, size, k, sc, j)
+        elif sc > heap_s[0] or (sc == heap_s[0] and j < heap_i[0]):  # inline test: most candidates stop here
+            heap_s[0] = sc
+            heap_i[0] = j
+            _sift_down(heap_s, heap_i, size, 0)
+    for end in range(size - 1, -1, -1):  # pop the worst to the back: best-first, ties by lower index
+        row_s[end] = heap_s[0]
+        row_i[end] = heap_i[0]
+        heap_s[0] = heap_s[end]
+        heap_i[0] = heap_i[end]
+        _sift_down(heap_s, heap_i, end, 0)
 
     # fill from the global order when the neighbourhood gave fewer than k
     if size < k and fill_order.shape[0] > 0:
@@ -120,11 +93,9 @@ def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
             if size == k:
                 break
             j = fill_order[p]
-            if flag[j] != _NOT_SEEN:
+            if flag[j] != 0:  # excluded, disallowed, or already chosen
                 continue
-            if has_allowed and not allowed[j]:
-                continue
-            flag[j] = _CANDIDATE  # chosen: a repeated entry in fill_order is not taken twice
+            flag[j] = _CANDIDATE  # a repeated entry in fill_order is not taken twice
             touched[n_t] = j
             n_t += 1
             n_fill += 1
@@ -135,10 +106,39 @@ def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
         row_i[t] = -1
         row_s[t] = -np.inf
 
+    # restore the buffers: touched candidates were 0 before this row; excluded and disallowed items
+    # may have accumulated (and so been flagged) without entering the touched list
     for t in range(n_t):
-        flag[touched[t]] = _NOT_SEEN
+        j = touched[t]
+        acc[j] = 0.0
+        flag[j] = 0
     for e in range(e_lo, e_hi):
-        flag[excl_indices[e]] = _NOT_SEEN
+        j = excl_indices[e]
+        acc[j] = 0.0
+        flag[j] &= _DISALLOWED
+    if allowed.shape[0] > 0:
+        for p in range(a_indptr[r], a_indptr[r + 1]):
+            s = a_indices[p]
+            for q in range(b_indptr[s], b_indptr[s + 1]):
+                j = b_indices[q]
+                if flag[j] & _DISALLOWED:
+                    acc[j] = 0.0
+                    flag[j] = _DISALLOWED
+
+
+@kernel
+def _work_buffers(n_items, k, allowed):
+    acc = np.zeros(n_items, dtype=np.float32)
+    flag = np.zeros(n_items, dtype=np.uint8)
+    if allowed.shape[0] > 0:
+        for j in range(n_items):
+            if not allowed[j]:
+                flag[j] = _DISALLOWED
+    # the touched list takes one entry per scatter-add before advancing, so it needs n_items + 1
+    touched = np.empty(n_items + 1, dtype=np.int32)
+    heap_s = np.empty(k, dtype=np.float32)
+    heap_i = np.empty(k, dtype=np.int32)
+    return acc, flag, touched, heap_s, heap_i
 
 
 @kernel(parallel=True)
@@ -149,14 +149,10 @@ def _knn_topk_parallel(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
     out_s = np.empty((n, k), dtype=np.float32)
     n_chunks = (n + chunk - 1) // chunk
     for c in prange(n_chunks):
-        acc = np.zeros(n_items, dtype=np.float32)
-        flag = np.zeros(n_items, dtype=np.uint8)
-        touched = np.empty(n_items, dtype=np.int32)
-        heap_s = np.empty(k, dtype=np.float32)
-        heap_i = np.empty(k, dtype=np.int32)
+        acc, flag, touched, heap_s, heap_i = _work_buffers(n_items, k, allowed)
         for r in range(c * chunk, min(n, (c + 1) * chunk)):
             _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
-                     excl_indptr, excl_indices, allowed, fill_order,
+                     excl_indptr, excl_indices, fill_order, allowed,
                      acc, flag, touched, heap_s, heap_i, out_i, out_s)
     return out_i, out_s
 
@@ -167,14 +163,10 @@ def _knn_topk_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n
     n = a_indptr.shape[0] - 1
     out_i = np.empty((n, k), dtype=np.int32)
     out_s = np.empty((n, k), dtype=np.float32)
-    acc = np.zeros(n_items, dtype=np.float32)
-    flag = np.zeros(n_items, dtype=np.uint8)
-    touched = np.empty(n_items, dtype=np.int32)
-    heap_s = np.empty(k, dtype=np.float32)
-    heap_i = np.empty(k, dtype=np.int32)
+    acc, flag, touched, heap_s, heap_i = _work_buffers(n_items, k, allowed)
     for r in range(n):
         _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
-                 excl_indptr, excl_indices, allowed, fill_order,
+                 excl_indptr, excl_indices, fill_order, allowed,
                  acc, flag, touched, heap_s, heap_i, out_i, out_s)
     return out_i, out_s
 
