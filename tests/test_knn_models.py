@@ -269,3 +269,13 @@ def test_dot_similarity_is_the_plain_dot_product(weighting):
         np.testing.assert_allclose(g.data[lo:hi], dense[i, cands[:5]], rtol=1e-5)
         assert set(g.indices[lo:hi]) == set(cands[:5]) or np.allclose(
             np.sort(dense[i, g.indices[lo:hi]]), np.sort(dense[i, cands[:5]]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [ItemKNN, UserKNN])
+def test_prepare_then_serial_and_parallel_paths_agree(data, cls):
+    model = cls(k=6).fit(data).prepare()
+    batch, _ = model._build_rows(data.user_map.ids, True, None, None, "raise")
+    serial = model._recommend_rows_with(batch, 8, False)
+    parallel = model._recommend_rows_with(batch, 8, True)
+    np.testing.assert_array_equal(serial[0], parallel[0])
+    np.testing.assert_array_equal(serial[1], parallel[1])

@@ -56,7 +56,7 @@ def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
         s = a_indices[p]
         w = a_data[p]
         for q in range(b_indptr[s], b_indptr[s + 1]):
-            j = b_indices[q]
+            j = np.uint32(b_indices[q])  # unsigned: no negative-index wraparound test per scatter
             f = flag[j]
             touched[n_t] = j
             n_t += f == 0

@@ -172,6 +172,24 @@ class _NeighbourhoodModel(Recommender):
         idx, scores = similar_rows(graph.indptr, graph.indices, graph.data, rows, k)
         return Neighbours(query=ids, ids=id_map.to_external(idx), scores=scores)
 
+    def prepare(self) -> "_NeighbourhoodModel":
+        """Compile (or load from the cache) the serial and the parallel scoring kernels and the
+        rating kernel, so that neither the first request nor the first batch is the slow one."""
+        super().prepare()
+        if len(self.user_map_):
+            rows = np.zeros(1, dtype=np.int64)
+            batch, _ = self._build_rows(self.user_map_.ids[rows], True, None, None, "raise")
+            for parallel in (False, True):
+                self._recommend_rows_with(batch, 1, parallel)
+            self._predict_pairs(rows, rows)
+        return self
+
+    def _recommend_rows(self, batch: RowBatch, k: int):
+        return self._recommend_rows_with(batch, k, None)
+
+    def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ ratings
     def _finish_prediction(self, pred, found, base_index, base_means, other_index, other_means):
         """Apply the documented fallbacks (baseline mean, other mean, global mean) and clip."""
@@ -219,10 +237,11 @@ class ItemKNN(_NeighbourhoodModel):
     def _compared_rows(self, matrix):
         return matrix.T.tocsr()
 
-    def _recommend_rows(self, batch: RowBatch, k: int):
+    def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
         g = self.graph_
         return knn_topk(batch.hist_indptr, batch.hist_indices, batch.hist_data, g.indptr, g.indices, g.data,
-                        self.n_items, k, batch.excl_indptr, batch.excl_indices, batch.allowed, self._fill_order())
+                        self.n_items, k, batch.excl_indptr, batch.excl_indices, batch.allowed, self._fill_order(),
+                        parallel=parallel)
 
     def similar_items(self, items, k: int = 10) -> Neighbours:
         """The ``k`` most similar items of each of ``items`` (at most the fitted ``k`` are stored)."""
@@ -290,12 +309,12 @@ class UserKNN(_NeighbourhoodModel):
     def _compared_rows(self, matrix):
         return matrix
 
-    def _recommend_rows(self, batch: RowBatch, k: int):
+    def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
         g = self.graph_
         a = gather_rows(g.indptr, g.indices, g.data, batch.user_index)
         seen = self.seen_
         return knn_topk(*a, seen.indptr, seen.indices, seen.data, self.n_items, k,
-                        batch.excl_indptr, batch.excl_indices, batch.allowed, self._fill_order())
+                        batch.excl_indptr, batch.excl_indices, batch.allowed, self._fill_order(), parallel=parallel)
 
     def similar_users(self, users, k: int = 10) -> Neighbours:
         """The ``k`` most similar training users of each of ``users`` (at most the fitted ``k``)."""
