@@ -185,3 +185,19 @@ def test_similar_rows_is_a_padded_row_slice():
     got_i, got_s = similar_rows(indptr, indices, data, [2, 1, 0], 2)
     np.testing.assert_array_equal(got_i, [[0, 1], [-1, -1], [2, 1]])
     np.testing.assert_array_equal(got_s, np.array([[0.7, 0.2], [-np.inf, -np.inf], [0.9, 0.5]], np.float32))
+
+
+def test_parallel_default_is_serial_off_main_thread_when_layer_unsafe(monkeypatch):
+    import recsys_fast.kernels.knn as knn
+
+    calls = []
+    monkeypatch.setattr(knn, "_parallel_calls_are_safe", lambda: False)
+    monkeypatch.setattr(knn, "_knn_topk_parallel", lambda *a: calls.append("parallel") or knn._knn_topk_serial(*a[:-1]))
+    args = big_case(2)
+    main_thread = knn_topk(*args)
+    worker = []
+    t = threading.Thread(target=lambda: worker.append(knn_topk(*args)))
+    t.start()
+    t.join()
+    assert calls == ["parallel"], "main thread may launch in parallel, a worker thread must not"
+    np.testing.assert_array_equal(main_thread[0], worker[0][0])

@@ -279,3 +279,16 @@ def test_prepare_then_serial_and_parallel_paths_agree(data, cls):
     parallel = model._recommend_rows_with(batch, 8, True)
     np.testing.assert_array_equal(serial[0], parallel[0])
     np.testing.assert_array_equal(serial[1], parallel[1])
+
+
+def test_explain_from_history_matches_fold_in(data):
+    model = ItemKNN(k=8).fit(data)
+    history = data.item_map.ids[[1, 4, 9, 16]].tolist()
+    recs = model.recommend(["new"], k=5, history={"new": history})
+    for item, score in zip(recs.items[0], recs.scores[0]):
+        frame = model.explain(None, item, history=history)
+        if score > 0:
+            np.testing.assert_allclose(frame["contribution"].sum(), score, rtol=1e-5)
+            assert set(frame["item"]) <= set(history)
+        else:
+            assert frame.empty

@@ -22,11 +22,15 @@ are allocated once per chunk of rows, not per row. Memory: O(chunks in flight x 
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 
 import numpy as np
 from numba import prange
 
+from .. import threads
+from ..errors import DataError
 from ._config import kernel
 from .topk import _sift_down, heap_push
 
@@ -176,15 +180,20 @@ SERIAL_MAX_ROWS = 8  # at or below this many rows, a parallel launch costs more 
 
 
 def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: int, k: int,
-             excl_indptr=None, excl_indices=None, allowed=None, fill_order=None, parallel: bool | None = None):
+             excl_indptr=None, excl_indices=None, allowed=None, fill_order=None, parallel: bool | None = None,
+             validate: bool = True):
     """Top-``k`` items of ``A x B`` per row of ``A``; see the module docstring for the rules.
 
     ``a_*``: CSR (rows x sources); ``b_*``: CSR (sources x ``n_items``), values finite.
     ``excl_indptr``/``excl_indices``: CSR of items to exclude per row (None: none; order within a
     row does not matter). ``allowed``: bool mask over items (None: all). ``fill_order``: item
     indices best-first used to fill short rows (None: pad with -1 / -inf).
-    ``parallel``: None picks the serial kernel for small batches (per-request paths) and the
-    parallel one otherwise; the results are identical either way.
+    ``parallel``: None picks the serial kernel for small batches (per-request paths), and for any
+    batch launched off the main thread when Numba's threading layer is not safe for concurrent
+    launches; the parallel one otherwise. The results are identical either way.
+    ``validate=False`` skips the O(nnz) checks of ``B``, ``fill_order`` and the exclusions (for
+    callers that validated them once, such as the models; a per-request call then costs only
+    the row's own work). Bad input raises ``DataError`` (a ValueError).
 
     Returns ``(items int32 (n, k), scores float32 (n, k))``.
     """
@@ -201,7 +210,10 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
     n_rows = len(a_indptr) - 1
     n_sources = len(b_indptr) - 1
     _check_csr(a_indptr, a_indices, a_data, n_sources, "a")
-    _check_csr(b_indptr, b_indices, b_data, n_items, "b")
+    if validate:
+        _check_csr(b_indptr, b_indices, b_data, n_items, "b")
+    elif len(b_indptr) < 1:
+        raise DataError("b_indptr must have at least one entry")
     if excl_indptr is None or len(excl_indptr) == 0:
         excl_indptr = np.zeros(0, np.int64)
         excl_indices = np.zeros(0, np.int32)
@@ -209,23 +221,25 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
         excl_indptr = _as(excl_indptr, np.int64, "excl_indptr")
         excl_indices = _as(excl_indices, np.int32, "excl_indices")
         if len(excl_indptr) != n_rows + 1:
-            raise ValueError(f"excl_indptr must have {n_rows + 1} entries (one row per request row), "
+            raise DataError(f"excl_indptr must have {n_rows + 1} entries (one row per request row), "
                              f"got {len(excl_indptr)}")
-        _check_indices(excl_indptr, excl_indices, n_items, "excl")
+        if validate:
+            _check_indices(excl_indptr, excl_indices, n_items, "excl")
     if allowed is None or len(allowed) == 0:
         allowed = np.zeros(0, np.bool_)
     else:
         allowed = np.ascontiguousarray(allowed, dtype=np.bool_)
         if allowed.shape != (n_items,):
-            raise ValueError(f"allowed must be a bool mask over {n_items} items, got shape {allowed.shape}")
+            raise DataError(f"allowed must be a bool mask over {n_items} items, got shape {allowed.shape}")
     if fill_order is None:
         fill_order = np.zeros(0, np.int32)
     else:
         fill_order = _as(fill_order, np.int32, "fill_order")
-        if len(fill_order) and (fill_order.min() < 0 or fill_order.max() >= n_items):
-            raise ValueError(f"fill_order holds item indices outside [0, {n_items})")
+        if validate and len(fill_order) and (fill_order.min() < 0 or fill_order.max() >= n_items):
+            raise DataError(f"fill_order holds item indices outside [0, {n_items})")
     if parallel is None:
-        parallel = n_rows > SERIAL_MAX_ROWS
+        parallel = n_rows > SERIAL_MAX_ROWS and (_parallel_calls_are_safe()
+                                                 or threading.current_thread() is threading.main_thread())
     args = (a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
             excl_indptr, excl_indices, allowed, fill_order)
     if not parallel:
@@ -236,28 +250,33 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
     return _knn_topk_parallel(*args, chunk)
 
 
+@functools.lru_cache(maxsize=1)
+def _parallel_calls_are_safe() -> bool:
+    return threads.parallel_calls_are_safe()
+
+
 def _as(arr, dtype, name: str) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+        raise DataError(f"{name} must be one-dimensional, got shape {arr.shape}")
     if arr.dtype.kind not in "iuf" and not (arr.size == 0):
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+        raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def _check_indices(indptr, indices, n_cols: int, name: str) -> None:
     if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0):
-        raise ValueError(f"{name}_indptr is not a valid CSR index pointer for {len(indices)} entries")
+        raise DataError(f"{name}_indptr is not a valid CSR index pointer for {len(indices)} entries")
     if len(indices) and (indices.min() < 0 or indices.max() >= n_cols):
-        raise ValueError(f"{name}_indices hold values outside [0, {n_cols})")
+        raise DataError(f"{name}_indices hold values outside [0, {n_cols})")
 
 
 def _check_csr(indptr, indices, data, n_cols: int, name: str) -> None:
     _check_indices(indptr, indices, n_cols, name)
     if len(data) != len(indices):
-        raise ValueError(f"{name}_data has {len(data)} entries, {name}_indices {len(indices)}")
+        raise DataError(f"{name}_data has {len(data)} entries, {name}_indices {len(indices)}")
     if not np.isfinite(data).all():
-        raise ValueError(f"{name}_data holds NaN or infinite values")
+        raise DataError(f"{name}_data holds NaN or infinite values")
 
 
 def similar_rows(indptr, indices, data, rows, k: int):

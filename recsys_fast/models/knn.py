@@ -241,7 +241,7 @@ class ItemKNN(_NeighbourhoodModel):
         g = self.graph_
         return knn_topk(batch.hist_indptr, batch.hist_indices, batch.hist_data, g.indptr, g.indices, g.data,
                         self.n_items, k, batch.excl_indptr, batch.excl_indices, batch.allowed, self._fill_order(),
-                        parallel=parallel)
+                        parallel=parallel, validate=False)
 
     def similar_items(self, items, k: int = 10) -> Neighbours:
         """The ``k`` most similar items of each of ``items`` (at most the fitted ``k`` are stored)."""
@@ -314,7 +314,8 @@ class UserKNN(_NeighbourhoodModel):
         a = gather_rows(g.indptr, g.indices, g.data, batch.user_index)
         seen = self.seen_
         return knn_topk(*a, seen.indptr, seen.indices, seen.data, self.n_items, k,
-                        batch.excl_indptr, batch.excl_indices, batch.allowed, self._fill_order(), parallel=parallel)
+                        batch.excl_indptr, batch.excl_indices, batch.allowed, self._fill_order(),
+                        parallel=parallel, validate=False)
 
     def similar_users(self, users, k: int = 10) -> Neighbours:
         """The ``k`` most similar training users of each of ``users`` (at most the fitted ``k``)."""
