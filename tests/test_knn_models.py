@@ -166,9 +166,10 @@ def _dense_predict_reference(model, data, users, items, item_based):
     gmean = np.mean(list(r.values()))
     out = []
     for u, j in zip(users, items):
-        target, other = (j, u) if item_based else (u, j)
+        target = j if item_based else u
         num = den = 0.0
-        for n, s in zip(g.indices[g.indptr[target]:g.indptr[target + 1]], g.data[g.indptr[target]:g.indptr[target + 1]]):
+        lo, hi = g.indptr[target], g.indptr[target + 1]
+        for n, s in zip(g.indices[lo:hi], g.data[lo:hi]):
             key = (u, n) if item_based else (n, j)
             if key in r:
                 mean_n = imean[n] if item_based else umean[n]
