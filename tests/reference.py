@@ -97,3 +97,129 @@ def bm25_reference(dense: np.ndarray, k1: float = 100.0, b: float = 0.8) -> np.n
         length_norm = (1.0 - b) + b * row_sums / row_sums.mean()
         w = x * (k1 + 1.0) / (k1 * length_norm[:, None] + x) * _idf_reference(x)[None, :]
     return np.where(x != 0, w, 0.0)
+
+
+def knn_topk_reference(a_rows, b_rows, n_items: int, k: int, excluded=None, allowed=None, fill_order=None):
+    """kNN scoring from the definition: rows of A and B as lists of (column, value) pairs.
+
+    Candidates of row r: items j with A[r, s] and B[s, j] both stored, not excluded, allowed;
+    score = sum_s A[r, s] * B[s, j] (float64). Best k by (score desc, index asc); then items of
+    ``fill_order`` not excluded, allowed and not chosen, scored base-1, base-2, ... with
+    base = min(0, lowest chosen score); then padding -1 / -inf.
+    """
+    n = len(a_rows)
+    out_i = np.full((n, k), -1, dtype=np.int64)
+    out_s = np.full((n, k), -np.inf, dtype=np.float64)
+    for r in range(n):
+        excl = set() if excluded is None else set(excluded[r])
+        scores: dict[int, float] = {}
+        for s, w in a_rows[r]:
+            for j, v in b_rows[s]:
+                if j in excl or (allowed is not None and not allowed[j]):
+                    continue
+                scores[j] = scores.get(j, 0.0) + float(w) * float(v)
+        chosen = sorted(scores, key=lambda j: (-scores[j], j))[:k]
+        for pos, j in enumerate(chosen):
+            out_i[r, pos] = j
+            out_s[r, pos] = scores[j]
+        if fill_order is not None and len(chosen) < k:
+            base = min(0.0, out_s[r, len(chosen) - 1]) if chosen else 0.0
+            taken = set(scores)
+            pos = len(chosen)
+            for j in fill_order:
+                if pos == k:
+                    break
+                if j in excl or j in taken or (allowed is not None and not allowed[j]):
+                    continue
+                taken.add(j)
+                out_i[r, pos] = j
+                out_s[r, pos] = base - (pos - len(chosen) + 1)
+                pos += 1
+    return out_i, out_s
+
+
+def csr_rows(matrix) -> list[list[tuple[int, float]]]:
+    """A scipy CSR matrix as a list of rows of (column, value) pairs, in stored order."""
+    out = []
+    for r in range(matrix.shape[0]):
+        lo, hi = matrix.indptr[r], matrix.indptr[r + 1]
+        out.append(list(zip(matrix.indices[lo:hi].tolist(), matrix.data[lo:hi].tolist())))
+    return out
+
+# ---------------------------------------------------------------------- ranking metrics (per user)
+# R: the ranked recommendation list (item ids, -1 = padding), T: the user's test items (a set).
+# rel_i = 1 when R[i] is in T, is not padding, and did not appear earlier in R (an item counts once).
+
+def _rel(recs, test, k):
+    rel, seen = [], set()
+    for item in list(recs)[:k]:
+        hit = item != -1 and item in test and item not in seen
+        rel.append(1 if hit else 0)
+        if item != -1:
+            seen.add(item)
+    return rel
+
+
+def precision_reference(recs, test, k):
+    """|R∩T| / k (k, not the number of items recommended)."""
+    return sum(_rel(recs, test, k)) / k
+
+
+def recall_reference(recs, test, k):
+    """|R∩T| / |T|."""
+    return sum(_rel(recs, test, k)) / len(test)
+
+
+def f1_reference(recs, test, k):
+    """2PR / (P + R), 0 when P and R are both 0."""
+    p, r = precision_reference(recs, test, k), recall_reference(recs, test, k)
+    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+def ndcg_reference(recs, test, k):
+    """DCG / IDCG: DCG = sum_{i=1..k} rel_i / log2(i+1); IDCG over min(k, |T|) relevant items."""
+    import math
+
+    dcg = sum(r / math.log2(i + 1) for i, r in enumerate(_rel(recs, test, k), start=1))
+    idcg = sum(1 / math.log2(i + 1) for i in range(1, min(k, len(test)) + 1))
+    return dcg / idcg
+
+
+def map_reference(recs, test, k):
+    """(1 / min(k, |T|)) * sum_{i=1..k} precision@i * rel_i."""
+    rel = _rel(recs, test, k)
+    return sum(sum(rel[:i]) / i * rel[i - 1] for i in range(1, len(rel) + 1)) / min(k, len(test))
+
+
+def mrr_reference(recs, test, k):
+    """1 / rank of the first hit within the top k, else 0."""
+    for i, r in enumerate(_rel(recs, test, k), start=1):
+        if r:
+            return 1.0 / i
+    return 0.0
+
+
+def hit_rate_reference(recs, test, k):
+    """1 if any of the top k is a test item, else 0."""
+    return 1.0 if any(_rel(recs, test, k)) else 0.0
+
+
+def coverage_reference(recs_rows, n_items, k):
+    """Distinct items in the users' top k (padding ignored) / n_items."""
+    return len({item for row in recs_rows for item in list(row)[:k] if item != -1}) / n_items
+
+
+METRIC_REFERENCES = {
+    "precision": precision_reference, "recall": recall_reference, "f1": f1_reference, "ndcg": ndcg_reference,
+    "map": map_reference, "mrr": mrr_reference, "hit_rate": hit_rate_reference,
+}
+
+
+def rating_errors_reference(predicted, actual):
+    """RMSE = sqrt(mean((p - a)^2)), MAE = mean(|p - a|), straight loops."""
+    import math
+
+    n = len(actual)
+    sq = sum((float(p) - float(a)) ** 2 for p, a in zip(predicted, actual))
+    ab = sum(abs(float(p) - float(a)) for p, a in zip(predicted, actual))
+    return {"rmse": math.sqrt(sq / n), "mae": ab / n}

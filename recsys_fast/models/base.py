@@ -147,6 +147,21 @@ class Recommender:
     def _build_rows(self, users, exclude_seen, items, history, on_unknown):
         history = history or {}
         uidx = self.user_map_.to_index(users, on_unknown="mask") if len(users) else np.zeros(0, np.int64)
+        if not history:  # fast path for large batches: no Python loop over users
+            unknown = uidx < 0
+            if unknown.any() and on_unknown == "raise":
+                hint = "pass history={user: [items]} to score new users" if self.supports_history \
+                    else f"{type(self).__name__} cannot score users unseen in training"
+                raise UnknownIdError("user", users[unknown], hint=hint)
+            seen = self.seen_
+            indptr, hist_indices, hist_data = gather_rows(seen.indptr, seen.indices, seen.data, uidx)
+            if exclude_seen:  # training rows are sorted and duplicate-free already
+                excl_indptr, excl_indices = indptr, hist_indices
+            else:
+                excl_indptr, excl_indices = np.zeros(0, np.int64), np.zeros(0, np.int32)
+            batch = RowBatch(uidx.astype(np.int64), indptr, hist_indices, hist_data, excl_indptr, excl_indices,
+                             self._allowed_mask(items))
+            return batch, unknown
         history_keys = {_key(h) for h in history}
         in_history = np.array([_key(u) in history_keys for u in users], dtype=bool)
         unknown = (uidx < 0) & ~in_history
@@ -187,6 +202,25 @@ class Recommender:
         allowed = self._allowed_mask(items)
         batch = RowBatch(uidx.astype(np.int64), indptr, hist_indices, hist_data, excl_indptr, excl_indices, allowed)
         return batch, unknown
+
+    def _batch_for_users(self, user_index: np.ndarray, exclude: sp.csr_matrix | None = None) -> RowBatch:
+        """A RowBatch for training users by internal index: history = their training rows,
+        exclusions = the same rows of ``exclude`` (a CSR over the model's users x items with sorted
+        indices, e.g. the train split aligned to the model), or none when ``exclude`` is None.
+
+        This is the evaluation path: no external-id round trip, no per-user Python loop.
+        """
+        self._check_fitted()
+        user_index = np.asarray(user_index, dtype=np.int64)
+        hist_indptr, hist_indices, hist_data = _take_rows(self.seen_, user_index)
+        if exclude is None:
+            excl_indptr, excl_indices = np.zeros(0, np.int64), np.zeros(0, np.int32)
+        else:
+            if exclude.shape != self.seen_.shape:
+                raise ValueError(f"exclude must have the model's shape {self.seen_.shape}, got {exclude.shape}")
+            excl_indptr, excl_indices, _ = _take_rows(exclude, user_index)
+        return RowBatch(user_index, hist_indptr, hist_indices, hist_data.astype(np.float32, copy=False),
+                        excl_indptr, excl_indices, np.zeros(0, dtype=np.bool_))
 
     def _allowed_mask(self, items) -> np.ndarray:
         if items is None:
@@ -283,6 +317,20 @@ class Recommender:
         return model
 
 
+def gather_rows(indptr, indices, data, rows):
+    """CSR rows ``rows`` of a matrix as a new CSR (indptr int64, indices int32, data float32);
+    a row index of -1 gives an empty row. Vectorised: no Python loop over rows."""
+    rows = np.asarray(rows, dtype=np.int64)
+    safe = np.where(rows >= 0, rows, 0)
+    starts = np.asarray(indptr, dtype=np.int64)[safe]
+    lens = np.where(rows >= 0, np.asarray(indptr, dtype=np.int64)[safe + 1] - starts, 0)
+    out_indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lens, out=out_indptr[1:])
+    pos = np.arange(out_indptr[-1], dtype=np.int64) + np.repeat(starts - out_indptr[:-1], lens)
+    return (out_indptr, np.asarray(indices)[pos].astype(np.int32, copy=False),
+            np.asarray(data)[pos].astype(np.float32, copy=False))
+
+
 def _slice_batch(batch: RowBatch, start: int, stop: int) -> RowBatch:
     hp = batch.hist_indptr[start:stop + 1]
     hist = (hp - hp[0], batch.hist_indices[hp[0]:hp[-1]], batch.hist_data[hp[0]:hp[-1]])
@@ -292,6 +340,16 @@ def _slice_batch(batch: RowBatch, start: int, stop: int) -> RowBatch:
     else:
         excl = (batch.excl_indptr, batch.excl_indices)
     return RowBatch(batch.user_index[start:stop], *hist, *excl, batch.allowed)
+
+
+def _take_rows(m: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ``rows`` of a CSR as (indptr int64, indices int32, data), vectorised; order kept."""
+    starts = m.indptr[rows].astype(np.int64)
+    counts = m.indptr[rows + 1].astype(np.int64) - starts
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    pos = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1], dtype=np.int64)
+    return indptr, m.indices[pos].astype(np.int32, copy=False), m.data[pos]
 
 
 def _check_k(k) -> int:
