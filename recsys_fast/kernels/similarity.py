@@ -39,14 +39,66 @@ from numba import prange
 from ..errors import DataError
 from ._config import kernel
 from ._csr_checks import check_csr, transpose
-from .topk import heap_push, heap_sorted_into
+from ._intrinsics import prefetch
+from .topk import heap_push
 
 SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine")
 
-_HEAP_FACTOR = 16  # bounded heap when candidates >= 16 k, else sort keys
+_HEAP_FACTOR = 64  # bounded heap when candidates >= 64 k, else select + sort keys
 _GROUP = 16  # values per group of the group-maximum bound in the dense path
 _SPARSE_DIVISOR = 4  # rows with fewer than n_rows / 4 scatter-adds keep a touched list
 _LOW = np.int64(0x7FFFFFFF)
+_PREFETCH_AHEAD = 4  # prefetch the transposed row of the user 4 entries ahead ...
+_PREFETCH_ENTRIES = 128  # ... up to its first 128 entries (8 cache lines of int32)
+
+
+@kernel
+def _top_keys(keys, n, k):
+    """Rearrange ``keys[:n]`` in place so that its k largest come first (Wirth's selection).
+
+    No allocation: this runs once per row. Keys are distinct (they embed the row index).
+    """
+    lo = 0
+    hi = n - 1
+    kth = k - 1
+    while lo < hi:
+        mid = kth
+        # median of three as pivot, guarding against sorted runs
+        a, b, c = keys[lo], keys[mid], keys[hi]
+        if (a >= b) == (b >= c):
+            x = b
+        elif (b >= a) == (a >= c):
+            x = a
+        else:
+            x = c
+        i = lo
+        j = hi
+        while True:
+            while keys[i] > x:
+                i += 1
+            while x > keys[j]:
+                j -= 1
+            if i <= j:
+                keys[i], keys[j] = keys[j], keys[i]
+                i += 1
+                j -= 1
+            if i > j:
+                break
+        if j < kth:
+            lo = i
+        if kth < i:
+            hi = j
+
+
+@kernel
+def _emit_keys(keys, m, out_i, out_s):
+    """Sort keys[:m] and write them best first as (index, score) pairs."""
+    keys[:m].sort()
+    out_bits = out_s.view(np.int32)
+    for t in range(m):
+        key = keys[m - 1 - t]
+        out_i[t] = np.int32(_LOW - (key & _LOW))
+        out_bits[t] = np.int32(key >> 32)
 
 
 @kernel
@@ -54,9 +106,9 @@ def _select_into(cand_s, cand_i, n_cand, k, keys, heap_s, heap_i, out_i, out_s):
     """Best min(k, n_cand) positive candidates into out_i/out_s, best first, ties by lower index.
 
     Candidates' scores must be > 0: then their float32 bits order like the scores, and one
-    int64 key ``bits << 32 | (2^31 - 1 - index)`` sorts by score, then lower index. Few
-    candidates: partition + sort of keys; many (>= 16 k): a bounded heap, which rejects most
-    candidates with one comparison.
+    int64 key ``bits << 32 | (2^31 - 1 - index)`` orders by score, then lower index. Fewer than
+    16 k candidates: in-place selection + sort of keys; more: a bounded heap, which rejects most
+    candidates with one comparison. Allocation-free.
     """
     if n_cand >= _HEAP_FACTOR * k:
         size = 0
@@ -65,22 +117,18 @@ def _select_into(cand_s, cand_i, n_cand, k, keys, heap_s, heap_i, out_i, out_s):
             # inline reject test: a call per candidate costs more than the comparison
             if size < k or sc > heap_s[0] or (sc == heap_s[0] and cand_i[t] < heap_i[0]):
                 size = heap_push(heap_s, heap_i, size, k, sc, cand_i[t])
-        heap_sorted_into(heap_s, heap_i, size, out_i, out_s)
+        bits = heap_s.view(np.int32)
+        for t in range(size):
+            keys[t] = (np.int64(bits[t]) << 32) | (_LOW - heap_i[t])
+        _emit_keys(keys, size, out_i, out_s)
         return size
     bits = cand_s.view(np.int32)
     for t in range(n_cand):
         keys[t] = (np.int64(bits[t]) << 32) | (_LOW - cand_i[t])
     m = min(k, n_cand)
     if n_cand > k:
-        top = np.partition(keys[:n_cand], n_cand - k)[n_cand - k:]
-    else:
-        top = keys[:n_cand]
-    top.sort()
-    out_bits = out_s.view(np.int32)
-    for t in range(m):
-        key = top[m - 1 - t]
-        out_i[t] = np.int32(_LOW - (key & _LOW))
-        out_bits[t] = np.int32(key >> 32)
+        _top_keys(keys, n_cand, k)
+    _emit_keys(keys, m, out_i, out_s)
     return m
 
 
@@ -137,25 +185,92 @@ def _dense_candidates(acc, n, k, n_groups, gmax, hist, cand_s, cand_i):
     return n_cand
 
 
-@kernel(parallel=True)
-def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, n_rows, k, jaccard,
-                     row_nnz, shrink, min_support, exclude_self, chunk_ptr, chunk_rows, work,
-                     sparse_below):
-    """Per row: scatter-accumulate dot products with every co-occurring row, score, select.
+@kernel
+def _accumulate(i, indptr, indices, ldata, t_indptr, t_indices, t_data, binary, need_count,
+                track, positive, acc, cnt, mark, touched):
+    """Scatter row i's dot products (or co-counts when ``binary``) into ``acc``.
 
-    ``chunk_rows[chunk_ptr[c]:chunk_ptr[c + 1]]`` are the rows of chunk c; each chunk owns its
-    buffers. With ``jaccard`` the data are all ones, so the accumulator is the co-count.
-    A row whose ``work`` (scatter-adds) is below ``sparse_below`` keeps a touched list;
-    heavier rows accumulate densely and select after one vectorised block-maximum pass that
-    bounds the k-th best score (exact: only entries that cannot be in the top k are skipped).
-    Returns per-row lengths and (n_rows, min(k, n_rows)) index/score arrays.
+    With ``track`` the rows touched are listed in ``touched`` (returns their number): when all
+    values are positive a row is new exactly when its accumulator is still 0, a branch-free
+    test (an underflow to 0 can list a row twice; the scoring pass resets it after the first
+    visit, so it is not kept twice); otherwise a stamp array ``mark`` tells.
+    """
+    nt = 0
+    end = indptr[i + 1]
+    for p in range(indptr[i], end):
+        if p + _PREFETCH_AHEAD < end:  # hide the DRAM latency of the row we visit soon
+            ahead = indices[p + _PREFETCH_AHEAD]
+            first = t_indptr[ahead]
+            last = min(t_indptr[ahead + 1], first + _PREFETCH_ENTRIES)
+            for q in range(first, last, 16):
+                prefetch(t_indices, q)
+                if not binary:
+                    prefetch(t_data, q)
+            if p + 2 * _PREFETCH_AHEAD < end:
+                prefetch(t_indptr, indices[p + 2 * _PREFETCH_AHEAD])
+        u = indices[p]
+        lo = t_indptr[u]
+        hi = t_indptr[u + 1]
+        if binary:
+            if track:
+                for t in range(lo, hi):
+                    j = t_indices[t]
+                    touched[nt] = j
+                    nt += acc[j] == 0.0
+                    acc[j] += 1.0
+            else:
+                for t in range(lo, hi):
+                    acc[t_indices[t]] += 1.0
+        else:
+            v = ldata[p]
+            if track and positive and not need_count:
+                for t in range(lo, hi):
+                    j = t_indices[t]
+                    touched[nt] = j
+                    nt += acc[j] == 0.0
+                    acc[j] += v * t_data[t]
+            elif track:
+                for t in range(lo, hi):
+                    j = t_indices[t]
+                    if mark[j] != i:
+                        mark[j] = i
+                        touched[nt] = j
+                        nt += 1
+                    acc[j] += v * t_data[t]
+                    if need_count:
+                        cnt[j] += 1
+            elif need_count:
+                for t in range(lo, hi):
+                    j = t_indices[t]
+                    acc[j] += v * t_data[t]
+                    cnt[j] += 1
+            else:
+                for t in range(lo, hi):
+                    acc[t_indices[t]] += v * t_data[t]
+    return nt
+
+
+@kernel(parallel=True)
+def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, lscale, rscale, n_rows,
+                     k, binary, jaccard, positive, row_nnz, shrink, min_support, exclude_self,
+                     chunk_ptr, chunk_rows, work, sparse_below):
+    """Per row: scatter-accumulate with every co-occurring row, score, select the k best.
+
+    ``binary``: every stored value of the input was equal, so the accumulator counts shared
+    columns (c_ij) and the score is c_ij * lscale[i] * rscale[j] (or the Jaccard ratio) — the
+    scatter reads no values. Otherwise it sums ldata * t_data (and counts in ``cnt`` when
+    shrink / min_support need c_ij). ``chunk_rows[chunk_ptr[c]:chunk_ptr[c + 1]]`` are the rows
+    of chunk c; each chunk owns its buffers. A row whose ``work`` (scatter-adds) is below
+    ``sparse_below`` keeps a touched list; heavier rows accumulate densely and select after a
+    vectorised group-maximum pass (``_dense_candidates``). Returns per-row lengths and
+    (n_rows, min(k, n_rows)) index/score arrays.
     """
     kk = min(k, n_rows)
     out_i = np.empty((n_rows, kk), dtype=np.int32)
     out_s = np.empty((n_rows, kk), dtype=np.float32)
     lens = np.zeros(n_rows, dtype=np.int64)
-    need_count = (shrink > 0.0 or min_support > 1) and not jaccard
-    transform = need_count or jaccard
+    need_count = (shrink > 0.0 or min_support > 1) and not binary
+    transform = need_count or binary
     g = max(1, min(_GROUP, n_rows // (4 * kk)))
     n_groups = (n_rows + g - 1) // g
     n_chunks = chunk_ptr.shape[0] - 1
@@ -163,7 +278,7 @@ def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, n_rows
         acc = np.zeros(n_groups * g, dtype=np.float32)
         cnt = np.zeros(n_rows if need_count else 0, dtype=np.int32)
         mark = np.full(n_rows, -1, dtype=np.int32)
-        touched = np.empty(n_rows, dtype=np.int32)
+        touched = np.empty(n_rows + 1, dtype=np.int32)
         cand_s = np.empty(n_rows, dtype=np.float32)
         cand_i = np.empty(n_rows, dtype=np.int32)
         gmax = np.empty(n_groups, dtype=np.int32)
@@ -173,50 +288,34 @@ def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, n_rows
         heap_i = np.empty(kk, dtype=np.int32)
         for q in range(chunk_ptr[c], chunk_ptr[c + 1]):
             i = chunk_rows[q]
+            li = lscale[i]
+            nnz_i = row_nnz[i]
+            track = work[i] < sparse_below
+            nt = _accumulate(i, indptr, indices, ldata, t_indptr, t_indices, t_data, binary,
+                             need_count, track, positive, acc, cnt, mark, touched)
             n_cand = 0
-            if work[i] < sparse_below:
-                nt = 0
-                for p in range(indptr[i], indptr[i + 1]):
-                    u = indices[p]
-                    v = ldata[p]
-                    for t in range(t_indptr[u], t_indptr[u + 1]):
-                        j = t_indices[t]
-                        if mark[j] != i:
-                            mark[j] = i
-                            touched[nt] = j
-                            nt += 1
-                        acc[j] += v * t_data[t]
-                        if need_count:
-                            cnt[j] += 1
+            if track:
                 for t in range(nt):
                     j = touched[t]
-                    co = np.float32(cnt[j]) if need_count else np.float32(1.0)
-                    s = _score(acc[j], co, row_nnz[i], row_nnz[j], jaccard, shrink, min_support)
-                    acc[j] = 0.0
-                    if need_count:
+                    a = acc[j]
+                    if binary:
+                        co = a
+                    elif need_count:
+                        co = np.float32(cnt[j])
                         cnt[j] = 0
+                    else:
+                        co = np.float32(1.0)
+                    acc[j] = 0.0
+                    s = _score(a, co, li, rscale[j], nnz_i, row_nnz[j], binary, jaccard, shrink,
+                               min_support)
                     if s > 0.0 and not (exclude_self and j == i):
                         cand_s[n_cand] = s
                         cand_i[n_cand] = j
                         n_cand += 1
             else:
-                for p in range(indptr[i], indptr[i + 1]):
-                    u = indices[p]
-                    v = ldata[p]
-                    if need_count:
-                        for t in range(t_indptr[u], t_indptr[u + 1]):
-                            j = t_indices[t]
-                            acc[j] += v * t_data[t]
-                            cnt[j] += 1
-                    else:
-                        for t in range(t_indptr[u], t_indptr[u + 1]):
-                            acc[t_indices[t]] += v * t_data[t]
                 if transform:
-                    for j in range(n_rows):
-                        co = np.float32(cnt[j]) if need_count else np.float32(1.0)
-                        acc[j] = _score(acc[j], co, row_nnz[i], row_nnz[j], jaccard, shrink, min_support)
-                        if need_count:
-                            cnt[j] = 0
+                    _score_dense(acc, cnt, n_rows, li, rscale, nnz_i, row_nnz, binary, jaccard,
+                                 shrink, min_support)
                 if exclude_self:
                     acc[i] = 0.0
                 n_cand = _dense_candidates(acc, n_rows, kk, n_groups, gmax, hist, cand_s, cand_i)
@@ -226,22 +325,54 @@ def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, n_rows
 
 
 @kernel
-def _score(a, co, nnz_i, nnz_j, jaccard, shrink, min_support):
-    """Final score from the accumulated value ``a`` and co-count ``co``; 0 when not kept.
+def _score_dense(acc, cnt, n, li, rscale, nnz_i, row_nnz, binary, jaccard, shrink, min_support):
+    """``_score`` over a whole dense accumulator, in place, in loops without branches (they
+    vectorise; a per-entry call did not). Untouched entries (co-count 0) come out as 0.
+    With ``binary`` the accumulator holds the co-count; otherwise ``cnt`` does (reset here).
+    """
+    use_shrink = shrink > 0.0
+    use_support = min_support > 1
+    if binary:
+        for j in range(n):
+            co = acc[j]
+            if jaccard:
+                sc = co / max(nnz_i + row_nnz[j] - co, np.float32(1.0))
+            else:
+                sc = co * (li * rscale[j])
+            if use_shrink:
+                sc = sc * (co / (co + shrink))
+            if use_support:
+                sc = sc if co >= min_support else np.float32(0.0)
+            acc[j] = sc
+    else:
+        for j in range(n):
+            co = np.float32(cnt[j])
+            sc = acc[j]
+            if use_shrink:
+                sc = sc * (co / (co + shrink))
+            if use_support:
+                sc = sc if co >= min_support else np.float32(0.0)
+            acc[j] = sc
+            cnt[j] = 0
+
+
+@kernel
+def _score(a, co, li, rj, nnz_i, nnz_j, binary, jaccard, shrink, min_support):
+    """Final score of a pair from its accumulated value ``a`` and co-count ``co``; 0 if dropped.
 
     Scalars only: a kernel call with array arguments costs reference counting per call.
-    With ``jaccard`` the accumulated value is the co-count.
     """
-    if jaccard:
-        if a <= 0.0:
-            return np.float32(0.0)
-        co = a
-        a = co / (nnz_i + nnz_j - co)
-    if co < min_support:
+    if co <= 0.0 or co < min_support:
         return np.float32(0.0)
+    if jaccard:
+        s = co / (nnz_i + nnz_j - co)
+    elif binary:
+        s = co * li * rj
+    else:
+        s = a
     if shrink > 0.0:
-        a = a * (co / (co + shrink))
-    return a
+        s = s * (co / (co + shrink))
+    return s
 
 
 @kernel
@@ -354,15 +485,33 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
         return np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
 
     indptr, indices, data = _drop_zeros(indptr, indices, data)
-    left, right = _scaled_values(indptr, indices, data, n_cols, similarity, float(alpha))
-    t_indptr, t_indices, t_data = transpose(indptr, indices, right, n_cols)
     row_nnz = np.diff(indptr).astype(np.float32)
+    ones = np.ones(n_rows, dtype=np.float32)
+    lscale = rscale = ones
+    binary = similarity == "jaccard" or (
+        similarity in ("cosine", "asymmetric_cosine") and data.size > 0 and data.min() == data.max())
+    positive = False
+    if binary:
+        # every stored value equal: scores depend on co-counts and row sizes only
+        left = right = np.ones(data.shape[0], dtype=np.float32)
+        n = np.maximum(row_nnz.astype(np.float64), 1.0)
+        if similarity == "cosine":
+            lscale = rscale = (1.0 / np.sqrt(n)).astype(np.float32)
+        elif similarity == "asymmetric_cosine":
+            lscale = (n ** -float(alpha)).astype(np.float32)
+            rscale = (n ** -(1.0 - float(alpha))).astype(np.float32)
+    else:
+        left, right = _scaled_values(indptr, indices, data, n_cols, similarity, float(alpha))
+        # all products > 1e-30 cannot underflow to 0, so "accumulator == 0" means "not touched"
+        positive = (similarity in ("cosine", "asymmetric_cosine") and data.size > 0
+                    and float(left.min()) * float(right.min()) > 1e-30)
+    t_indptr, t_indices, t_data = transpose(indptr, indices, right, n_cols)
     work = _row_work(indptr, indices, t_indptr)
     import numba
 
     chunk_ptr, chunk_rows = _chunks(work, 8 * numba.get_num_threads())
     lens, out_i, out_s = _topk_similarity(
-        indptr, indices, left, t_indptr, t_indices, t_data, n_rows, int(k),
-        similarity == "jaccard", row_nnz, np.float32(shrink), int(min_support), bool(exclude_self),
-        chunk_ptr, chunk_rows, work, np.int64(n_rows // _SPARSE_DIVISOR))
+        indptr, indices, left, t_indptr, t_indices, t_data, lscale, rscale, n_rows, int(k),
+        binary, similarity == "jaccard", positive, row_nnz, np.float32(shrink), int(min_support),
+        bool(exclude_self), chunk_ptr, chunk_rows, work, np.int64(n_rows // _SPARSE_DIVISOR))
     return _compact(lens, out_i, out_s)
