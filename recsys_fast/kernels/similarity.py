@@ -46,6 +46,7 @@ SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_c
 
 _HEAP_FACTOR = 64  # bounded heap when candidates >= 64 k, else select + sort keys
 _GROUP = 16  # values per group of the group-maximum bound in the dense path
+_HIST_SHIFT = 17  # histogram of group maxima by float32 bits >> 17: 1/64-octave buckets
 _SPARSE_DIVISOR = 4  # rows with fewer than n_rows / 4 scatter-adds keep a touched list
 _LOW = np.int64(0x7FFFFFFF)
 _PREFETCH_AHEAD = 4  # prefetch the transposed row of the user 4 entries ahead ...
@@ -142,7 +143,7 @@ def _dense_candidates(acc, n, k, n_groups, gmax, hist, cand_s, cand_i):
     fall below every positive one, so this is an integer max. If at least k group maxima are
     >= thr, at least k values are, so the k best all are >= thr: only groups whose maximum
     reaches thr are scanned (exact pruning). thr is found from a histogram of the maxima's
-    top bits (1/8 octave buckets) rather than an exact selection.
+    top bits (1/64-octave buckets) rather than an exact selection.
     """
     bits = acc.view(np.int32)
     g = acc.shape[0] // n_groups
@@ -154,7 +155,7 @@ def _dense_candidates(acc, n, k, n_groups, gmax, hist, cand_s, cand_i):
     for b in range(n_groups):
         mb = gmax[b]
         if mb > 0:
-            h = mb >> 20
+            h = mb >> _HIST_SHIFT
             hist[h] += 1
             n_pos += 1
             top = max(top, h)
@@ -167,11 +168,11 @@ def _dense_candidates(acc, n, k, n_groups, gmax, hist, cand_s, cand_i):
             if seen >= k:
                 break
             h -= 1
-        thr = np.int32(h << 20)
+        thr = np.int32(h << _HIST_SHIFT)
     for b in range(n_groups):
         mb = gmax[b]
         if mb > 0:
-            hist[mb >> 20] = 0
+            hist[mb >> _HIST_SHIFT] = 0
     n_cand = 0
     for b in range(n_groups):
         if gmax[b] >= thr:
@@ -282,7 +283,7 @@ def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, lscale
         cand_s = np.empty(n_rows, dtype=np.float32)
         cand_i = np.empty(n_rows, dtype=np.int32)
         gmax = np.empty(n_groups, dtype=np.int32)
-        hist = np.zeros(2048, dtype=np.int32)
+        hist = np.zeros(1 << (31 - _HIST_SHIFT), dtype=np.int32)
         keys = np.empty(_HEAP_FACTOR * kk, dtype=np.int64)
         heap_s = np.empty(kk, dtype=np.float32)
         heap_i = np.empty(kk, dtype=np.int32)
@@ -375,7 +376,7 @@ def _score(a, co, li, rj, nnz_i, nnz_j, binary, jaccard, shrink, min_support):
     return s
 
 
-@kernel
+@kernel(parallel=True)
 def _compact(lens, out_i, out_s):
     n_rows = lens.shape[0]
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
@@ -383,7 +384,7 @@ def _compact(lens, out_i, out_s):
         indptr[r + 1] = indptr[r] + lens[r]
     indices = np.empty(indptr[-1], dtype=np.int32)
     data = np.empty(indptr[-1], dtype=np.float32)
-    for r in range(n_rows):
+    for r in prange(n_rows):
         base = indptr[r]
         for t in range(lens[r]):
             indices[base + t] = out_i[r, t]
