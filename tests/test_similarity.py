@@ -131,6 +131,20 @@ def test_one_and_two_threads_identical(similarity, binary):
         np.testing.assert_array_equal(a, b)
 
 
+def test_concurrent_calls_from_eight_threads_agree():
+    """A service calls kernels from many Python threads at once (safe threading layer)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(11)
+    indptr, indices, vals = _random_csr(rng, 400, 50, 0.1)
+    expected = topk_similarity(indptr, indices, vals, 50, 10)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: topk_similarity(indptr, indices, vals, 50, 10), range(16)))
+    for res in results:
+        for a, b in zip(res, expected):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_unsorted_rows_are_sorted_first():
     indptr = np.array([0, 3, 5])
     out_sorted = topk_similarity(indptr, [0, 1, 2, 0, 2],

@@ -23,12 +23,20 @@ centred values are all zero give nothing), and j != i unless ``exclude_self=Fals
 those, the k best. Output is identical for any thread count: each row is computed by one
 thread in a fixed order.
 
-Algorithm: parallel over chunks of rows; each chunk owns one dense float32 accumulator over
-rows, a touched list and (when shrink/min_support need it) a co-count array, so memory is
-O(threads x n_rows + n_rows x k), never n_rows^2. Row i scatters x_iu * x_ju over every
-row j of every column u of row i (the transposed copy lists them). Top-k: a bounded heap when
-k is small against the candidate count, else a threshold selection (np.partition) followed
-by a sort of the k survivors, so large k does not degrade into k-sized heap operations.
+Algorithm (the work is one scatter-add per (row i, shared column u, row j) triple, i.e.
+sum over columns of nnz(column)^2): rows are sorted by that work and dealt round-robin into
+8 chunks per thread; a ``prange`` over chunks gives each chunk one dense float32 accumulator
+over rows, a touched list, candidate buffers and (only when shrink/min_support need it on
+non-binary data) a co-count array, so memory is O(threads x n_rows + n_rows x k), never
+n_rows^2. Row i scatters x_iu * x_ju over every row j of every column u of row i, read from a
+transposed copy whose rows are prefetched a few entries ahead (they come from DRAM). When all
+stored values are equal (implicit feedback) the scatter only counts co-occurrences and the
+similarity is computed from the count and row sizes afterwards. Light rows keep a touched list
+(new rows found branch-free: accumulator still 0); heavy rows accumulate densely and bound the
+k-th best score from per-group maxima (exact pruning: only groups that may hold a top-k entry
+are scanned). Selection: in-place quickselect on int64 keys (score bits, then index), a
+bounded heap when candidates exceed 64 k, then a branch-free rank sort of the k kept (<= 128;
+a comparison sort beyond), so k = 1000 costs a sort, not k-sized heap operations.
 """
 
 from __future__ import annotations
@@ -123,7 +131,7 @@ def _select_into(cand_s, cand_i, n_cand, k, keys, heap_s, heap_i, out_i, out_s):
 
     Candidates' scores must be > 0: then their float32 bits order like the scores, and one
     int64 key ``bits << 32 | (2^31 - 1 - index)`` orders by score, then lower index. Fewer than
-    16 k candidates: in-place selection + sort of keys; more: a bounded heap, which rejects most
+    64 k candidates: in-place selection + sort of keys; more: a bounded heap, which rejects most
     candidates with one comparison. Allocation-free.
     """
     if n_cand >= _HEAP_FACTOR * k:
@@ -509,7 +517,7 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
     positive = False
     if binary:
         # every stored value equal: scores depend on co-counts and row sizes only
-        left = right = np.ones(data.shape[0], dtype=np.float32)
+        left = right = np.zeros(0, dtype=np.float32)  # values are not read on this path
         n = np.maximum(row_nnz.astype(np.float64), 1.0)
         if similarity == "cosine":
             lscale = rscale = (1.0 / np.sqrt(n)).astype(np.float32)
