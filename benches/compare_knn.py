@@ -1,7 +1,7 @@
 """Item-item cosine top-k build (and batch recommend) against implicit, sparse_dot_topn and scipy.
 
 Same synthetic inputs for every method (``recsys_fast.datasets.synthetic``, seed 0, binary
-weights; S = 10k users x 5k items x 100k, M = 100k x 20k x 1M, L = 300k x 50k x 10M). Each
+weights, or integer ratings 1..5 as weights with ``--values ratings``; S = 10k users x 5k items x 100k, M = 100k x 20k x 1M, L = 300k x 50k x 10M). Each
 method runs in its own child process so its peak memory can be read from the kernel
 (``VmHWM`` after a reset via ``/proc/self/clear_refs``; peak RSS counts C++ allocations that
 tracemalloc cannot see). Reported per method: median wall time of ``--repeats`` runs after one
@@ -58,10 +58,10 @@ SIZES = {
 SAMPLE = 500  # items whose neighbours are checked against the exact answer
 
 
-def make_data(size: str, path: Path) -> None:
+def make_data(size: str, path: Path, values: str = "binary") -> None:
     from recsys_fast.data.datasets import synthetic
 
-    data = synthetic(*SIZES[size], seed=0, with_timestamps=False)
+    data = synthetic(*SIZES[size], seed=0, with_timestamps=False, ratings=values == "ratings")
     sp.save_npz(path, data.matrix.tocsr(), compressed=False)
 
 
@@ -269,6 +269,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", default="ours,implicit,sdtn_1,sdtn_T,scipy")
     parser.add_argument("--recommend", action="store_true", help="also time top-10 recommend for all users")
+    parser.add_argument("--values", choices=("binary", "ratings"), default="binary",
+                        help="binary weights (implicit feedback) or integer ratings 1..5 as weights")
     parser.add_argument("--json", default=str(ROOT / "benches" / "results" / "compare_knn.json"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -281,17 +283,18 @@ def main(argv=None) -> None:
     import recsys_fast.kernels  # noqa: F401  (picks the threading layer, as in the workers)
     from recsys_fast import threads as pools
 
-    print(f"# compare_knn: k={args.k} threads={args.threads} repeats={args.repeats}; "
+    print(f"# compare_knn: k={args.k} threads={args.threads} repeats={args.repeats} values={args.values}; "
           f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     print(f"# numba layer: {pools.report()['numba threading layer configured']}, cpus: {os.cpu_count()}")
     methods = [m.replace("_T", f"_{args.threads}") for m in args.methods.split(",")]
     methods = list(dict.fromkeys(methods))
-    report = {"k": args.k, "threads": args.threads, "repeats": args.repeats, "sizes": {}}
+    report = {"k": args.k, "threads": args.threads, "repeats": args.repeats, "values": args.values,
+              "load_before": os.getloadavg(), "sizes": {}}
     rows_md = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
             path = Path(tmp) / f"{size}.npz"
-            make_data(size, path)
+            make_data(size, path, args.values)
             ui = sp.load_npz(path).tocsr()
             work = float(np.sum(np.diff(ui.indptr).astype(np.float64) ** 2))
             rng = np.random.default_rng(1)
@@ -329,6 +332,7 @@ def main(argv=None) -> None:
                 rows_md.append((size, method, res, mem))
             report["sizes"][size] = {"shape": list(ui.shape), "nnz": int(ui.nnz), "work": work,
                                      "results": results}
+    report["load_after"] = os.getloadavg()
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

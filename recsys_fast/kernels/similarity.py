@@ -457,6 +457,11 @@ def _row_ids(indptr):
 
 def _scaled_values(indptr, indices, data, n_cols, similarity, alpha):
     """Left (query row) and right (neighbour row) values whose dot product is the similarity."""
+    if similarity == "cosine":
+        from .weighting import _l2_normalize
+
+        y = _l2_normalize(indptr, data)  # compiled, float64 sums: the common case, kept fast
+        return y, y
     rows = _row_ids(indptr)
     x = data.astype(np.float64)
     if similarity == "jaccard":
