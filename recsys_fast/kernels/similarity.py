@@ -286,12 +286,12 @@ def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, lscale
     shrink / min_support need c_ij). ``chunk_rows[chunk_ptr[c]:chunk_ptr[c + 1]]`` are the rows
     of chunk c; each chunk owns its buffers. A row whose ``work`` (scatter-adds) is below
     ``sparse_below`` keeps a touched list; heavier rows accumulate densely and select after a
-    vectorised group-maximum pass (``_dense_candidates``). Returns per-row lengths and
-    (n_rows, min(k, n_rows)) index/score arrays.
+    vectorised group-maximum pass (``_dense_candidates``). Returns per-row lengths and flat
+    index/score buffers holding row i at [i * k', i * k' + length), k' = min(k, n_rows).
     """
     kk = min(k, n_rows)
-    out_i = np.empty((n_rows, kk), dtype=np.int32)
-    out_s = np.empty((n_rows, kk), dtype=np.float32)
+    out_i = np.empty(n_rows * kk, dtype=np.int32)
+    out_s = np.empty(n_rows * kk, dtype=np.float32)
     lens = np.zeros(n_rows, dtype=np.int64)
     need_count = (shrink > 0.0 or min_support > 1) and not binary
     transform = need_count or binary
@@ -343,8 +343,8 @@ def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, lscale
                 if exclude_self:
                     acc[i] = 0.0
                 n_cand = _dense_candidates(acc, n_rows, kk, n_groups, gmax, hist, cand_s, cand_i)
-            lens[i] = _select_into(cand_s, cand_i, n_cand, kk, keys, heap_s, heap_i, out_i[i],
-                                   out_s[i])
+            lens[i] = _select_into(cand_s, cand_i, n_cand, kk, keys, heap_s, heap_i,
+                                   out_i[i * kk:(i + 1) * kk], out_s[i * kk:(i + 1) * kk])
     return lens, out_i, out_s
 
 
@@ -399,20 +399,24 @@ def _score(a, co, li, rj, nnz_i, nnz_j, binary, jaccard, shrink, min_support):
     return s
 
 
-@kernel(parallel=True)
-def _compact(lens, out_i, out_s):
+@kernel
+def _compact(lens, out_i, out_s, kk):
+    """Shift row r's entries from ``r * kk`` down to their CSR offset, in place; returns indptr.
+
+    Moving left in increasing row order never overwrites an entry not yet moved, and reusing
+    the buffers avoids allocating (and page-faulting) a second n_rows x k copy.
+    """
     n_rows = lens.shape[0]
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     for r in range(n_rows):
-        indptr[r + 1] = indptr[r] + lens[r]
-    indices = np.empty(indptr[-1], dtype=np.int32)
-    data = np.empty(indptr[-1], dtype=np.float32)
-    for r in prange(n_rows):
         base = indptr[r]
-        for t in range(lens[r]):
-            indices[base + t] = out_i[r, t]
-            data[base + t] = out_s[r, t]
-    return indptr, indices, data
+        src = r * kk
+        if base != src:
+            for t in range(lens[r]):
+                out_i[base + t] = out_i[src + t]
+                out_s[base + t] = out_s[src + t]
+        indptr[r + 1] = base + lens[r]
+    return indptr
 
 
 @kernel
@@ -543,4 +547,8 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
         indptr, indices, left, t_indptr, t_indices, t_data, lscale, rscale, n_rows, int(k),
         binary, similarity == "jaccard", positive, row_nnz, np.float32(shrink), int(min_support),
         bool(exclude_self), chunk_ptr, chunk_rows, work, np.int64(n_rows // _SPARSE_DIVISOR))
-    return _compact(lens, out_i, out_s)
+    indptr_out = _compact(lens, out_i, out_s, min(int(k), n_rows))
+    nnz = int(indptr_out[-1])
+    if nnz < out_i.shape[0] // 2:  # mostly short rows: do not keep the n_rows x k buffers alive
+        return indptr_out, out_i[:nnz].copy(), out_s[:nnz].copy()
+    return indptr_out, out_i[:nnz], out_s[:nnz]
