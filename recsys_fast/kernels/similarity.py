@@ -315,6 +315,12 @@ def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, lscale
             li = lscale[i]
             nnz_i = row_nnz[i]
             track = work[i] < sparse_below
+            if q + 1 < chunk_ptr[c + 1]:  # the next row's first users are not prefetched inside
+                nxt = chunk_rows[q + 1]
+                for p in range(indptr[nxt], min(indptr[nxt + 1], indptr[nxt] + _PREFETCH_AHEAD)):
+                    first = t_indptr[indices[p]]
+                    prefetch(t_indices, first)
+                    prefetch(t_indices, first + 16)
             nt = _accumulate(i, indptr, indices, ldata, t_indptr, t_indices, t_data, binary,
                              need_count, track, positive, acc, cnt, mark, touched)
             n_cand = 0
