@@ -54,8 +54,8 @@ def test_similarity_build(benchmark, data):
     m = inter.matrix
 
     def build(mat):
-        ip, ii, dd = transpose(mat.indptr.astype(np.int64), mat.indices.astype(np.int32),
-                               mat.data.astype(np.float32), mat.shape[1])
+        ip, ii, dd = transpose(np.asarray(mat.indptr, np.int64), np.asarray(mat.indices, np.int32),
+                               np.asarray(mat.data, np.float32), mat.shape[1])
         return topk_similarity(ip, ii, dd, mat.shape[0], K, "cosine")
 
     with threads.limit(THREADS):

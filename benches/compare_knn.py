@@ -100,8 +100,8 @@ def _method_fn(method: str, ui: sp.csr_matrix, k: int, threads: int):
 
         def run():
             with pools.limit(threads):
-                ip, ii, dd = transpose(ui.indptr.astype(np.int64), ui.indices.astype(np.int32),
-                                       ui.data.astype(np.float32), ui.shape[1])
+                ip, ii, dd = transpose(np.asarray(ui.indptr, np.int64), np.asarray(ui.indices, np.int32),
+                                       np.asarray(ui.data, np.float32), ui.shape[1])
                 out = topk_similarity(ip, ii, dd, ui.shape[0], k, "cosine")
             return sp.csr_matrix((out[2], out[1], out[0]), shape=(ui.shape[1], ui.shape[1]))
         return run
