@@ -71,15 +71,22 @@ def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
     row_i = out_i[r]
     row_s = out_s[r]
     size = 0
-    for t in range(n_t):
-        j = touched[t]
-        sc = acc[j]
-        if size < k:
-            size = heap_push(heap_s, heap_i, size, k, sc, j)
-        elif sc > heap_s[0] or (sc == heap_s[0] and j < heap_i[0]):  # inline test: most candidates stop here
-            heap_s[0] = sc
-            heap_i[0] = j
-            _sift_down(heap_s, heap_i, size, 0)
+    if n_t > k:  # no fill will follow, so clear each candidate's buffers as it is read
+        for t in range(n_t):
+            j = touched[t]
+            sc = acc[j]
+            acc[j] = 0.0
+            flag[j] = 0
+            if size < k:
+                size = heap_push(heap_s, heap_i, size, k, sc, j)
+            elif sc > heap_s[0] or (sc == heap_s[0] and j < heap_i[0]):  # most candidates stop here
+                heap_s[0] = sc
+                heap_i[0] = j
+                _sift_down(heap_s, heap_i, size, 0)
+        n_t = 0
+    else:
+        for t in range(n_t):
+            size = heap_push(heap_s, heap_i, size, k, acc[touched[t]], touched[t])
     for end in range(size - 1, -1, -1):  # pop the worst to the back: best-first, ties by lower index
         row_s[end] = heap_s[0]
         row_i[end] = heap_i[0]
