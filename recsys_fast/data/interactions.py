@@ -156,7 +156,7 @@ class Interactions:
         ts = None if timestamps is None else timestamps[order]
         r = None if ratings is None else ratings[order]
         new_group = np.empty(len(key), dtype=bool)
-        new_group[0] = True
+        new_group[:1] = True  # (no-op when empty: remap may drop every interaction)
         np.not_equal(key[1:], key[:-1], out=new_group[1:])
         if not new_group.all():
             if duplicates == "error":
