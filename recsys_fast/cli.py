@@ -166,7 +166,7 @@ def _fit_and_evaluate(models: list[str], params, train, test, ks):
         t0 = time.perf_counter()
         model.fit(train)
         t1 = time.perf_counter()
-        results[kind] = evaluate(model, train, test, k=ks)
+        results[kind] = evaluate(model, train, test, k=ks, progress=True)
         timings[kind] = (t1 - t0, time.perf_counter() - t1)
         fitted[kind] = model
     return results, fitted, timings
