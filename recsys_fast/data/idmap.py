@@ -123,7 +123,7 @@ def normalize_ids(values, kind: str, source: str | None = None, column: str | No
         frac = arr != np.round(arr)
         if frac.any():
             r = int(frac.argmax())
-            raise DataError(f"{kind} id {arr[r]!r} is not an integer", source=source, row=r, column=column)
+            raise DataError(f"{kind} id {arr[r].item()!r} is not an integer", source=source, row=r, column=column)
         return arr.astype(np.int64)
     if arr.dtype.kind == "U":
         return arr

@@ -170,9 +170,10 @@ class Interactions:
             if duplicates == "error":
                 dup = int(np.argmin(new_group))
                 u, i = divmod(int(key[dup]), n_items)
-                raise DataError(f"duplicate interaction for user {user_map.ids[u]!r}, item {item_map.ids[i]!r} "
-                                f"(row {int(order[dup])}); pass duplicates='last', 'sum', 'first' or 'max'",
-                                source=source)
+                r1, r2 = sorted((int(order[dup - 1]), int(order[dup])))
+                raise DataError(f"duplicate interaction for user {user_map.ids[u].item()!r}, item "
+                                f"{item_map.ids[i].item()!r} (rows {r1} and {r2}); pass duplicates='last', "
+                                "'sum', 'first' or 'max'", source=source)
             starts = np.flatnonzero(new_group)
             ends = np.append(starts[1:], len(key)) - 1
             if duplicates == "first":
