@@ -249,8 +249,27 @@ def test_pandas_nan_ids_name_row_and_column():
 
 def test_pandas_non_numeric_timestamp():
     df = pd.DataFrame({"user": [1, 2], "item": [1, 2], "t": ["10", "soon"]})
-    with pytest.raises(DataError, match=r"row 1, column 't': timestamp 'soon' is not a number"):
+    with pytest.raises(DataError, match=r"row 1, column 't': timestamp 'soon' is not a number or an ISO 8601"):
         Interactions.from_pandas(df, timestamp="t")
+
+
+def test_csv_iso_timestamps(tmp_path):
+    path = write(tmp_path, "iso.csv", "user,item,when\n1,1,2020-01-01T00:00:00Z\n2,1,2020-01-01 01:00:00+01:00\n"
+                                      "3,1,1970-01-01\n")
+    d = Interactions.from_csv(path, timestamp="when")
+    assert d.timestamps.tolist() == [1577836800, 1577836800, 0]
+    bad = write(tmp_path, "badiso.csv", "user,item,when\n1,1,2020-01-01\n2,1,yesterday\n")
+    with pytest.raises(DataError, match=r"badiso\.csv, row 1, column 'when': timestamp 'yesterday'"):
+        Interactions.from_csv(bad, timestamp="when")
+    mixed = write(tmp_path, "mixed.csv", "user,item,when\n1,1,2020-01-01\n2,1,1577836800\n")
+    with pytest.raises(DataError, match=r"mixed\.csv, row 1, column 'when': timestamp '1577836800' is a number but"):
+        Interactions.from_csv(mixed, timestamp="when")
+
+
+def test_csv_missing_timestamp(tmp_path):
+    path = write(tmp_path, "t.csv", "user,item,ts\n1,1,5\n2,1,\n")
+    with pytest.raises(DataError, match=r"t\.csv, row 1, column 'ts': timestamp is missing"):
+        Interactions.from_csv(path, timestamp="ts")
 
 
 def test_pandas_empty_frame():
