@@ -116,10 +116,11 @@ def test_ml_latest_layout_miniature(tmp_path):
     assert items["title"].tolist() == ["Other (1999)", "Movie, The (2000)", "Unrated (2001)"]
 
 
-def test_ml_1m_layout_miniature(tmp_path):
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-8"])  # ml-1m is Latin-1, ml-10m UTF-8
+def test_ml_1m_layout_miniature(tmp_path, encoding):
     (tmp_path / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978300275\n")
     (tmp_path / "movies.dat").write_bytes("1193::One Flew (1975)::Drama\n661::James & Caf\xe9 (1996)::Animation|Musical\n"
-                                          .encode("latin-1"))
+                                          .encode(encoding))
     data, items = load_movielens(tmp_path)
     assert (data.n_users, data.n_items, data.nnz) == (2, 2, 3)
     assert data.timestamps.max() == 978302109

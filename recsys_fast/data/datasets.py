@@ -59,7 +59,8 @@ def load_movielens(path, min_rating: float | None = None, duplicates: str = "las
 
     ``path`` is a folder or a data set name (``"ml-100k"``, ``"ml-latest-small"``) resolved by
     ``find_dataset``. Interactions hold the rating as weight (also kept in ``ratings``) and the
-    Unix timestamp; ``min_rating`` turns them into implicit feedback (see ``Interactions``).
+    Unix timestamp; ``min_rating`` turns them into implicit feedback and ``duplicates`` resolves
+    repeated (user, movie) pairs, both as in ``Interactions.from_arrays``.
     ``items`` is a DataFrame with columns ``item`` (the MovieLens movie id, int64), ``title`` and
     ``genres`` (``|``-joined names) for every movie in the catalogue file, rated or not.
     """
@@ -194,7 +195,12 @@ def _read_ml1m_items(path: Path):
 
     import pandas as pd
 
-    text = path.read_bytes().decode("latin-1").replace("::", "\t")
+    raw = path.read_bytes()
+    try:  # ml-10m is UTF-8, ml-1m Latin-1
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    text = text.replace("::", "\t")
     df = pd.read_csv(io.StringIO(text), sep="\t", header=None, names=["item", "title", "genres"],
                      dtype={"item": "int64", "title": "string", "genres": "string"}, quoting=3,
                      keep_default_na=False)
