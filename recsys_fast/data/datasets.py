@@ -269,9 +269,10 @@ def synthetic(n_users: int, n_items: int, nnz: int, seed: int = 0, *, item_alpha
     quota = 1 + rng.multinomial(nnz - n_users, activity / activity.sum())
     quota = _cap_and_spread(quota, n_items, activity)
 
+    sample_rank = _inverse_cdf_sampler(item_cdf)
+
     def draw(users):
-        ranks = np.searchsorted(item_cdf, rng.random(len(users)), side="right")
-        return users * n_items + item_of_rank[np.minimum(ranks, n_items - 1)]
+        return users * n_items + item_of_rank[sample_rank(rng.random(len(users)))]
 
     # Rounds of sequential sampling without replacement: each user short of its quota draws a
     # few more than it needs and keeps its first fresh items in draw order (so no bias to ids).
@@ -309,6 +310,27 @@ def synthetic(n_users: int, n_items: int, nnz: int, seed: int = 0, *, item_alpha
     matrix.has_sorted_indices = True
     return Interactions(matrix, IdMap(np.arange(n_users), "user"), IdMap(np.arange(n_items), "item"),
                         ts, weights.copy() if ratings else None)
+
+
+def _inverse_cdf_sampler(cdf: np.ndarray):
+    """``u -> searchsorted(cdf, u, side="right")`` for uniforms ``u`` in [0, 1), 3-4x faster.
+
+    A guide table over ``M`` equal buckets (``M`` a power of two, so ``u * M`` and ``b / M`` are
+    exact) gives the answer directly wherever a bucket holds no cdf step; only the rest
+    are searched. The result is identical to the plain search.
+    """
+    n = len(cdf)
+    m = 1 << min(23, max(4, int(np.ceil(np.log2(16 * n)))))
+    guide = np.searchsorted(cdf, np.arange(m + 1, dtype=np.float64) / m, side="right")
+
+    def sample(u: np.ndarray) -> np.ndarray:
+        b = (u * m).astype(np.int64)
+        lo, hi = guide[b], guide[b + 1]
+        need = np.flatnonzero(lo != hi)
+        lo[need] = np.searchsorted(cdf, u[need], side="right")
+        return np.minimum(lo, n - 1)
+
+    return sample
 
 
 def _zipf_weights(n: int, alpha: float) -> np.ndarray:
