@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys_fast.datasets import NO_GENRES, find_dataset, load_movielens, synthetic
 from recsys_fast.errors import DataError
@@ -230,3 +232,16 @@ def test_synthetic_dense_request_fills_every_cell():
 def test_synthetic_bad_arguments(args, pattern):
     with pytest.raises(ValueError, match=pattern):
         synthetic(*args)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3000), st.floats(0.0, 2.5), st.integers(0, 2**32 - 1))
+def test_guide_table_sampler_equals_searchsorted(n, alpha, seed):
+    from recsys_fast.data.datasets import _inverse_cdf_sampler
+
+    cdf = np.cumsum(np.arange(1, n + 1, dtype=np.float64) ** -alpha)
+    cdf /= cdf[-1]
+    u = np.random.default_rng(seed).random(5000)
+    u[:3] = [0.0, np.nextafter(1.0, 0.0), cdf[0]]  # the edges and an exact step
+    want = np.minimum(np.searchsorted(cdf, u, side="right"), n - 1)
+    assert np.array_equal(_inverse_cdf_sampler(cdf)(u), want)

@@ -324,7 +324,7 @@ def _inverse_cdf_sampler(cdf: np.ndarray):
     guide = np.searchsorted(cdf, np.arange(m + 1, dtype=np.float64) / m, side="right")
 
     def sample(u: np.ndarray) -> np.ndarray:
-        b = (u * m).astype(np.int64)
+        b = np.minimum((u * m).astype(np.int64), m - 1)  # u == 1.0 only from callers outside [0, 1)
         lo, hi = guide[b], guide[b + 1]
         need = np.flatnonzero(lo != hi)
         lo[need] = np.searchsorted(cdf, u[need], side="right")
