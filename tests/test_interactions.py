@@ -247,6 +247,23 @@ def test_pandas_nan_ids_name_row_and_column():
         Interactions.from_pandas(df)
 
 
+@pytest.mark.parametrize("column", [
+    pd.array(["a", None], dtype="string"),   # pandas.NA, not NaN
+    pd.array([1, None], dtype="Int64"),
+    np.array(["a", pd.NaT], dtype=object),
+])
+def test_pandas_nullable_missing_ids(column):
+    df = pd.DataFrame({"user": column, "item": [1, 2]})
+    with pytest.raises(DataError, match=r"DataFrame, row 1, column 'user': user id is"):
+        Interactions.from_pandas(df)
+
+
+def test_pandas_nullable_missing_weight():
+    df = pd.DataFrame({"user": [1, 2], "item": [1, 2], "w": pd.array([1.0, None], dtype="Float64")})
+    with pytest.raises(DataError, match=r"row 1, column 'w': weight is nan"):
+        Interactions.from_pandas(df, weight="w")
+
+
 def test_pandas_non_numeric_timestamp():
     df = pd.DataFrame({"user": [1, 2], "item": [1, 2], "t": ["10", "soon"]})
     with pytest.raises(DataError, match=r"row 1, column 't': timestamp 'soon' is not a number or an ISO 8601"):

@@ -129,7 +129,7 @@ def normalize_ids(values, kind: str, source: str | None = None, column: str | No
         return arr
     if arr.dtype.kind in "OT":
         obj = arr.astype(object)
-        missing = np.fromiter((v is None or (isinstance(v, float) and v != v) for v in obj), bool, len(obj))
+        missing = np.fromiter((_is_missing(v) for v in obj), bool, len(obj))
         if missing.any():
             r = int(missing.argmax())
             raise DataError(f"{kind} id is missing (NaN/None)", source=source, row=r, column=column)
@@ -137,3 +137,10 @@ def normalize_ids(values, kind: str, source: str | None = None, column: str | No
             return obj.astype(np.int64)
         return obj.astype(str)
     raise DataError(f"{kind} ids must be integers or strings, got dtype {arr.dtype}", source=source, column=column)
+
+
+def _is_missing(value) -> bool:
+    """None, NaN, pandas.NA or NaT (checked without importing pandas)."""
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return True
+    return isinstance(value, float) and value != value
