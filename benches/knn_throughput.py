@@ -33,12 +33,15 @@ def interleaved(fns: dict, repeats: int):
     from other processes hits every contender alike; one warm-up call each first."""
     outs = {name: fn() for name, fn in fns.items()}
     times = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(v) for name, v in times.items()}, times, outs
+            cpu[name].append(time.process_time() - c0)
+    return ({name: statistics.median(v) for name, v in times.items()},
+            {name: statistics.median(v) for name, v in cpu.items()}, times, outs)
 
 
 def main(argv=None):
@@ -67,7 +70,7 @@ def main(argv=None):
         rows = np.arange(data.n_users)
         g = ours.graph_
 
-        medians, runs, outs = interleaved({
+        medians, cpu, runs, outs = interleaved({
             "api": lambda: ours.recommend(user_ids, k=args.n),
             "kernel": lambda: knn_topk(m.indptr, m.indices, m.data, g.indptr, g.indices, g.data, data.n_items,
                                        args.n, m.indptr, m.indices, None, ours.fill_order_),
@@ -93,7 +96,7 @@ def main(argv=None):
         "implicit_users_per_s": n_users / t_imp, "ratio_api": t_imp / t_api, "ratio_kernel": t_imp / t_kernel,
         "implicit_users_short": short, "implicit_users_with_seen_item": seen_returned,
         "recsys_fast_users_short": ours_short, "topn_agreement_with_implicit": float(agree),
-        "runs": runs, "load_average": os.getloadavg(),
+        "cpu_s": cpu, "runs": runs, "load_average": os.getloadavg(),
     })
     print(f"recsys_fast recommend (API):   {t_api:.3f} s  {n_users / t_api:,.0f} users/s")
     print(f"recsys_fast knn_topk (kernel): {t_kernel:.3f} s  {n_users / t_kernel:,.0f} users/s")
@@ -101,6 +104,8 @@ def main(argv=None):
     print(f"speed-up vs implicit: API {t_imp / t_api:.1f}x, kernel {t_imp / t_kernel:.1f}x (medians of {args.repeats})")
     print(f"implicit: {short} of {n_users} users ({100 * short / n_users:.1f}%) got fewer than {args.n} items, "
           f"{seen_returned} got a seen item; recsys_fast: {ours_short} users short (fill=popularity)")
+    print(f"CPU seconds (all threads, medians): API {cpu['api']:.3f}, kernel {cpu['kernel']:.3f}, "
+          f"implicit {cpu['implicit']:.3f} -> implicit/kernel {cpu['implicit'] / cpu['kernel']:.1f}x per CPU-second")
     print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     print(f"top-{args.n} agreement with implicit (over implicit's non-padding items): {agree:.4f}")
     if args.json:
