@@ -32,7 +32,20 @@ from numba import prange
 from .. import threads
 from ..errors import DataError
 from ._config import kernel
+from ._intrinsics import prefetch
 from .topk import _sift_down, heap_push
+
+_PREFETCH_AHEAD = 3  # history entries
+
+
+@kernel
+def _prefetch_row(b_indptr, b_indices, b_data, s):
+    """Ask for the first cache lines of graph row ``s`` (a hint; no effect on results)."""
+    q = b_indptr[s]
+    if q < b_indices.shape[0]:
+        prefetch(b_indices, q)
+        prefetch(b_data, q)
+
 
 @kernel
 def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
@@ -59,7 +72,11 @@ def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
     # accumulate A_r x B; the first-touch test is branch-free: every item is written to the
     # candidate list, which only advances on a first touch
     n_t = 0
+    n_a = a_indices.shape[0]
     for p in range(a_indptr[r], a_indptr[r + 1]):
+        # the graph row a few entries ahead (this request row's or the next one's) is likely not in cache
+        if p + _PREFETCH_AHEAD < n_a:
+            _prefetch_row(b_indptr, b_indices, b_data, a_indices[p + _PREFETCH_AHEAD])
         s = a_indices[p]
         w = a_data[p]
         for q in range(b_indptr[s], b_indptr[s + 1]):
