@@ -14,9 +14,6 @@ from recsys_fast.models.knn import ItemKNN, UserKNN
 from recsys_fast.testing import RecommenderContract
 from tests.reference import csr_rows, knn_topk_reference
 
-# until the lead registers the kinds in models/registry.py
-registry.MODELS.setdefault("item_knn", "recsys_fast.models.knn:ItemKNN")
-registry.MODELS.setdefault("user_knn", "recsys_fast.models.knn:UserKNN")
 
 
 class TestItemKNNContract(RecommenderContract):
