@@ -375,16 +375,16 @@ class UserKNN(_NeighbourhoodModel):
             x.data = x.data * (self.K1 + 1.0) / (self.K1 * length[rows] + x.data) * st["idf"][x.indices]
         x.eliminate_zeros()
         left = _scaled(x, self.similarity, self.alpha, st["col_means"], side="left")
-        dots = (left @ st["right"].T).tocsr()
+        dots = (left @ st["right_t"]).tocsr()
         binary = x.copy()
         binary.data[:] = 1.0
-        co = (binary @ st["binary"].T).tocsr()
+        co = (binary @ st["binary_t"]).tocsr()
         out_indptr = np.zeros(x.shape[0] + 1, dtype=np.int64)
         out_i, out_s = [], []
         for r in range(x.shape[0]):
             lo, hi = co.indptr[r], co.indptr[r + 1]
             users, c = co.indices[lo:hi], co.data[lo:hi]
-            dense = np.zeros(st["binary"].shape[0])
+            dense = np.zeros(st["binary_t"].shape[1])
             dense[dots.indices[dots.indptr[r]:dots.indptr[r + 1]]] = dots.data[dots.indptr[r]:dots.indptr[r + 1]]
             if self.similarity == "jaccard":
                 score = c / (binary.indptr[r + 1] - binary.indptr[r] + st["row_nnz"][users] - c)
@@ -423,8 +423,8 @@ class UserKNN(_NeighbourhoodModel):
         binary.data[:] = 1.0
         self._fold = {
             "idf": idf, "mean_row_sum": float(np.asarray(seen.sum(axis=1)).mean()) if n_users else 1.0,
-            "col_means": col_means, "binary": binary, "row_nnz": np.diff(w.indptr).astype(np.float64),
-            "right": _scaled(w, self.similarity, self.alpha, col_means, side="right"),
+            "col_means": col_means, "binary_t": binary.T.tocsr(), "row_nnz": np.diff(w.indptr).astype(np.float64),
+            "right_t": _scaled(w, self.similarity, self.alpha, col_means, side="right").T.tocsr(),
         }
         return self._fold
 
