@@ -17,7 +17,9 @@ with index -1 and score -inf.
 
 Each row is computed alone, in a fixed order, so the output does not depend on the thread count
 or on how rows are chunked. Work buffers (a dense accumulator, a row stamp per item, a candidate
-list) are allocated once per chunk of rows, not per row, and never cleared between rows. Memory: O(chunks in flight x n_items + n x k).
+list) are allocated once per chunk of rows, not per row, and never cleared between rows.
+Memory: O(chunks in flight x n_items + n x k). The graph row a few history entries ahead is
+prefetched, since on large catalogues it usually comes from DRAM.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from ._config import kernel
 from ._intrinsics import prefetch
 from .topk import _sift_down, heap_push
 
-_PREFETCH_AHEAD = 3  # history entries
+_PREFETCH_AHEAD = 3  # history entries ahead whose graph rows are prefetched
 
 
 @kernel
