@@ -15,6 +15,7 @@ from pathlib import Path
 from .errors import RecsysError
 
 DEMO_MODELS = ("popularity", "item_knn", "user_knn")
+DEMO_METRICS = ("precision", "recall", "f1", "ndcg", "map", "mrr", "hit_rate", "coverage")
 
 
 # ---------------------------------------------------------------------------- shared options
@@ -166,16 +167,16 @@ def _fit_and_evaluate(models: list[str], params, train, test, ks):
         t0 = time.perf_counter()
         model.fit(train)
         t1 = time.perf_counter()
-        results[kind] = evaluate(model, train, test, k=ks)
+        results[kind] = evaluate(model, train, test, k=ks, progress=True)
         timings[kind] = (t1 - t0, time.perf_counter() - t1)
         fitted[kind] = model
     return results, fitted, timings
 
 
-def _print_comparison(results, timings) -> None:
+def _print_comparison(results, timings, columns=None) -> None:
     from .evaluation import compare
 
-    print(compare(results))
+    print(compare(results, columns=columns))
     print()
     print("fit / evaluate seconds: " + ", ".join(f"{k} {f:.2f}/{e:.2f}" for k, (f, e) in timings.items()))
 
@@ -254,7 +255,7 @@ def cmd_demo(args) -> int:
     for line in next(iter(results.values())).protocol_lines():
         print(line)
     print()
-    _print_comparison(results, timings)
+    _print_comparison(results, timings, columns=[f"{m}@10" for m in DEMO_METRICS])
     best = max(results, key=lambda name: results[name].means["ndcg@10"])
     model = fitted[best]
     titles = None

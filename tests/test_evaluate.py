@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,12 @@ def test_metric_selection_and_errors(split):
         evaluate(model, train, test, k=[0])
     with pytest.raises(TypeError, match="test must be recsys_fast.Interactions, got DataFrame"):
         evaluate(model, train, test.to_pandas())
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        evaluate(model, train, test, batch_size=0)
+    with pytest.raises(TypeError, match="model must be a recsys_fast Recommender, got str"):
+        evaluate("popularity", train, test)
+    with pytest.raises(ValueError, match=re.escape(f"exclude must have the model's shape {model.seen_.shape}")):
+        model._batch_for_users(np.array([0]), test.matrix[:, :5])
     with pytest.raises(RuntimeError, match="Popularity is not fitted"):
         evaluate(Popularity(), train, test)
 
@@ -210,6 +217,8 @@ def test_result_prints_serialises_and_compares(split):
     assert lines[0].split()[:3] == ["model", "precision@10", "precision@20"]
     assert lines[2].split()[0] == "count" and lines[3].split()[0] == "sum"
     assert lines[2].split()[1] == f"{a.means['precision@10']:.4f}"
+    with pytest.raises(TypeError, match=r"results\['x'\] must be an EvaluationResult, got dict"):
+        compare({"x": a.to_dict()})
     with pytest.raises(ValueError, match="results is empty"):
         compare({})
 

@@ -14,9 +14,6 @@ from recsys_fast.models.knn import ItemKNN, UserKNN
 from recsys_fast.testing import RecommenderContract
 from tests.reference import csr_rows, knn_topk_reference
 
-# until the lead registers the kinds in models/registry.py
-registry.MODELS.setdefault("item_knn", "recsys_fast.models.knn:ItemKNN")
-registry.MODELS.setdefault("user_knn", "recsys_fast.models.knn:UserKNN")
 
 
 class TestItemKNNContract(RecommenderContract):
@@ -342,3 +339,33 @@ def test_user_knn_fold_in_recommends_like_a_training_user():
     dense[data.item_map.to_index(history["visitor"])] = 0
     top = data.item_map.ids[np.lexsort((np.arange(data.n_items), -dense))[:3]]
     np.testing.assert_array_equal(recs.items[0][:3], top)
+
+
+@pytest.mark.parametrize("cls", [ItemKNN, UserKNN])
+def test_concurrent_recommend_from_eight_threads(data, cls):
+    import threading
+
+    model = cls(k=6).fit(data).prepare()
+    users = data.user_map.ids
+    want_batch = model.recommend(users, k=7)
+    want_one = [model.recommend([u], k=7) for u in users[:8]]
+    errors, got = [], {}
+    barrier = threading.Barrier(8)
+
+    def work(t):
+        try:
+            barrier.wait()
+            for _ in range(5):
+                got[t] = (model.recommend(users, k=7), model.recommend([users[t]], k=7))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    pool = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    assert not errors, errors
+    for t, (batch, one) in got.items():
+        np.testing.assert_array_equal(batch.items, want_batch.items)
+        np.testing.assert_array_equal(one.items, want_one[t].items)

@@ -129,5 +129,13 @@ def test_bad_inputs_are_named():
         check_ks([])
     with pytest.raises(ValueError, match=r"unknown metric\(s\) \['ndgc'\]; valid names are \['precision'"):
         check_metrics(["ndgc"])
+    with pytest.raises(ValueError, match="test has 3 rows but recommended has 2"):
+        ranking_metrics(recs, sp.csr_matrix(np.eye(3)), 1)
+    with pytest.raises(ValueError, match="test item indices must be >= 0, got -2"):
+        ranking_metrics(recs, [[0], [-2]], 1)
+    with pytest.raises(ValueError, match="must fit in int32"):
+        ranking_metrics(np.full((1, 1), 2**31), [[0]], 1)
+    with pytest.raises(ValueError, match="n_items must be positive, got 0"):
+        coverage(recs, 0)
     with pytest.raises(ValueError, match="same shape"):
         rating_errors([1.0], [1.0, 2.0])

@@ -59,23 +59,23 @@ def load_movielens(path, min_rating: float | None = None, duplicates: str = "las
 
     ``path`` is a folder or a data set name (``"ml-100k"``, ``"ml-latest-small"``) resolved by
     ``find_dataset``. Interactions hold the rating as weight (also kept in ``ratings``) and the
-    Unix timestamp; ``min_rating`` turns them into implicit feedback (see ``Interactions``).
+    Unix timestamp; ``min_rating`` turns them into implicit feedback and ``duplicates`` resolves
+    repeated (user, movie) pairs, both as in ``Interactions.from_arrays``.
     ``items`` is a DataFrame with columns ``item`` (the MovieLens movie id, int64), ``title`` and
     ``genres`` (``|``-joined names) for every movie in the catalogue file, rated or not.
     """
     folder = _resolve_folder(path)
     layout = _detect_layout(folder)
     ratings_file, items_file = (folder / f for f in _LAYOUTS[layout])
-    if layout == "ml-100k":
-        cols = _read_delimited(ratings_file, "\t", ("user", "item", "rating", "timestamp"))
-        items = _read_ml100k_items(items_file, folder / "u.genre")
-    elif layout == "ml-1m":
-        cols = _read_delimited(ratings_file, "::", ("user", "item", "rating", "timestamp"))
-        items = _read_ml1m_items(items_file)
-    else:
-        cols = _read_delimited(ratings_file, ",", ("userId", "movieId", "rating", "timestamp"), header=True)
+    if layout == "ml-latest":
+        names = ("userId", "movieId", "rating", "timestamp")  # the file's header
+        cols = _read_delimited(ratings_file, ",", names, header=True)
         items = _read_ml_latest_items(items_file)
-    names = ("userId", "movieId", "rating", "timestamp")
+    else:  # no header: fields named as in the data sets' READMEs
+        names = ("user", "item", "rating", "timestamp")
+        cols = _read_delimited(ratings_file, "\t" if layout == "ml-100k" else "::", names)
+        items = _read_ml100k_items(items_file, folder / "u.genre") if layout == "ml-100k" \
+            else _read_ml1m_items(items_file)
     data = Interactions.from_arrays(*cols, min_rating=min_rating, duplicates=duplicates,
                                     source=str(ratings_file), columns=names)
     return data, items
@@ -109,21 +109,42 @@ def _detect_layout(folder: Path) -> str:
 
 
 def _read_delimited(path: Path, sep: str, names: tuple[str, ...], header: bool = False):
-    """Four numeric columns (user, item, rating, timestamp) with pyarrow's multithreaded CSV reader."""
+    """Four numeric columns (user, item, rating, timestamp) with pyarrow's multithreaded CSV reader.
+
+    On a value that does not parse, the file is read again as text to name its row and column.
+    """
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    types = dict(zip(names, (pa.int64(), pa.int64(), pa.float64(), pa.int64())))
-    raw = None
+    data = None
     if len(sep) > 1:  # '::' files: pyarrow takes one-byte delimiters, so swap the separator in memory
-        raw = pa.BufferReader(path.read_bytes().replace(sep.encode(), b"\t"))
+        data = path.read_bytes().replace(sep.encode(), b"\t")
         sep = "\t"
-    read = pcsv.ReadOptions(column_names=None if header else list(names), autogenerate_column_names=False)
+    if header:
+        with path.open("r", encoding="utf-8", errors="replace") as fh:
+            found = [c.strip().strip('"') for c in fh.readline().rstrip("\r\n").split(sep)]
+        missing = [c for c in names if c not in found]
+        if found == [""]:
+            raise DataError("the file is empty", source=str(path))
+        if missing:
+            raise DataError(f"missing column(s) {missing}; found {found}", source=str(path))
+
+    def read(types):
+        return pcsv.read_csv(
+            pa.BufferReader(data) if data is not None else str(path),
+            read_options=pcsv.ReadOptions(column_names=None if header else list(names)),
+            parse_options=pcsv.ParseOptions(delimiter=sep),
+            convert_options=pcsv.ConvertOptions(column_types=types, include_columns=list(names)))
+
+    kinds = dict(zip(names, "iifi"))
     try:
-        table = pcsv.read_csv(raw if raw is not None else str(path), read_options=read,
-                              parse_options=pcsv.ParseOptions(delimiter=sep),
-                              convert_options=pcsv.ConvertOptions(column_types=types, include_columns=list(names)))
+        table = read({n: pa.int64() if k == "i" else pa.float64() for n, k in kinds.items()})
     except (pa.ArrowInvalid, pa.ArrowKeyError) as exc:
+        try:
+            text = read({n: pa.string() for n in names})
+        except (pa.ArrowInvalid, pa.ArrowKeyError):
+            raise DataError(f"could not parse: {exc}", source=str(path)) from None
+        _raise_first_bad_value(text, kinds, path)
         raise DataError(f"could not parse: {exc}", source=str(path)) from None
     if table.num_rows == 0:
         raise DataError("no ratings in the file", source=str(path))
@@ -135,6 +156,27 @@ def _read_delimited(path: Path, sep: str, names: tuple[str, ...], header: bool =
             raise DataError("value is missing", source=str(path), row=row, column=name)
         out.append(col.to_numpy())
     return out
+
+
+def _raise_first_bad_value(text_table, kinds: dict, path: Path) -> None:
+    """Raise a DataError for the first value (by row) that is not an integer/number as ``kinds`` wants."""
+    import pandas as pd
+
+    first = None
+    for name, kind in kinds.items():
+        raw = pd.Series(text_table.column(name).to_numpy(zero_copy_only=False), dtype=object)
+        num = pd.to_numeric(raw, errors="coerce")
+        bad = (num.isna() & raw.notna() & (raw.astype(str).str.strip() != "")).to_numpy()
+        if kind == "i":
+            bad = bad | (num.notna() & (num != num.round())).to_numpy()
+        if bad.any():
+            row = int(bad.argmax())
+            if first is None or row < first[0]:
+                first = (row, name, raw.iloc[row], kind)
+    if first is not None:
+        row, name, value, kind = first
+        want = "an integer" if kind == "i" else "a number"
+        raise DataError(f"{value!r} is not {want}", source=str(path), row=row, column=name)
 
 
 def _read_ml_latest_items(path: Path):
@@ -153,7 +195,12 @@ def _read_ml1m_items(path: Path):
 
     import pandas as pd
 
-    text = path.read_bytes().decode("latin-1").replace("::", "\t")
+    raw = path.read_bytes()
+    try:  # ml-10m is UTF-8, ml-1m Latin-1
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    text = text.replace("::", "\t")
     df = pd.read_csv(io.StringIO(text), sep="\t", header=None, names=["item", "title", "genres"],
                      dtype={"item": "int64", "title": "string", "genres": "string"}, quoting=3,
                      keep_default_na=False)
@@ -222,9 +269,10 @@ def synthetic(n_users: int, n_items: int, nnz: int, seed: int = 0, *, item_alpha
     quota = 1 + rng.multinomial(nnz - n_users, activity / activity.sum())
     quota = _cap_and_spread(quota, n_items, activity)
 
+    sample_rank = _inverse_cdf_sampler(item_cdf)
+
     def draw(users):
-        ranks = np.searchsorted(item_cdf, rng.random(len(users)), side="right")
-        return users * n_items + item_of_rank[np.minimum(ranks, n_items - 1)]
+        return users * n_items + item_of_rank[sample_rank(rng.random(len(users)))]
 
     # Rounds of sequential sampling without replacement: each user short of its quota draws a
     # few more than it needs and keeps its first fresh items in draw order (so no bias to ids).
@@ -262,6 +310,27 @@ def synthetic(n_users: int, n_items: int, nnz: int, seed: int = 0, *, item_alpha
     matrix.has_sorted_indices = True
     return Interactions(matrix, IdMap(np.arange(n_users), "user"), IdMap(np.arange(n_items), "item"),
                         ts, weights.copy() if ratings else None)
+
+
+def _inverse_cdf_sampler(cdf: np.ndarray):
+    """``u -> searchsorted(cdf, u, side="right")`` for uniforms ``u`` in [0, 1), 3-4x faster.
+
+    A guide table over ``M`` equal buckets (``M`` a power of two, so ``u * M`` and ``b / M`` are
+    exact) gives the answer directly wherever a bucket holds no cdf step; only the rest
+    are searched. The result is identical to the plain search.
+    """
+    n = len(cdf)
+    m = 1 << min(23, max(4, int(np.ceil(np.log2(16 * n)))))
+    guide = np.searchsorted(cdf, np.arange(m + 1, dtype=np.float64) / m, side="right")
+
+    def sample(u: np.ndarray) -> np.ndarray:
+        b = np.minimum((u * m).astype(np.int64), m - 1)  # u == 1.0 only from callers outside [0, 1)
+        lo, hi = guide[b], guide[b + 1]
+        need = np.flatnonzero(lo != hi)
+        lo[need] = np.searchsorted(cdf, u[need], side="right")
+        return np.minimum(lo, n - 1)
+
+    return sample
 
 
 def _zipf_weights(n: int, alpha: float) -> np.ndarray:

@@ -170,9 +170,10 @@ class Interactions:
             if duplicates == "error":
                 dup = int(np.argmin(new_group))
                 u, i = divmod(int(key[dup]), n_items)
-                raise DataError(f"duplicate interaction for user {user_map.ids[u]!r}, item {item_map.ids[i]!r} "
-                                f"(row {int(order[dup])}); pass duplicates='last', 'sum', 'first' or 'max'",
-                                source=source)
+                r1, r2 = sorted((int(order[dup - 1]), int(order[dup])))
+                raise DataError(f"duplicate interaction for user {user_map.ids[u].item()!r}, item "
+                                f"{item_map.ids[i].item()!r} (rows {r1} and {r2}); pass duplicates='last', "
+                                "'sum', 'first' or 'max'", source=source)
             starts = np.flatnonzero(new_group)
             ends = np.append(starts[1:], len(key)) - 1
             if duplicates == "first":
@@ -306,9 +307,24 @@ def _check_timestamps(timestamps, source: str, column: str) -> np.ndarray | None
 
 
 def _timestamps_from_series(series, source: str, column: str) -> np.ndarray:
-    """Numeric timestamps pass through; datetime columns become Unix seconds."""
+    """Numeric timestamps pass through; datetime columns and ISO 8601 text become Unix seconds (UTC)."""
     import pandas as pd
 
+    if (series.dtype == object or pd.api.types.is_string_dtype(series)) and series.notna().any():
+        numeric = pd.to_numeric(series, errors="coerce")
+        if (numeric.isna() & series.notna()).any():  # not all numbers: ISO dates, or a bad value
+            parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
+            bad = parsed.isna() & numeric.isna() & series.notna()
+            if bad.any():
+                r = int(bad.to_numpy().argmax())
+                raise DataError(f"timestamp {series.iloc[r]!r} is not a number or an ISO 8601 date/time",
+                                source=source, row=r, column=column)
+            mixed = parsed.isna() & series.notna()
+            if mixed.any():
+                r = int(mixed.to_numpy().argmax())
+                raise DataError(f"timestamp {series.iloc[r]!r} is a number but other rows are dates; use one form",
+                                source=source, row=r, column=column)
+            series = parsed
     if pd.api.types.is_datetime64_any_dtype(series):
         if series.isna().any():
             raise DataError("timestamp is missing", source=source, row=int(series.isna().to_numpy().argmax()),
@@ -319,12 +335,7 @@ def _timestamps_from_series(series, source: str, column: str) -> np.ndarray:
     if pd.api.types.is_integer_dtype(series) and not series.isna().any():
         return series.to_numpy(dtype=np.int64)  # exact: float64 would round nanosecond stamps
     if series.dtype == object or pd.api.types.is_string_dtype(series):
-        numeric = pd.to_numeric(series, errors="coerce")
-        bad = numeric.isna() & series.notna()
-        if bad.any():
-            r = int(bad.to_numpy().argmax())
-            raise DataError(f"timestamp {series.iloc[r]!r} is not a number", source=source, row=r, column=column)
-        series = numeric
+        series = pd.to_numeric(series, errors="coerce")
     return series.to_numpy(dtype=np.float64, na_value=np.nan)
 
 

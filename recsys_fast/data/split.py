@@ -44,7 +44,7 @@ def leave_last_out(data: Interactions, n: int = 1) -> tuple[Interactions, Intera
         raise ValueError(f"n must be a positive integer, got {n!r}")
     ts = _require_timestamps(data, "leave_last_out")
     rows = data.row_of_nnz()
-    order = np.lexsort((data.matrix.indices, ts, rows))  # per user, oldest first
+    order = _order_by_user_then_time(rows, ts)  # per user, oldest first; ties by item index
     counts = np.diff(data.matrix.indptr)
     rank = np.arange(data.nnz) - data.matrix.indptr[rows[order]]  # 0 = oldest of its user
     r_counts = counts[rows[order]]
@@ -127,6 +127,21 @@ def _per_user_holdout(data: Interactions, test_fraction: float, rng: np.random.G
     test = np.zeros(data.nnz, dtype=bool)
     test[order] = rank < n_test[rows[order]]
     return test
+
+
+def _order_by_user_then_time(rows: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Permutation of the interactions sorted by (user, timestamp, item index).
+
+    Interactions are stored by (user, item index), so a stable sort on (user, timestamp) keeps
+    item order among equal timestamps. Packing both into one int64 makes it a single sort.
+    """
+    if len(ts) == 0:
+        return np.zeros(0, dtype=np.int64)
+    t0, span = int(ts.min()), int(ts.max()) - int(ts.min())
+    if span < 2**32 and len(rows) and int(rows.max()) < 2**31:
+        key = (rows.astype(np.int64) << 32) | (ts - t0)
+        return np.argsort(key, kind="stable")
+    return np.lexsort((np.arange(len(ts)), ts, rows))
 
 
 def _check_data(data) -> None:

@@ -59,9 +59,12 @@ class EvaluationResult:
         return _render([header] + rows)
 
     def __str__(self) -> str:
+        return "\n".join([self.table(), ""] + self.protocol_lines())
+
+    def protocol_lines(self) -> list[str]:
+        """What was evaluated and what was skipped, one line each."""
         p = self.protocol
-        lines = [self.table(), "",
-                 f"protocol: {p['ranking']}",
+        lines = [f"protocol: {p['ranking']}",
                  f"  users evaluated: {p['n_users_evaluated']} of {p['n_test_users']} test users "
                  f"(means over users with >= 1 test item)",
                  f"  users skipped, unknown to the model: {p['n_users_unknown']}",
@@ -74,7 +77,7 @@ class EvaluationResult:
                          f"{p['n_train_interactions_ignored']}")
         if "n_rating_pairs" in p:
             lines.append(f"  rating pairs (rmse, mae): {p['n_rating_pairs']}")
-        return "\n".join(lines)
+        return lines
 
 
 def evaluate(model, train: Interactions | None, test: Interactions, k=(10, 20), metrics=None,

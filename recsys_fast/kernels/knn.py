@@ -16,8 +16,10 @@ chosen. Filled items get scores below every neighbourhood score of the row:
 with index -1 and score -inf.
 
 Each row is computed alone, in a fixed order, so the output does not depend on the thread count
-or on how rows are chunked. Work buffers (a dense accumulator, a flag per item, a touched list)
-are allocated once per chunk of rows, not per row. Memory: O(chunks in flight x n_items + n x k).
+or on how rows are chunked. Work buffers (a dense accumulator, a row stamp per item, a candidate
+list) are allocated once per chunk of rows, not per row, and never cleared between rows.
+Memory: O(chunks in flight x n_items + n x k). The graph row a few history entries ahead is
+prefetched, since on large catalogues it usually comes from DRAM.
 """
 
 from __future__ import annotations
@@ -32,55 +34,81 @@ from numba import prange
 from .. import threads
 from ..errors import DataError
 from ._config import kernel
+from ._intrinsics import prefetch
 from .topk import _sift_down, heap_push
 
-# Per-item flag bits in a chunk's work buffer. An item is a new candidate exactly when its flag is 0.
-_CANDIDATE, _EXCLUDED, _DISALLOWED = 1, 2, 4
+_PREFETCH_AHEAD = 3  # history entries ahead whose graph rows are prefetched
+
+
+@kernel
+def _prefetch_row(b_indptr, b_indices, b_data, s):
+    """Ask for the first cache lines of graph row ``s`` (a hint; no effect on results)."""
+    q = b_indptr[s]
+    if q < b_indices.shape[0]:
+        prefetch(b_indices, q)
+        prefetch(b_data, q)
 
 
 @kernel
 def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
-             excl_indptr, excl_indices, fill_order, allowed,
-             acc, flag, touched, heap_s, heap_i, out_i, out_s):
-    """Score one request row into ``out_i[r]``/``out_s[r]``; leaves the work buffers as found.
+             excl_indptr, excl_indices, fill_order, allowed, labels,
+             acc, stamp, touched, heap_s, heap_i, out_i, out_s):
+    """Score one request row into ``out_i[r]``/``out_s[r]``.
 
-    ``flag`` holds the chunk's ``_DISALLOWED`` bits on entry and exit.
+    ``stamp[j] == r`` marks item j as seen in this row (a candidate, excluded, or filled), so the
+    buffers never need clearing: an item's first touch in a row overwrites its stale value.
+    Excluded items are stamped with score -inf up front; what is added to them stays -inf and they
+    never enter the candidate list.
     """
     has_excl = excl_indptr.shape[0] > 0
+    has_allowed = allowed.shape[0] > 0
+    has_labels = labels.shape[0] > 0
+    row = np.int32(r)
     e_lo = excl_indptr[r] if has_excl else 0
     e_hi = excl_indptr[r + 1] if has_excl else 0
     for e in range(e_lo, e_hi):
-        flag[excl_indices[e]] |= _EXCLUDED
+        j = excl_indices[e]
+        stamp[j] = row
+        acc[j] = -np.inf
 
-    # accumulate A_r x B. Branch-free first-touch test: every item is written to the touched list,
-    # which only advances for a new candidate. Excluded and disallowed items accumulate too (cheaper
-    # than a branch) and are cleared below.
+    # accumulate A_r x B; the first-touch test is branch-free: every item is written to the
+    # candidate list, which only advances on a first touch
     n_t = 0
+    n_a = a_indices.shape[0]
     for p in range(a_indptr[r], a_indptr[r + 1]):
+        # the graph row a few entries ahead (this request row's or the next one's) is likely not in cache
+        if p + _PREFETCH_AHEAD < n_a:
+            _prefetch_row(b_indptr, b_indices, b_data, a_indices[p + _PREFETCH_AHEAD])
         s = a_indices[p]
         w = a_data[p]
         for q in range(b_indptr[s], b_indptr[s + 1]):
             j = np.uint32(b_indices[q])  # unsigned: no negative-index wraparound test per scatter
-            f = flag[j]
+            first = stamp[j] != row
+            old = acc[j]
             touched[n_t] = j
-            n_t += f == 0
-            flag[j] = f | _CANDIDATE
-            acc[j] += w * b_data[q]
+            n_t += first
+            acc[j] = w * b_data[q] + (np.float32(0.0) if first else old)
+            stamp[j] = row
 
-    # select the best k candidates: a bounded min-heap (worst at the root), then heapsort in place
+    # select the best k with a bounded min-heap (worst at the root), then heapsort it in place;
+    # the heap holds labels, so ties are broken by the lower label and the output is in labels
     row_i = out_i[r]
     row_s = out_s[r]
     size = 0
     for t in range(n_t):
         j = touched[t]
+        if has_allowed and not allowed[j]:
+            continue
         sc = acc[j]
         if size < k:
-            size = heap_push(heap_s, heap_i, size, k, sc, j)
-        elif sc > heap_s[0] or (sc == heap_s[0] and j < heap_i[0]):  # inline test: most candidates stop here
-            heap_s[0] = sc
-            heap_i[0] = j
-            _sift_down(heap_s, heap_i, size, 0)
-    for end in range(size - 1, -1, -1):  # pop the worst to the back: best-first, ties by lower index
+            size = heap_push(heap_s, heap_i, size, k, sc, labels[j] if has_labels else j)
+        elif sc >= heap_s[0]:  # most candidates stop here
+            lab = labels[j] if has_labels else j
+            if sc > heap_s[0] or lab < heap_i[0]:
+                heap_s[0] = sc
+                heap_i[0] = lab
+                _sift_down(heap_s, heap_i, size, 0)
+    for end in range(size - 1, -1, -1):  # pop the worst to the back: best-first
         row_s[end] = heap_s[0]
         row_i[end] = heap_i[0]
         heap_s[0] = heap_s[end]
@@ -97,81 +125,56 @@ def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
             if size == k:
                 break
             j = fill_order[p]
-            if flag[j] != 0:  # excluded, disallowed, or already chosen
+            if stamp[j] == row or (has_allowed and not allowed[j]):  # excluded, a candidate, or taken
                 continue
-            flag[j] = _CANDIDATE  # a repeated entry in fill_order is not taken twice
-            touched[n_t] = j
-            n_t += 1
+            stamp[j] = row  # a repeated entry in fill_order is not taken twice
             n_fill += 1
-            row_i[size] = j
+            row_i[size] = labels[j] if has_labels else j
             row_s[size] = base - np.float32(n_fill)
             size += 1
     for t in range(size, k):
         row_i[t] = -1
         row_s[t] = -np.inf
 
-    # restore the buffers: touched candidates were 0 before this row; excluded and disallowed items
-    # may have accumulated (and so been flagged) without entering the touched list
-    for t in range(n_t):
-        j = touched[t]
-        acc[j] = 0.0
-        flag[j] = 0
-    for e in range(e_lo, e_hi):
-        j = excl_indices[e]
-        acc[j] = 0.0
-        flag[j] &= _DISALLOWED
-    if allowed.shape[0] > 0:
-        for p in range(a_indptr[r], a_indptr[r + 1]):
-            s = a_indices[p]
-            for q in range(b_indptr[s], b_indptr[s + 1]):
-                j = b_indices[q]
-                if flag[j] & _DISALLOWED:
-                    acc[j] = 0.0
-                    flag[j] = _DISALLOWED
-
 
 @kernel
-def _work_buffers(n_items, k, allowed):
+def _work_buffers(n_items, k):
     acc = np.zeros(n_items, dtype=np.float32)
-    flag = np.zeros(n_items, dtype=np.uint8)
-    if allowed.shape[0] > 0:
-        for j in range(n_items):
-            if not allowed[j]:
-                flag[j] = _DISALLOWED
-    # the touched list takes one entry per scatter-add before advancing, so it needs n_items + 1
+    stamp = np.full(n_items, -1, dtype=np.int32)
+    # the candidate list takes one entry per scatter-add before advancing, so it needs n_items + 1
     touched = np.empty(n_items + 1, dtype=np.int32)
     heap_s = np.empty(k, dtype=np.float32)
     heap_i = np.empty(k, dtype=np.int32)
-    return acc, flag, touched, heap_s, heap_i
+    return acc, stamp, touched, heap_s, heap_i
 
 
 @kernel(parallel=True)
 def _knn_topk_parallel(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
-                       excl_indptr, excl_indices, allowed, fill_order, chunk):
+                       excl_indptr, excl_indices, allowed, fill_order, labels, chunk):
     n = a_indptr.shape[0] - 1
     out_i = np.empty((n, k), dtype=np.int32)
     out_s = np.empty((n, k), dtype=np.float32)
     n_chunks = (n + chunk - 1) // chunk
     for c in prange(n_chunks):
-        acc, flag, touched, heap_s, heap_i = _work_buffers(n_items, k, allowed)
+        acc, stamp, touched, heap_s, heap_i = _work_buffers(n_items, k)
         for r in range(c * chunk, min(n, (c + 1) * chunk)):
             _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
-                     excl_indptr, excl_indices, fill_order, allowed,
-                     acc, flag, touched, heap_s, heap_i, out_i, out_s)
+                     excl_indptr, excl_indices, fill_order, allowed, labels,
+                     acc, stamp, touched, heap_s, heap_i, out_i, out_s)
     return out_i, out_s
 
 
 @kernel
 def _knn_topk_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
-                     excl_indptr, excl_indices, allowed, fill_order):
+                     excl_indptr, excl_indices, allowed, fill_order, labels):
     n = a_indptr.shape[0] - 1
     out_i = np.empty((n, k), dtype=np.int32)
     out_s = np.empty((n, k), dtype=np.float32)
-    acc, flag, touched, heap_s, heap_i = _work_buffers(n_items, k, allowed)
+    acc, stamp, touched, heap_s, heap_i = _work_buffers(n_items, k)
     for r in range(n):
         _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
-                 excl_indptr, excl_indices, fill_order, allowed,
-                 acc, flag, touched, heap_s, heap_i, out_i, out_s)
+                 excl_indptr, excl_indices, fill_order, allowed, labels,
+                 acc, stamp, touched, heap_s, heap_i, out_i, out_s)
     return out_i, out_s
 
 
@@ -180,14 +183,19 @@ SERIAL_MAX_ROWS = 8  # at or below this many rows, a parallel launch costs more 
 
 
 def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: int, k: int,
-             excl_indptr=None, excl_indices=None, allowed=None, fill_order=None, parallel: bool | None = None,
-             validate: bool = True):
+             excl_indptr=None, excl_indices=None, allowed=None, fill_order=None, labels=None,
+             parallel: bool | None = None, validate: bool = True):
     """Top-``k`` items of ``A x B`` per row of ``A``; see the module docstring for the rules.
 
     ``a_*``: CSR (rows x sources); ``b_*``: CSR (sources x ``n_items``), values finite.
     ``excl_indptr``/``excl_indices``: CSR of items to exclude per row (None: none; order within a
     row does not matter). ``allowed``: bool mask over items (None: all). ``fill_order``: item
     indices best-first used to fill short rows (None: pad with -1 / -inf).
+    ``labels``: optional int32 array giving each item index its output index (a permutation):
+    callers that relabel items for memory locality (ItemKNN numbers them by popularity, so the
+    hot part of the graph and of the accumulator is compact) get results in their own numbering,
+    ties broken by the lower label, exactly as if no relabelling had happened. ``excl_*``,
+    ``allowed`` and ``fill_order`` are in kernel (relabelled) numbering.
     ``parallel``: None picks the serial kernel for small batches (per-request paths), and for any
     batch launched off the main thread when Numba's threading layer is not safe for concurrent
     launches; the parallel one otherwise. The results are identical either way.
@@ -237,11 +245,17 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
         fill_order = _as(fill_order, np.int32, "fill_order")
         if validate and len(fill_order) and (fill_order.min() < 0 or fill_order.max() >= n_items):
             raise DataError(f"fill_order holds item indices outside [0, {n_items})")
+    if labels is None:
+        labels = np.zeros(0, np.int32)
+    else:
+        labels = _as(labels, np.int32, "labels")
+        if len(labels) != n_items:
+            raise DataError(f"labels must hold one label per item ({n_items}), got {len(labels)}")
     if parallel is None:
         parallel = n_rows > SERIAL_MAX_ROWS and (_parallel_calls_are_safe()
                                                  or threading.current_thread() is threading.main_thread())
     args = (a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
-            excl_indptr, excl_indices, allowed, fill_order)
+            excl_indptr, excl_indices, allowed, fill_order, labels)
     if not parallel:
         return _knn_topk_serial(*args)
     import numba

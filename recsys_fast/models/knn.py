@@ -237,10 +237,27 @@ class ItemKNN(_NeighbourhoodModel):
     def _compared_rows(self, matrix):
         return matrix.T.tocsr()
 
-    def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
+    def _derive(self) -> None:
+        super()._derive()
+        # Scoring runs on a copy of the graph with items numbered by popularity (rows and columns):
+        # the rows most histories read, and the accumulator entries most scatter-adds hit, are then
+        # contiguous, which saves cache and TLB misses on large catalogues (about a quarter of the
+        # time at 300k x 50k x 10M). The kernel maps results back (``labels``), ties included, so
+        # the output is identical to scoring the graph as fitted.
+        order = self.fill_order_
+        self._rank_of = np.empty(len(order), dtype=np.int32)
+        self._rank_of[order] = np.arange(len(order), dtype=np.int32)
         g = self.graph_
-        return knn_topk(batch.hist_indptr, batch.hist_indices, batch.hist_data, g.indptr, g.indices, g.data,
-                        self.n_items, k, batch.excl_indptr, batch.excl_indices, batch.allowed, self._fill_order(),
+        indptr, indices, data = gather_rows(g.indptr, g.indices, g.data, order)
+        self._ranked_graph = (indptr, self._rank_of[indices], data)
+        self._ranked_fill = np.arange(len(order), dtype=np.int32)
+
+    def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
+        rank = self._rank_of
+        allowed = batch.allowed[self.fill_order_] if len(batch.allowed) else batch.allowed
+        return knn_topk(batch.hist_indptr, rank[batch.hist_indices], batch.hist_data, *self._ranked_graph,
+                        self.n_items, k, batch.excl_indptr, rank[batch.excl_indices], allowed,
+                        self._ranked_fill if self.fill == "popularity" else None, labels=self.fill_order_,
                         parallel=parallel, validate=False)
 
     def similar_items(self, items, k: int = 10) -> Neighbours:
@@ -358,16 +375,16 @@ class UserKNN(_NeighbourhoodModel):
             x.data = x.data * (self.K1 + 1.0) / (self.K1 * length[rows] + x.data) * st["idf"][x.indices]
         x.eliminate_zeros()
         left = _scaled(x, self.similarity, self.alpha, st["col_means"], side="left")
-        dots = (left @ st["right"].T).tocsr()
+        dots = (left @ st["right_t"]).tocsr()
         binary = x.copy()
         binary.data[:] = 1.0
-        co = (binary @ st["binary"].T).tocsr()
+        co = (binary @ st["binary_t"]).tocsr()
         out_indptr = np.zeros(x.shape[0] + 1, dtype=np.int64)
         out_i, out_s = [], []
         for r in range(x.shape[0]):
             lo, hi = co.indptr[r], co.indptr[r + 1]
             users, c = co.indices[lo:hi], co.data[lo:hi]
-            dense = np.zeros(st["binary"].shape[0])
+            dense = np.zeros(st["binary_t"].shape[1])
             dense[dots.indices[dots.indptr[r]:dots.indptr[r + 1]]] = dots.data[dots.indptr[r]:dots.indptr[r + 1]]
             if self.similarity == "jaccard":
                 score = c / (binary.indptr[r + 1] - binary.indptr[r] + st["row_nnz"][users] - c)
@@ -406,8 +423,8 @@ class UserKNN(_NeighbourhoodModel):
         binary.data[:] = 1.0
         self._fold = {
             "idf": idf, "mean_row_sum": float(np.asarray(seen.sum(axis=1)).mean()) if n_users else 1.0,
-            "col_means": col_means, "binary": binary, "row_nnz": np.diff(w.indptr).astype(np.float64),
-            "right": _scaled(w, self.similarity, self.alpha, col_means, side="right"),
+            "col_means": col_means, "binary_t": binary.T.tocsr(), "row_nnz": np.diff(w.indptr).astype(np.float64),
+            "right_t": _scaled(w, self.similarity, self.alpha, col_means, side="right").T.tocsr(),
         }
         return self._fold
 
