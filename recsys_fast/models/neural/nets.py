@@ -37,3 +37,61 @@ class MF(nn.Module):
         if self.bias is not None:
             s = s + self.bias[items]
         return s, u, v
+
+
+class LightGCNNet(nn.Module):
+    """LightGCN (He et al. 2020): ego embeddings propagated ``n_layers`` times over the normalised
+    graph, final embedding = mean of the layers. ``forward(users) -> (b, n_items)`` propagates
+    on every call (training); the fitted model scores with an ``MF`` of the final embeddings."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, n_layers: int, adjacency):
+        super().__init__()
+        self.n_users, self.n_items, self.n_layers = n_users, n_items, n_layers
+        self.embedding = nn.Embedding(n_users + n_items, dim)
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        self.register_buffer("adjacency", adjacency, persistent=False)
+
+    def propagate(self):
+        layer = self.embedding.weight
+        total = layer
+        for _ in range(self.n_layers):
+            layer = torch.sparse.mm(self.adjacency, layer)
+            total = total + layer
+        final = total / (self.n_layers + 1)
+        return final[:self.n_users], final[self.n_users:]
+
+    def forward(self, users):
+        u, i = self.propagate()
+        return u[users] @ i.t()
+
+
+class VAE(nn.Module):
+    """Mult-VAE (Liang et al. 2018): encoder n_items -> hidden -> (mu, logvar) of size latent,
+    decoder latent -> hidden -> n_items logits, tanh between layers, input dropout on the
+    L2-normalised row. ``forward(rows float (b, n_items)) -> (b, n_items)`` scores with the mean
+    (no sampling, no dropout in eval mode); ``encode_decode`` is the training pass."""
+
+    def __init__(self, n_items: int, hidden: int, latent: int, dropout: float):
+        super().__init__()
+        self.latent = latent
+        self.encoder = nn.Sequential(nn.Linear(n_items, hidden), nn.Tanh(), nn.Linear(hidden, 2 * latent))
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.Tanh(), nn.Linear(hidden, n_items))
+        self.dropout = nn.Dropout(dropout)
+        for layer in list(self.encoder) + list(self.decoder):
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_normal_(layer.weight)
+                nn.init.normal_(layer.bias, std=0.001)
+
+    def _encode(self, rows):
+        x = nn.functional.normalize(rows, dim=-1)
+        h = self.encoder(self.dropout(x))
+        return h[:, :self.latent], h[:, self.latent:]
+
+    def forward(self, rows):
+        mu, _ = self._encode(rows)
+        return self.decoder(mu)
+
+    def encode_decode(self, rows):
+        mu, logvar = self._encode(rows)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        return self.decoder(z), mu, logvar

@@ -144,4 +144,4 @@ def normalized_adjacency(matrix: sp.csr_matrix):
     values = (inv_sqrt[adj.row] * adj.data * inv_sqrt[adj.col]).astype(np.float32)
     index = t.from_numpy(np.vstack([adj.row, adj.col]).astype(np.int64))
     n = n_users + n_items
-    return t.sparse_coo_tensor(index, t.from_numpy(values), (n, n)).coalesce()
+    return t.sparse_coo_tensor(index, t.from_numpy(values), (n, n), check_invariants=False).coalesce()
