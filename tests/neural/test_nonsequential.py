@@ -20,6 +20,8 @@ FACTORIES = {
                                              n_layers=2, validation_fraction=0.0, **SMALL, **kw),
     "MultVAE": lambda **kw: _cls("MultVAE")(embedding_size=16, hidden_size=32, epochs=40, learning_rate=0.01,
                                            batch_size=32, anneal_steps=50, validation_fraction=0.0, **SMALL, **kw),
+    "NeuMF": lambda **kw: _cls("NeuMF")(embedding_size=8, layers=(16, 8), epochs=20, learning_rate=0.01,
+                                       batch_size=256, validation_fraction=0.0, **SMALL, **kw),
     "EASE": lambda **kw: _cls("EASE")(regularization=10.0),
 }
 

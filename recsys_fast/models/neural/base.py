@@ -42,6 +42,7 @@ class NeuralRecommender(Recommender):
     """
 
     sequential: ClassVar[bool] = False
+    inference_chunk: ClassVar[int] = INFERENCE_CHUNK  # rows per forward pass when scoring
     optimizer: ClassVar[str] = "adam"
     decay_in_optimizer: ClassVar[bool] = True  # False: the model applies weight_decay in its loss
 
@@ -109,8 +110,7 @@ class NeuralRecommender(Recommender):
 
     def _validation_scores(self, module, users: np.ndarray) -> np.ndarray:
         """Scores of internal users against the validation-reduced training data."""
-        inputs = self._user_inputs(users)
-        return to_numpy(module(*inputs))
+        return self._run_chunked(module, self._user_inputs(users), len(users))
 
     def _user_inputs(self, users: np.ndarray) -> tuple:
         """The scoring network's inputs for known internal users (state of the current data)."""
@@ -140,12 +140,14 @@ class NeuralRecommender(Recommender):
     def _score_rows(self, batch: RowBatch) -> np.ndarray:
         t = torch()
         with threads.limit(self.n_threads), t.no_grad():
-            inputs = self._scoring_inputs(batch)
-            n = len(batch.user_index)
-            out = np.empty((n, self.n_items), dtype=np.float32)
-            for start in range(0, n, INFERENCE_CHUNK):
-                part = tuple(x[start:start + INFERENCE_CHUNK] for x in inputs)
-                out[start:start + INFERENCE_CHUNK] = to_numpy(self.module_(*part).float())
+            return self._run_chunked(self.module_, self._scoring_inputs(batch), len(batch.user_index))
+
+    def _run_chunked(self, module, inputs: tuple, n: int) -> np.ndarray:
+        out = np.empty((n, self.n_items_), dtype=np.float32)
+        step = self.inference_chunk
+        for start in range(0, n, step):
+            part = tuple(x[start:start + step] for x in inputs)
+            out[start:start + step] = to_numpy(module(*part).float())
         return out
 
     # ------------------------------------------------------------------ persistence

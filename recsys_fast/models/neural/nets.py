@@ -95,3 +95,49 @@ class VAE(nn.Module):
         mu, logvar = self._encode(rows)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         return self.decoder(z), mu, logvar
+
+
+class NeuMFNet(nn.Module):
+    """NeuMF (He et al. 2017): a GMF tower (element-wise product of embeddings) and an MLP tower
+    (concatenated embeddings through ReLU layers), joined by one linear output.
+
+    ``forward(users int64 (b,)) -> (b, n_items)`` scores every item; the MLP's first layer is
+    split into its user and item halves so all items are scored without materialising the
+    concatenation. ``pair_scores(users, items)`` scores given pairs (training)."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, layers: tuple[int, ...], dropout: float = 0.0):
+        super().__init__()
+        self.user_gmf, self.item_gmf = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
+        self.user_mlp, self.item_mlp = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
+        for emb in (self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp):
+            nn.init.normal_(emb.weight, std=0.01)
+        sizes = [2 * dim] + list(layers)
+        self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(dim + sizes[-1], 1)
+        self.dim = dim
+
+    def _tower(self, h):
+        for i, layer in enumerate(self.mlp):
+            if i > 0:
+                h = layer(h)
+            h = self.dropout(torch.relu(h))
+        return h
+
+    def _first(self, u_mlp, i_mlp):
+        w = self.mlp[0].weight
+        return u_mlp @ w[:, :self.dim].t(), i_mlp @ w[:, self.dim:].t() + self.mlp[0].bias
+
+    def forward(self, users):
+        gmf = self.user_gmf(users).unsqueeze(1) * self.item_gmf.weight.unsqueeze(0)
+        hu, hi = self._first(self.user_mlp(users), self.item_mlp.weight)
+        h = self._tower(hu.unsqueeze(1) + hi.unsqueeze(0))
+        return self.out(torch.cat([gmf, h], dim=-1)).squeeze(-1)
+
+    def pair_scores(self, users, items):
+        if items.dim() == 2:
+            users = users.unsqueeze(1).expand_as(items)
+        gmf = self.user_gmf(users) * self.item_gmf(items)
+        hu, hi = self._first(self.user_mlp(users), self.item_mlp(items))
+        h = self._tower(hu + hi)
+        return self.out(torch.cat([gmf, h], dim=-1)).squeeze(-1)
