@@ -91,10 +91,10 @@ def user_sequences(matrix: sp.csr_matrix, timestamps: np.ndarray | None) -> tupl
 
 
 def pad_sequences(indptr: np.ndarray, items: np.ndarray, rows: np.ndarray, max_len: int,
-                  drop_last: int = 0) -> np.ndarray:
+                  drop_last=0) -> np.ndarray:
     """(len(rows), max_len) int64: the last ``max_len`` items of each row's sequence (after
-    dropping its final ``drop_last``), shifted by +1 and left-padded with 0 (most recent item in
-    the last column)."""
+    dropping its final ``drop_last``, a number or one per row), shifted by +1 and left-padded
+    with 0 (most recent item in the last column)."""
     rows = np.asarray(rows, dtype=np.int64)
     ends = np.maximum(indptr[rows + 1] - drop_last, indptr[rows])
     take = np.minimum(ends - indptr[rows], max_len)
@@ -104,6 +104,36 @@ def pad_sequences(indptr: np.ndarray, items: np.ndarray, rows: np.ndarray, max_l
     out = np.zeros((len(rows), max_len), dtype=np.int64)
     out[mask] = items[src[mask]] + 1
     return out
+
+
+def random_crop_ends(indptr: np.ndarray, rows: np.ndarray, window: int, rng: np.random.Generator) -> np.ndarray:
+    """For each row, how many trailing items to drop so that a ``window``-long crop ends at a
+    uniformly random position among those that fill the window (0 for rows no longer than it):
+    long histories contribute all their items across epochs, not just the latest ``window``."""
+    lengths = indptr[rows + 1] - indptr[rows]
+    spare = np.maximum(lengths - window, 0)
+    return np.floor(rng.random(len(rows)) * (spare + 1)).astype(np.int64)
+
+
+def sliding_windows(indptr: np.ndarray, items: np.ndarray, window: int, rows: np.ndarray | None = None):
+    """Every (user, previous ``window`` items, next item) of the sequences, for models that see a
+    fixed window (Caser): returns (users (m,), windows (m, window) left-padded +1 ids, targets (m,)
+    0-based). A target needs at least one item before it."""
+    n_rows = len(indptr) - 1
+    rows = np.arange(n_rows, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    lengths = indptr[rows + 1] - indptr[rows]
+    n_targets = np.maximum(lengths - 1, 0)
+    users = np.repeat(rows, n_targets)
+    # position of each target within its sequence: 1 .. length-1
+    first = np.repeat(np.cumsum(n_targets) - n_targets, n_targets)
+    pos = np.arange(len(users)) - first + 1
+    target_idx = indptr[users] + pos
+    offset = np.arange(window)[None, :] - window  # -window .. -1 relative to the target
+    src = target_idx[:, None] + offset
+    valid = src >= indptr[users][:, None]
+    out = np.zeros((len(users), window), dtype=np.int64)
+    out[valid] = items[src[valid]] + 1
+    return users, out, items[target_idx]
 
 
 def ragged_to_padded(indptr: np.ndarray, items: np.ndarray, max_len: int) -> np.ndarray:
