@@ -123,13 +123,13 @@ def normalize_ids(values, kind: str, source: str | None = None, column: str | No
         frac = arr != np.round(arr)
         if frac.any():
             r = int(frac.argmax())
-            raise DataError(f"{kind} id {arr[r]!r} is not an integer", source=source, row=r, column=column)
+            raise DataError(f"{kind} id {arr[r].item()!r} is not an integer", source=source, row=r, column=column)
         return arr.astype(np.int64)
     if arr.dtype.kind == "U":
         return arr
     if arr.dtype.kind in "OT":
         obj = arr.astype(object)
-        missing = np.fromiter((v is None or (isinstance(v, float) and v != v) for v in obj), bool, len(obj))
+        missing = np.fromiter((_is_missing(v) for v in obj), bool, len(obj))
         if missing.any():
             r = int(missing.argmax())
             raise DataError(f"{kind} id is missing (NaN/None)", source=source, row=r, column=column)
@@ -137,3 +137,10 @@ def normalize_ids(values, kind: str, source: str | None = None, column: str | No
             return obj.astype(np.int64)
         return obj.astype(str)
     raise DataError(f"{kind} ids must be integers or strings, got dtype {arr.dtype}", source=source, column=column)
+
+
+def _is_missing(value) -> bool:
+    """None, NaN, pandas.NA or NaT (checked without importing pandas)."""
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return True
+    return isinstance(value, float) and value != value

@@ -73,6 +73,9 @@ class Interactions:
         ts = _check_timestamps(timestamps, source, tcol)
         ratings = None if weights is None else w.copy()
         if min_rating is not None:
+            if weights is None:
+                raise DataError("min_rating needs ratings: pass a weight column with the ratings",
+                                source=source, column=wcol)
             keep = w >= min_rating
             if not keep.any():
                 raise DataError(f"no interaction has a rating >= min_rating={min_rating}", source=source,
@@ -149,6 +152,11 @@ class Interactions:
                       duplicates: str = "last", source: str = "arrays") -> "Interactions":
         """Assemble the CSR from internal indices, resolving duplicate pairs by ``duplicates``."""
         n_users, n_items = len(user_map), len(item_map)
+        if len(uidx) == 0:
+            matrix = sp.csr_matrix((np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(n_users + 1, np.int64)),
+                                   shape=(n_users, n_items))
+            empty = lambda a: None if a is None else np.asarray(a)[:0]  # noqa: E731
+            return cls(matrix, user_map, item_map, empty(timestamps), empty(ratings))
         key = uidx.astype(np.int64) * n_items + iidx
         order = np.lexsort((timestamps, key)) if timestamps is not None else np.argsort(key, kind="stable")
         key = key[order]
@@ -156,15 +164,16 @@ class Interactions:
         ts = None if timestamps is None else timestamps[order]
         r = None if ratings is None else ratings[order]
         new_group = np.empty(len(key), dtype=bool)
-        new_group[0] = True
+        new_group[:1] = True  # (no-op when empty: remap may drop every interaction)
         np.not_equal(key[1:], key[:-1], out=new_group[1:])
         if not new_group.all():
             if duplicates == "error":
                 dup = int(np.argmin(new_group))
                 u, i = divmod(int(key[dup]), n_items)
-                raise DataError(f"duplicate interaction for user {user_map.ids[u]!r}, item {item_map.ids[i]!r} "
-                                f"(row {int(order[dup])}); pass duplicates='last', 'sum', 'first' or 'max'",
-                                source=source)
+                r1, r2 = sorted((int(order[dup - 1]), int(order[dup])))
+                raise DataError(f"duplicate interaction for user {user_map.ids[u].item()!r}, item "
+                                f"{item_map.ids[i].item()!r} (rows {r1} and {r2}); pass duplicates='last', "
+                                "'sum', 'first' or 'max'", source=source)
             starts = np.flatnonzero(new_group)
             ends = np.append(starts[1:], len(key)) - 1
             if duplicates == "first":
@@ -214,10 +223,9 @@ class Interactions:
         if keep.shape != (self.nnz,):
             raise ValueError(f"mask must have one entry per interaction ({self.nnz}), got {keep.shape}")
         m = self.matrix
-        counts = np.add.reduceat(keep.astype(np.int64), m.indptr[:-1]) if self.nnz else np.zeros(self.n_users)
-        counts[np.diff(m.indptr) == 0] = 0  # reduceat repeats the next value for empty rows
-        indptr = np.zeros(self.n_users + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
+        kept_before = np.zeros(self.nnz + 1, dtype=np.int64)
+        np.cumsum(keep, out=kept_before[1:])
+        indptr = kept_before[m.indptr]
         matrix = sp.csr_matrix((m.data[keep], m.indices[keep], indptr), shape=m.shape)
         return Interactions(matrix, self.user_map, self.item_map,
                             None if self.timestamps is None else self.timestamps[keep],
@@ -283,6 +291,9 @@ def _check_timestamps(timestamps, source: str, column: str) -> np.ndarray | None
         return None
     t = np.asarray(timestamps)
     if t.dtype.kind == "M":
+        nat = np.isnat(t)
+        if nat.any():
+            raise DataError("timestamp is missing (NaT)", source=source, row=int(nat.argmax()), column=column)
         t = t.astype("datetime64[s]").astype(np.int64)
     if t.dtype.kind == "f":
         bad = ~np.isfinite(t)
@@ -296,22 +307,35 @@ def _check_timestamps(timestamps, source: str, column: str) -> np.ndarray | None
 
 
 def _timestamps_from_series(series, source: str, column: str) -> np.ndarray:
-    """Numeric timestamps pass through; datetime columns become Unix seconds."""
+    """Numeric timestamps pass through; datetime columns and ISO 8601 text become Unix seconds (UTC)."""
     import pandas as pd
 
+    if (series.dtype == object or pd.api.types.is_string_dtype(series)) and series.notna().any():
+        numeric = pd.to_numeric(series, errors="coerce")
+        if (numeric.isna() & series.notna()).any():  # not all numbers: ISO dates, or a bad value
+            parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
+            bad = parsed.isna() & numeric.isna() & series.notna()
+            if bad.any():
+                r = int(bad.to_numpy().argmax())
+                raise DataError(f"timestamp {series.iloc[r]!r} is not a number or an ISO 8601 date/time",
+                                source=source, row=r, column=column)
+            mixed = parsed.isna() & series.notna()
+            if mixed.any():
+                r = int(mixed.to_numpy().argmax())
+                raise DataError(f"timestamp {series.iloc[r]!r} is a number but other rows are dates; use one form",
+                                source=source, row=r, column=column)
+            series = parsed
     if pd.api.types.is_datetime64_any_dtype(series):
         if series.isna().any():
             raise DataError("timestamp is missing", source=source, row=int(series.isna().to_numpy().argmax()),
                             column=column)
-        return series.dt.tz_localize(None).astype("datetime64[s]").astype(np.int64).to_numpy() \
-            if getattr(series.dt, "tz", None) is not None else series.astype("datetime64[s]").astype(np.int64).to_numpy()
+        if getattr(series.dt, "tz", None) is not None:
+            series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+        return series.astype("datetime64[s]").astype(np.int64).to_numpy()
+    if pd.api.types.is_integer_dtype(series) and not series.isna().any():
+        return series.to_numpy(dtype=np.int64)  # exact: float64 would round nanosecond stamps
     if series.dtype == object or pd.api.types.is_string_dtype(series):
-        numeric = pd.to_numeric(series, errors="coerce")
-        bad = numeric.isna() & series.notna()
-        if bad.any():
-            r = int(bad.to_numpy().argmax())
-            raise DataError(f"timestamp {series.iloc[r]!r} is not a number", source=source, row=r, column=column)
-        series = numeric
+        series = pd.to_numeric(series, errors="coerce")
     return series.to_numpy(dtype=np.float64, na_value=np.nan)
 
 

@@ -189,6 +189,25 @@ class Recommender:
         batch = RowBatch(uidx.astype(np.int64), indptr, hist_indices, hist_data, excl_indptr, excl_indices, allowed)
         return batch, unknown
 
+    def _batch_for_users(self, user_index: np.ndarray, exclude: sp.csr_matrix | None = None) -> RowBatch:
+        """A RowBatch for training users by internal index: history = their training rows,
+        exclusions = the same rows of ``exclude`` (a CSR over the model's users x items with sorted
+        indices, e.g. the train split aligned to the model), or none when ``exclude`` is None.
+
+        This is the evaluation path: no external-id round trip, no per-user Python loop.
+        """
+        self._check_fitted()
+        user_index = np.asarray(user_index, dtype=np.int64)
+        hist_indptr, hist_indices, hist_data = _take_rows(self.seen_, user_index)
+        if exclude is None:
+            excl_indptr, excl_indices = np.zeros(0, np.int64), np.zeros(0, np.int32)
+        else:
+            if exclude.shape != self.seen_.shape:
+                raise ValueError(f"exclude must have the model's shape {self.seen_.shape}, got {exclude.shape}")
+            excl_indptr, excl_indices, _ = _take_rows(exclude, user_index)
+        return RowBatch(user_index, hist_indptr, hist_indices, hist_data.astype(np.float32, copy=False),
+                        excl_indptr, excl_indices, np.zeros(0, dtype=np.bool_))
+
     def _allowed_mask(self, items) -> np.ndarray:
         if items is None:
             return np.zeros(0, dtype=np.bool_)
@@ -293,6 +312,16 @@ def _slice_batch(batch: RowBatch, start: int, stop: int) -> RowBatch:
     else:
         excl = (batch.excl_indptr, batch.excl_indices)
     return RowBatch(batch.user_index[start:stop], *hist, *excl, batch.allowed)
+
+
+def _take_rows(m: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ``rows`` of a CSR as (indptr int64, indices int32, data), vectorised; order kept."""
+    starts = m.indptr[rows].astype(np.int64)
+    counts = m.indptr[rows + 1].astype(np.int64) - starts
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    pos = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1], dtype=np.int64)
+    return indptr, m.indices[pos].astype(np.int32, copy=False), m.data[pos]
 
 
 def _check_k(k) -> int:

@@ -1,0 +1,343 @@
+"""The ``recsys-fast`` command line: demo, doctor, train, evaluate, recommend.
+
+Every sub-command reads interactions from a MovieLens folder (ml-100k or ml-latest layout), a CSV
+file or a Parquet file; see ``recsys-fast <command> --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import RecsysError
+
+DEMO_MODELS = ("popularity", "item_knn", "user_knn")
+DEMO_METRICS = ("precision", "recall", "f1", "ndcg", "map", "mrr", "hit_rate", "coverage")
+
+
+# ---------------------------------------------------------------------------- shared options
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("input data")
+    g.add_argument("data", help="a MovieLens folder (ml-100k: u.data; ml-latest: ratings.csv), a dataset name "
+                                "found by recsys_fast.datasets.find_dataset (e.g. ml-latest-small), "
+                                "a .csv/.tsv file or a .parquet file")
+    g.add_argument("--user-col", default="user", help="user id column of a CSV/Parquet file (default: user)")
+    g.add_argument("--item-col", default="item", help="item id column of a CSV/Parquet file (default: item)")
+    g.add_argument("--weight-col", default=None,
+                   help="weight or rating column of a CSV/Parquet file (default: none, every event weighs 1)")
+    g.add_argument("--timestamp-col", default=None,
+                   help="timestamp column of a CSV/Parquet file (needed by leave-last-out and temporal splits)")
+    g.add_argument("--sep", default=None, help="CSV field separator (default: ',' or tab for .tsv)")
+    g.add_argument("--min-rating", type=float, default=None,
+                   help="keep only events rated >= this and treat them as implicit feedback (weight 1)")
+
+
+def _add_model_options(p: argparse.ArgumentParser, multiple: bool) -> None:
+    if multiple:
+        p.add_argument("--models", default=",".join(DEMO_MODELS),
+                       help=f"comma-separated model kinds to compare (default: {','.join(DEMO_MODELS)}); "
+                            "`recsys-fast models` lists them")
+    else:
+        p.add_argument("--model", required=True, help="model kind, e.g. popularity, item_knn, user_knn")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model parameter, repeatable; values are parsed as JSON when they can be "
+                        "(e.g. --param k=50 --param similarity=cosine --param shrink=10). With --models, "
+                        "prefix with the kind to target one model: --param item_knn.k=50")
+
+
+def _add_split_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("split")
+    g.add_argument("--split", choices=("holdout", "leave-last-out", "temporal"), default="holdout",
+                   help="holdout: per-user random test fraction; leave-last-out: each user's latest events; "
+                        "temporal: events at or after --cutoff are test (default: holdout)")
+    g.add_argument("--test-fraction", type=float, default=0.2, help="holdout test fraction (default: 0.2)")
+    g.add_argument("--n-last", type=int, default=1, help="leave-last-out: events per user held out (default: 1)")
+    g.add_argument("--cutoff", default=None, help="temporal split cutoff (a timestamp or an ISO date)")
+    g.add_argument("--seed", type=int, default=42, help="random seed of the split (default: 42)")
+
+
+def _load_data(args):
+    from .data.datasets import find_dataset, load_movielens
+    from .data.interactions import Interactions
+
+    path = Path(args.data)
+    if not path.exists() and find_dataset(args.data) is not None:
+        path = find_dataset(args.data)
+    if path.is_dir():
+        data, items = load_movielens(path, min_rating=args.min_rating)
+        return data, items
+    suffix = path.suffix.lower()
+    cols = dict(user=args.user_col, item=args.item_col, weight=args.weight_col, timestamp=args.timestamp_col)
+    if suffix in (".parquet", ".pq"):
+        return Interactions.from_parquet(path, **cols, min_rating=args.min_rating), None
+    sep = args.sep or ("\t" if suffix == ".tsv" else ",")
+    return Interactions.from_csv(path, **cols, sep=sep, min_rating=args.min_rating), None
+
+
+def _split(data, args):
+    from .data import split
+
+    if args.split == "holdout":
+        return split.holdout(data, test_fraction=args.test_fraction, seed=args.seed)
+    if args.split == "leave-last-out":
+        return split.leave_last_out(data, n=args.n_last)
+    if args.cutoff is None:
+        raise SystemExit("error: --split temporal needs --cutoff")
+    cutoff = float(args.cutoff) if args.cutoff.replace(".", "", 1).isdigit() else args.cutoff
+    return split.temporal(data, cutoff)
+
+
+def _parse_params(pairs: list[str]) -> dict[str, dict]:
+    """``k=50`` -> {"": {"k": 50}}; ``item_knn.k=50`` -> {"item_knn": {"k": 50}}."""
+    out: dict[str, dict] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"error: --param expects KEY=VALUE, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        target, _, name = key.rpartition(".")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(target, {})[name] = value
+    return out
+
+
+def _make_model(kind: str, params: dict[str, dict], strict: bool = False):
+    """Build ``kind`` with its targeted params; untargeted ones apply where the model has them
+    (``strict``: every untargeted one must exist, as with a single ``--model``)."""
+    from .models.registry import model_class
+
+    cls = model_class(kind)
+    allowed = set(cls._param_names())
+    targeted = params.get(kind, {})
+    shared = params.get("", {})
+    unknown = (set(targeted) | (set(shared) if strict else set())) - allowed
+    if unknown:
+        raise SystemExit(f"error: {kind} has no parameter(s) {sorted(unknown)}; its parameters: {sorted(allowed)}")
+    return cls(**{**{k: v for k, v in shared.items() if k in allowed}, **targeted})
+
+
+def _progress(iterable, desc: str, total=None):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False, file=sys.stderr, disable=None)
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_doctor(args) -> int:
+    import numba
+    import numpy as np
+
+    from . import threads
+    from .kernels.topk import dense_topk
+
+    report = threads.report()
+    # launch one tiny parallel kernel so Numba reports the layer it really uses
+    dense_topk(np.zeros((2, 2), np.float32), 1, np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.bool_))
+    report["numba threading layer in use"] = numba.threading_layer()
+    report["parallel calls from many threads safe"] = threads.parallel_calls_are_safe()
+    for key, value in report.items():
+        print(f"{key:38s} {value}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models.registry import MODELS, model_class
+
+    for kind in sorted(MODELS):
+        try:
+            cls = model_class(kind)
+            params = ", ".join(cls._param_names())
+        except ImportError as exc:
+            params = f"(unavailable: {exc})"
+        print(f"{kind:14s} {params}")
+    return 0
+
+
+def _fit_and_evaluate(models: list[str], params, train, test, ks):
+    from .evaluation import evaluate
+
+    results, fitted, timings = {}, {}, {}
+    for kind in _progress(models, "models"):
+        model = _make_model(kind, params)
+        t0 = time.perf_counter()
+        model.fit(train)
+        t1 = time.perf_counter()
+        results[kind] = evaluate(model, train, test, k=ks, progress=True)
+        timings[kind] = (t1 - t0, time.perf_counter() - t1)
+        fitted[kind] = model
+    return results, fitted, timings
+
+
+def _print_comparison(results, timings, columns=None) -> None:
+    from .evaluation import compare
+
+    print(compare(results, columns=columns))
+    print()
+    print("fit / evaluate seconds: " + ", ".join(f"{k} {f:.2f}/{e:.2f}" for k, (f, e) in timings.items()))
+
+
+def cmd_evaluate(args) -> int:
+    data, _ = _load_data(args)
+    train, test = _split(data, args)
+    ks = [int(x) for x in args.k.split(",")]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    results, _, timings = _fit_and_evaluate(models, _parse_params(args.param), train, test, ks)
+    first = next(iter(results.values()))
+    print(f"data: {data}; split: {args.split} (seed {args.seed})")
+    for line in first.protocol_lines():
+        print(line)
+    print()
+    _print_comparison(results, timings)
+    if args.json:
+        payload = {name: r.to_dict() for name, r in results.items()}
+        _atomic_write_text(Path(args.json), json.dumps(payload, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    data, _ = _load_data(args)
+    model = _make_model(args.model, _parse_params(args.param), strict=True)
+    t0 = time.perf_counter()
+    model.fit(data)
+    print(f"fitted {model!r} on {data} in {time.perf_counter() - t0:.2f} s")
+    path = model.save(args.out)
+    print(f"saved bundle to {path}")
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    from .models.registry import load
+
+    model = load(args.bundle)
+    if args.users:
+        users = [_parse_id(u) for u in args.users.split(",")]
+    else:
+        users = list(model.user_map_.ids[: args.first])
+    recs = model.recommend(users, k=args.k, exclude_seen=not args.include_seen, on_unknown=args.on_unknown)
+    df = recs.to_pandas()
+    if args.out:
+        out = Path(args.out)
+        tmp = out.with_name(out.name + ".tmp")
+        if out.suffix.lower() in (".parquet", ".pq"):
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+        tmp.replace(out)
+        print(f"wrote {len(df)} rows for {len(recs)} users to {out}")
+    else:
+        print(df.to_string(index=False))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .data import split
+    from .data.datasets import find_dataset, load_movielens
+
+    t_start = time.perf_counter()
+    path = Path(args.data) if args.data else find_dataset("ml-latest-small")
+    if path is None:
+        raise SystemExit("error: the shipped data/ml-latest-small was not found; pass --data PATH")
+    print(f"recsys-fast demo: {path}")
+    data, items = load_movielens(path)
+    train, test = split.holdout(data, test_fraction=0.2, seed=42)
+    print(f"data: {data}\nsplit: per-user random holdout, test fraction 0.2, seed 42 -> "
+          f"train {train.nnz}, test {test.nnz} interactions\n")
+    from .models.registry import MODELS
+
+    models = [m for m in DEMO_MODELS if m in MODELS]
+    results, fitted, timings = _fit_and_evaluate(models, {}, train, test, [10, 20])
+    for line in next(iter(results.values())).protocol_lines():
+        print(line)
+    print()
+    _print_comparison(results, timings, columns=[f"{m}@10" for m in DEMO_METRICS])
+    best = max(results, key=lambda name: results[name].means["ndcg@10"])
+    model = fitted[best]
+    titles = None
+    if items is not None:
+        titles = dict(zip(items["item"].tolist(), items["title"].tolist()))
+    users = data.user_map.ids[: args.users]
+    recs = model.recommend(users, k=10)
+    print(f"\ntop-10 for {len(users)} users from the best model by NDCG@10 ({best}):")
+    for r, user in enumerate(recs.users):
+        print(f"  user {user}:")
+        for rank, (item, score) in enumerate(zip(recs.items[r], recs.scores[r]), 1):
+            if score == float("-inf"):
+                break
+            name = titles.get(item, "?") if titles else ""
+            print(f"    {rank:2d}. {name} [{item}] score {score:.3f}")
+    print(f"\ndemo finished in {time.perf_counter() - t_start:.1f} s")
+    return 0
+
+
+# ---------------------------------------------------------------------------- plumbing
+def _parse_id(text: str):
+    text = text.strip()
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys-fast", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="fit and evaluate the library's models on the shipped ml-latest-small")
+    p.add_argument("--data", default=None, help="a MovieLens folder to use instead of the shipped ml-latest-small")
+    p.add_argument("--users", type=int, default=3, help="how many users' top-10 lists to print (default: 3)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("doctor", help="print versions, Numba threading layer, thread counts, ORT providers")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("models", help="list the model kinds and their parameters")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="fit one model on all the data and save it as a bundle")
+    _add_data_options(p)
+    _add_model_options(p, multiple=False)
+    p.add_argument("--out", required=True, help="bundle directory to write (replaced atomically)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="split the data, fit models, print full-ranking metrics")
+    _add_data_options(p)
+    _add_split_options(p)
+    _add_model_options(p, multiple=True)
+    p.add_argument("--k", default="10,20", help="comma-separated cutoffs (default: 10,20)")
+    p.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("recommend", help="top-k lists from a saved bundle")
+    p.add_argument("bundle", help="bundle directory written by `recsys-fast train` or model.save()")
+    p.add_argument("--users", default=None, help="comma-separated user ids (default: the first --first users)")
+    p.add_argument("--first", type=int, default=10, help="without --users: this many users (default: 10)")
+    p.add_argument("--k", type=int, default=10, help="list length (default: 10)")
+    p.add_argument("--include-seen", action="store_true", help="do not exclude the users' training items")
+    p.add_argument("--on-unknown", choices=("raise", "pad"), default="raise",
+                   help="unknown users: fail (raise) or return an empty padded list (pad)")
+    p.add_argument("--out", default=None, help="write a .csv or .parquet file instead of printing")
+    p.set_defaults(func=cmd_recommend)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (RecsysError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Public metric functions: validate and coerce once, then call the kernels.
+
+Definitions (T: a user's test items, R: the top-k list, rel_i = 1 when the item at rank i is in T):
+precision@k = |R∩T| / k; recall@k = |R∩T| / |T|; F1@k = 2PR / (P + R), 0 when both are 0;
+NDCG@k = DCG / IDCG with DCG = sum_{i<=k} rel_i / log2(i + 1) and IDCG over min(k, |T|) ones;
+MAP@k = (1 / min(k, |T|)) * sum_{i<=k} precision@i * rel_i; MRR@k = 1 / rank of the first hit
+(0 if none); hit_rate@k = 1 if any hit; coverage@k = distinct recommended items / n_items.
+Padding (-1) never counts as a hit, and an item repeated in R counts once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..kernels.metrics import METRIC_NAMES
+
+RANKING_METRICS = METRIC_NAMES  # per-user metrics at a cutoff
+RATING_METRICS = ("rmse", "mae")
+ALL_METRICS = RANKING_METRICS + ("coverage",) + RATING_METRICS
+
+
+def check_ks(k) -> np.ndarray:
+    """Cutoffs as a sorted, unique int64 array; one int or a sequence of positive ints."""
+    values = [k] if isinstance(k, (int, np.integer)) else list(k) if k is not None else []
+    if not values:
+        raise ValueError("k must be a positive integer or a non-empty sequence of them, got an empty value")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"k must be positive integers, got {v!r} in {k!r}")
+    return np.unique(np.asarray(values, dtype=np.int64))
+
+
+def check_metrics(metrics) -> tuple[str, ...]:
+    """The requested metric names in canonical order; None means all of them."""
+    if metrics is None:
+        return ALL_METRICS
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    wanted = [str(m).lower() for m in metrics]
+    unknown = [m for m in wanted if m not in ALL_METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; valid names are {list(ALL_METRICS)}")
+    if not wanted:
+        raise ValueError(f"metrics is empty; pass None for all, or some of {list(ALL_METRICS)}")
+    return tuple(m for m in ALL_METRICS if m in wanted)
+
+
+def _as_csr(test, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Test items per row as (indptr int64, indices int32), sorted and unique within rows."""
+    if sp.issparse(test):
+        m = sp.csr_matrix(test)
+        if m.shape[0] != n_rows:
+            raise ValueError(f"test has {m.shape[0]} rows but recommended has {n_rows}; rows must be aligned")
+        m = m.copy()
+        m.sum_duplicates()  # also sorts indices
+        indptr, indices = m.indptr, m.indices
+    else:
+        rows = [np.unique(np.asarray(r, dtype=np.int64)) for r in test]
+        if len(rows) != n_rows:
+            raise ValueError(f"test has {len(rows)} rows but recommended has {n_rows}; rows must be aligned")
+        indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum([len(r) for r in rows], out=indptr[1:])
+        indices = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        if len(indices) and indices.min() < 0:
+            raise ValueError(f"test item indices must be >= 0, got {indices.min()}")
+    if len(indices) and indices.max() >= 2**31:
+        raise ValueError("test item indices must fit in int32")
+    return np.ascontiguousarray(indptr, dtype=np.int64), np.ascontiguousarray(indices, dtype=np.int32)
+
+
+def _as_recs(recommended) -> np.ndarray:
+    recs = np.asarray(recommended)
+    if recs.ndim != 2:
+        raise ValueError(f"recommended must be 2-D (n_users, k) item indices, got shape {recs.shape}")
+    if recs.dtype.kind not in "iu":
+        raise ValueError(f"recommended must hold integer item indices (-1 for padding), got {recs.dtype}")
+    if recs.size and recs.max() >= 2**31:
+        raise ValueError("recommended item indices must fit in int32")
+    return np.ascontiguousarray(recs, dtype=np.int32)
+
+
+def ranking_metrics_array(recommended, test, k=10) -> tuple[np.ndarray, np.ndarray]:
+    """All ranking metrics as one array ``(len(RANKING_METRICS), n_users, len(ks))`` and the ks.
+
+    ``recommended``: (n_users, K) item indices, best first, -1 padding. ``test``: each row's
+    relevant item indices (a scipy sparse matrix with rows aligned, or a sequence of arrays).
+    Rows with no test items get NaN.
+    """
+    from ..kernels.metrics import ranking_metrics as _kernel
+
+    recs = _as_recs(recommended)
+    ks = check_ks(k)
+    if ks[-1] > recs.shape[1]:
+        raise ValueError(f"k={int(ks[-1])} exceeds the {recs.shape[1]} recommendations per row; "
+                         "recommend at least max(k) items (padding with -1 is fine)")
+    indptr, indices = _as_csr(test, recs.shape[0])
+    return _kernel(recs, indptr, indices, ks), ks
+
+
+def ranking_metrics(recommended, test, k=10) -> dict[str, np.ndarray]:
+    """Per-user metrics keyed ``"precision@10"`` and so on (float64 arrays, NaN where T is empty)."""
+    values, ks = ranking_metrics_array(recommended, test, k)
+    return {f"{name}@{kk}": values[m, :, j] for m, name in enumerate(RANKING_METRICS) for j, kk in enumerate(ks)}
+
+
+def coverage(recommended, n_items: int, k: int | None = None) -> float:
+    """Distinct items among the first ``k`` columns of ``recommended`` (padding ignored) / n_items."""
+    recs = _as_recs(recommended)
+    if n_items < 1:
+        raise ValueError(f"n_items must be positive, got {n_items}")
+    cols = recs if k is None else recs[:, :k]
+    seen = np.zeros(n_items, dtype=bool)
+    seen[cols[cols >= 0]] = True
+    return float(seen.sum()) / n_items
+
+
+def rating_errors(predicted, actual) -> dict[str, float]:
+    """RMSE and MAE between predicted and actual ratings (NaN when there are none)."""
+    p = np.asarray(predicted, dtype=np.float64)
+    a = np.asarray(actual, dtype=np.float64)
+    if p.shape != a.shape:
+        raise ValueError(f"predicted and actual must have the same shape, got {p.shape} and {a.shape}")
+    if p.size == 0:
+        return {"rmse": float("nan"), "mae": float("nan")}
+    err = p - a
+    return {"rmse": float(np.sqrt(np.mean(err * err))), "mae": float(np.mean(np.abs(err)))}

@@ -1,0 +1,267 @@
+"""Full-ranking evaluation of a fitted model on a test split, and tables comparing models.
+
+Protocol: every item the model knows is a candidate, minus the user's items in ``train``. Test
+data is aligned to the model's id maps: test users the model does not know are skipped, test
+items it does not know are dropped, and both are counted. Users left with at least one test item
+are evaluated; means are over them. Recommendations come from the model's internal batch path,
+so evaluation costs what serving costs, without converting ids back and forth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import threads
+from ..data.interactions import Interactions
+from ..errors import DataError
+from .metrics import RANKING_METRICS, check_ks, check_metrics, rating_errors
+
+DEFAULT_BATCH_SIZE = 4096  # users per call to the model: bounds memory at batch x max(k) plus scoring
+
+
+@dataclass
+class EvaluationResult:
+    """``means`` ("precision@10": value, ...; "rmse"/"mae" where they apply), ``per_user`` (a
+    DataFrame: user, n_test, one column per metric@k) and ``protocol`` (what was evaluated and
+    what was skipped, and why)."""
+
+    means: dict
+    per_user: object  # pandas.DataFrame (pandas is imported only when evaluating)
+    protocol: dict
+    k: tuple = field(default=())
+
+    def to_dict(self, per_user: bool = False) -> dict:
+        """Plain Python types for JSON; ``per_user=True`` adds the per-user table as records."""
+        out = {"means": {m: _plain(v) for m, v in self.means.items()}, "k": list(self.k),
+               "protocol": {m: _plain(v) for m, v in self.protocol.items()}}
+        if per_user:
+            out["per_user"] = [{c: _plain(v) for c, v in row.items()}
+                               for row in self.per_user.to_dict(orient="records")]
+        return out
+
+    def table(self) -> str:
+        """Metric rows x k columns (rating metrics, which have no k, in the first column)."""
+        ks = list(self.k)
+        names = []
+        for key in self.means:
+            name = key.split("@")[0]
+            if name not in names:
+                names.append(name)
+        header = ["metric"] + [f"@{k}" for k in ks]
+        rows = []
+        for name in names:
+            if name in self.means:  # no cutoff (rmse, mae)
+                rows.append([name, _fmt(self.means[name])] + [""] * (len(ks) - 1))
+            else:
+                rows.append([name] + [_fmt(self.means.get(f"{name}@{k}")) for k in ks])
+        return _render([header] + rows)
+
+    def __str__(self) -> str:
+        return "\n".join([self.table(), ""] + self.protocol_lines())
+
+    def protocol_lines(self) -> list[str]:
+        """What was evaluated and what was skipped, one line each."""
+        p = self.protocol
+        lines = [f"protocol: {p['ranking']}",
+                 f"  users evaluated: {p['n_users_evaluated']} of {p['n_test_users']} test users "
+                 f"(means over users with >= 1 test item)",
+                 f"  users skipped, unknown to the model: {p['n_users_unknown']}",
+                 f"  users skipped, no test item known to the model: {p['n_users_no_test_items']}",
+                 f"  test interactions dropped, item unknown to the model: {p['n_test_items_dropped_unknown']}"
+                 f" ({p['n_unknown_items']} distinct items)",
+                 f"  test interactions also in train (excluded, so never hit): {p['n_test_items_in_train']}"]
+        if p.get("n_train_interactions_ignored"):
+            lines.append(f"  train interactions outside the model's id maps (not excluded): "
+                         f"{p['n_train_interactions_ignored']}")
+        if "n_rating_pairs" in p:
+            lines.append(f"  rating pairs (rmse, mae): {p['n_rating_pairs']}")
+        return lines
+
+
+def evaluate(model, train: Interactions | None, test: Interactions, k=(10, 20), metrics=None,
+             batch_size: int = DEFAULT_BATCH_SIZE, n_threads: int | None = None,
+             progress: bool = False) -> EvaluationResult:
+    """Evaluate a fitted ``model`` on ``test`` by full ranking, excluding each user's ``train`` items.
+
+    ``k``: one cutoff or several. ``metrics``: names from precision, recall, f1, ndcg, map, mrr,
+    hit_rate, coverage, rmse, mae (None: all that apply; rmse and mae need a model that
+    ``predicts_ratings`` and test ratings). ``train=None`` excludes nothing. ``n_threads`` bounds
+    every thread pool for the call. See the module docstring for the protocol.
+    """
+    from ..models.base import Recommender
+
+    if not isinstance(model, Recommender):
+        raise TypeError(f"model must be a recsys_fast Recommender, got {type(model).__name__}")
+    model._check_fitted()
+    for name, data in (("train", train), ("test", test)):
+        if not (isinstance(data, Interactions) or (name == "train" and data is None)):
+            raise TypeError(f"{name} must be recsys_fast.Interactions, got {type(data).__name__}")
+    for name, data in (("train", train), ("test", test)):
+        if data is None:
+            continue
+        for kind, ours, theirs in (("user", data.user_map, model.user_map_), ("item", data.item_map, model.item_map_)):
+            if len(ours) and len(theirs) and ours.is_string != theirs.is_string:
+                raise DataError(f"{name} {kind} ids are {_id_type(ours)} but the model's are {_id_type(theirs)}; "
+                                f"build {name} with the same id type as the training data")
+    ks = check_ks(k)
+    explicit = metrics is not None
+    wanted = check_metrics(metrics)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    rating_ok = model.predicts_ratings and test.ratings is not None
+    if explicit and not rating_ok and any(m in wanted for m in ("rmse", "mae")):
+        why = (f"{type(model).__name__} does not predict ratings" if not model.predicts_ratings
+               else "test has no ratings (build it with a weight/rating column)")
+        raise ValueError(f"rmse and mae cannot be computed: {why}")
+    wanted = tuple(m for m in wanted if rating_ok or m not in ("rmse", "mae"))
+
+    with threads.limit(n_threads):
+        return _evaluate(model, train, test, ks, wanted, int(batch_size), progress)
+
+
+def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> EvaluationResult:
+    import pandas as pd
+
+    user_map, item_map = model.user_map_, model.item_map_
+    n_items = len(item_map)
+
+    # --- align test to the model, counting what cannot be evaluated
+    test_rows = np.diff(test.matrix.indptr) > 0
+    if user_map == test.user_map and item_map == test.item_map:
+        aligned_test, known_u, known_i = test, np.ones(test.n_users, bool), np.ones(test.n_items, bool)
+    else:
+        known_u = user_map.to_index(test.user_map.ids, on_unknown="mask") >= 0 if test.n_users else np.zeros(0, bool)
+        known_i = item_map.to_index(test.item_map.ids, on_unknown="mask") >= 0 if test.n_items else np.zeros(0, bool)
+        aligned_test, _ = test.remap(user_map, item_map)
+    nnz_user_known = known_u[test.row_of_nnz()]
+    nnz_item_known = known_i[test.matrix.indices]
+    dropped = nnz_user_known & ~nnz_item_known
+    test_m = aligned_test.matrix
+    n_test = np.diff(test_m.indptr)
+    users = np.flatnonzero(n_test > 0).astype(np.int64)
+
+    # --- align train (for exclusions only: pairs outside the model's maps cannot be recommended anyway)
+    if train is None:
+        excl = None
+        n_train_ignored = 0
+    else:
+        aligned_train, info = train.remap(user_map, item_map)
+        excl = aligned_train.matrix
+        n_train_ignored = info["dropped"]
+    overlap = 0 if excl is None else int(test_m.multiply(excl).count_nonzero())
+
+    # --- recommend in batches, score each batch with the kernel
+    kmax = int(ks[-1])
+    values = np.empty((len(RANKING_METRICS), len(users), len(ks)), dtype=np.float64)
+    covered = np.zeros((len(ks), n_items), dtype=bool)
+    from ..kernels.metrics import ranking_metrics as _kernel
+    from ..models.base import _take_rows
+
+    starts = range(0, len(users), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"evaluating {type(model).__name__}", unit="batch")
+    for start in starts:
+        rows = users[start:start + batch_size]
+        batch = model._batch_for_users(rows, excl)
+        recs, _ = model._recommend_rows(batch, kmax)
+        recs = np.ascontiguousarray(recs, dtype=np.int32)
+        t_indptr, t_indices, _ = _take_rows(test_m, rows)
+        values[:, start:start + len(rows), :] = _kernel(recs, t_indptr, t_indices, ks)
+        for j, kk in enumerate(ks):
+            top = recs[:, :kk]
+            covered[j, top[top >= 0]] = True
+
+    # --- assemble
+    means, columns = {}, {"user": user_map.ids[users], "n_test": n_test[users]}
+    for m, name in enumerate(RANKING_METRICS):
+        for j, kk in enumerate(ks):
+            columns[f"{name}@{kk}"] = values[m, :, j]
+    for name in wanted:
+        for j, kk in enumerate(ks):
+            if name in RANKING_METRICS:
+                col = values[RANKING_METRICS.index(name), :, j]
+                means[f"{name}@{kk}"] = float(col.mean()) if len(col) else float("nan")
+            elif name == "coverage":
+                means[f"coverage@{kk}"] = float(covered[j].sum()) / n_items if len(users) else float("nan")
+    protocol = {
+        "ranking": f"full ranking over {n_items} items, "
+                   + ("train items excluded" if train is not None else "nothing excluded"),
+        "k": [int(x) for x in ks],
+        "n_users_evaluated": len(users),
+        "n_test_users": int(test_rows.sum()),
+        "n_users_unknown": int((test_rows & ~known_u).sum()),
+        "n_users_no_test_items": int((test_rows & known_u).sum()) - len(users),
+        "n_test_items_dropped_unknown": int(dropped.sum()),
+        "n_unknown_items": int(np.unique(test.matrix.indices[dropped]).size),
+        "n_test_items_in_train": overlap,
+        "n_train_interactions_ignored": int(n_train_ignored),
+    }
+    if "rmse" in wanted or "mae" in wanted:
+        pairs_u = aligned_test.row_of_nnz()
+        pred = model._predict_pairs(pairs_u.astype(np.int64), test_m.indices.astype(np.int64))
+        errs = rating_errors(pred, aligned_test.ratings)
+        for name in ("rmse", "mae"):
+            if name in wanted:
+                means[name] = errs[name]
+        protocol["n_rating_pairs"] = int(aligned_test.nnz)
+    per_user = pd.DataFrame({c: v for c, v in columns.items()
+                             if c in ("user", "n_test") or c.split("@")[0] in wanted})
+    return EvaluationResult(means=means, per_user=per_user, protocol=protocol, k=tuple(int(x) for x in ks))
+
+
+def compare(results: dict, columns=None) -> str:
+    """A text table with one row per model (the keys of ``results``) and one column per metric@k.
+
+    ``columns`` picks and orders the metric keys (default: every key of the first result).
+    A note is added when the results were not computed on the same protocol.
+    """
+    if not results:
+        raise ValueError("results is empty; pass {model name: EvaluationResult}")
+    for name, res in results.items():
+        if not isinstance(res, EvaluationResult):
+            raise TypeError(f"results[{name!r}] must be an EvaluationResult, got {type(res).__name__}")
+    first = next(iter(results.values()))
+    keys = list(columns) if columns is not None else list(first.means)
+    table = [["model"] + keys]
+    for name, res in results.items():
+        table.append([str(name)] + [_fmt(res.means.get(key)) for key in keys])
+    text = _render(table)
+    same = {(r.protocol["n_users_evaluated"], r.protocol["ranking"]) for r in results.values()}
+    if len(same) > 1:
+        text += "\nnote: the results were computed on different protocols (users evaluated or catalogue differ)"
+    return text
+
+
+def _id_type(m) -> str:
+    return "strings" if m.is_string else "integers"
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if value != value:
+        return "nan"
+    return f"{value:.4f}"
+
+
+def _render(rows: list[list[str]]) -> str:
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value

@@ -1,0 +1,53 @@
+"""The command line end to end, in-process through ``main(argv)``."""
+
+import pandas as pd
+import pytest
+
+from recsys_fast.cli import main
+
+
+@pytest.fixture
+def events_csv(tmp_path):
+    rows = [(u, i, 1 + (u * i) % 5, 1000 + u * 10 + i) for u in range(1, 21) for i in range(1, 16) if (u + i) % 3]
+    path = tmp_path / "events.csv"
+    pd.DataFrame(rows, columns=["uid", "iid", "stars", "ts"]).to_csv(path, index=False)
+    return path
+
+
+def test_doctor_reports_threading_layer(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "numba threading layer in use" in out and "numba" in out
+
+
+def test_train_then_recommend_csv(events_csv, tmp_path, capsys):
+    bundle = tmp_path / "pop"
+    args = [str(events_csv), "--user-col", "uid", "--item-col", "iid", "--weight-col", "stars"]
+    assert main(["train", *args, "--model", "popularity", "--out", str(bundle)]) == 0
+    assert (bundle / "manifest.json").is_file()
+    out_csv = tmp_path / "recs.csv"
+    assert main(["recommend", str(bundle), "--users", "1,2", "--k", "3", "--out", str(out_csv)]) == 0
+    recs = pd.read_csv(out_csv)
+    assert list(recs.columns) == ["user", "rank", "item", "score"]
+    assert recs.groupby("user").size().tolist() == [3, 3]
+
+
+def test_train_rejects_unknown_parameter(events_csv, tmp_path):
+    with pytest.raises(SystemExit, match="no parameter"):
+        main(["train", str(events_csv), "--user-col", "uid", "--item-col", "iid", "--model", "popularity",
+              "--param", "bogus=1", "--out", str(tmp_path / "m")])
+
+
+def test_missing_column_is_a_clear_error(events_csv, tmp_path, capsys):
+    code = main(["train", str(events_csv), "--model", "popularity", "--out", str(tmp_path / "m")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "missing column" in err and "events.csv" in err
+
+
+def test_unknown_user_in_recommend(events_csv, tmp_path, capsys):
+    bundle = tmp_path / "pop"
+    main(["train", str(events_csv), "--user-col", "uid", "--item-col", "iid", "--model", "popularity",
+          "--out", str(bundle)])
+    assert main(["recommend", str(bundle), "--users", "999"]) == 2
+    assert "999" in capsys.readouterr().err

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recsys_fast import threads
+from recsys_fast.kernels.topk import dense_topk, ranked_topk
+from tests.reference import topk_reference
+
+
+def _exclusions(rng, n, m, p):
+    sets = [set(np.flatnonzero(rng.random(m) < p).tolist()) for _ in range(n)]
+    indptr = np.zeros(n + 1, np.int64)
+    indptr[1:] = np.cumsum([len(s) for s in sets])
+    indices = np.array([j for s in sets for j in sorted(s)], dtype=np.int32)
+    return sets, indptr, indices
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 6), m=st.integers(1, 40), k=st.integers(1, 50), seed=st.integers(0, 10_000),
+       levels=st.integers(1, 5), p_excl=st.floats(0, 1), restrict=st.booleans())
+def test_dense_topk_matches_reference(n, m, k, seed, levels, p_excl, restrict):
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, levels, (n, m)).astype(np.float32)  # few levels: many ties
+    scores[rng.random((n, m)) < 0.1] = np.nan
+    sets, indptr, indices = _exclusions(rng, n, m, p_excl)
+    allowed = rng.random(m) < 0.6 if restrict else None
+    got_i, got_s = dense_topk(scores, k, indptr, indices,
+                              allowed if allowed is not None else np.zeros(0, np.bool_))
+    ref_i, ref_s = topk_reference(scores, k, sets, allowed)
+    np.testing.assert_array_equal(got_i, ref_i)
+    np.testing.assert_array_equal(got_s, ref_s)
+
+
+def test_dense_topk_properties_and_threads(rng):
+    scores = rng.random((300, 500)).astype(np.float32)
+    sets, indptr, indices = _exclusions(rng, 300, 500, 0.3)
+    empty = np.zeros(0, np.bool_)
+    with threads.limit(1):
+        one = dense_topk(scores, 20, indptr, indices, empty)
+    with threads.limit(2):
+        two = dense_topk(scores, 20, indptr, indices, empty)
+    np.testing.assert_array_equal(one[0], two[0])
+    for r in range(300):
+        assert not set(one[0][r].tolist()) & sets[r]
+        assert np.all(np.diff(one[1][r]) <= 0)
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_ranked_topk_skips_exclusions(rng, k):
+    order = rng.permutation(12).astype(np.int32)
+    order_scores = np.linspace(10, 1, 12).astype(np.float32)
+    sets, indptr, indices = _exclusions(rng, 5, 12, 0.5)
+    allowed = rng.random(12) < 0.7
+    got_i, got_s = ranked_topk(order, order_scores, 5, k, indptr, indices, allowed)
+    score_of = np.empty(12, np.float32)
+    score_of[order] = order_scores
+    ref_i, ref_s = topk_reference(np.tile(score_of, (5, 1)), k, sets, allowed)
+    np.testing.assert_array_equal(got_i, ref_i)
+    np.testing.assert_array_equal(got_s, ref_s)
