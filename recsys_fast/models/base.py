@@ -147,6 +147,21 @@ class Recommender:
     def _build_rows(self, users, exclude_seen, items, history, on_unknown):
         history = history or {}
         uidx = self.user_map_.to_index(users, on_unknown="mask") if len(users) else np.zeros(0, np.int64)
+        if not history:  # fast path for large batches: no Python loop over users
+            unknown = uidx < 0
+            if unknown.any() and on_unknown == "raise":
+                hint = "pass history={user: [items]} to score new users" if self.supports_history \
+                    else f"{type(self).__name__} cannot score users unseen in training"
+                raise UnknownIdError("user", users[unknown], hint=hint)
+            seen = self.seen_
+            indptr, hist_indices, hist_data = gather_rows(seen.indptr, seen.indices, seen.data, uidx)
+            if exclude_seen:  # training rows are sorted and duplicate-free already
+                excl_indptr, excl_indices = indptr, hist_indices
+            else:
+                excl_indptr, excl_indices = np.zeros(0, np.int64), np.zeros(0, np.int32)
+            batch = RowBatch(uidx.astype(np.int64), indptr, hist_indices, hist_data, excl_indptr, excl_indices,
+                             self._allowed_mask(items))
+            return batch, unknown
         history_keys = {_key(h) for h in history}
         in_history = np.array([_key(u) in history_keys for u in users], dtype=bool)
         unknown = (uidx < 0) & ~in_history
@@ -301,6 +316,20 @@ class Recommender:
         names = [f[:-4] for f in manifest["files"] if f.endswith(".npy")]
         model._set_state({n: get(n) for n in names}, manifest.get("meta", {}))
         return model
+
+
+def gather_rows(indptr, indices, data, rows):
+    """CSR rows ``rows`` of a matrix as a new CSR (indptr int64, indices int32, data float32);
+    a row index of -1 gives an empty row. Vectorised: no Python loop over rows."""
+    rows = np.asarray(rows, dtype=np.int64)
+    safe = np.where(rows >= 0, rows, 0)
+    starts = np.asarray(indptr, dtype=np.int64)[safe]
+    lens = np.where(rows >= 0, np.asarray(indptr, dtype=np.int64)[safe + 1] - starts, 0)
+    out_indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lens, out=out_indptr[1:])
+    pos = np.arange(out_indptr[-1], dtype=np.int64) + np.repeat(starts - out_indptr[:-1], lens)
+    return (out_indptr, np.asarray(indices)[pos].astype(np.int32, copy=False),
+            np.asarray(data)[pos].astype(np.float32, copy=False))
 
 
 def _slice_batch(batch: RowBatch, start: int, stop: int) -> RowBatch:

@@ -1,0 +1,125 @@
+"""Validation and coercion of CSR arrays at the edge of the kernels, plus CSR transposition.
+
+``check_csr`` is called once by each public wrapper: it returns C-contiguous int64 ``indptr``,
+int32 ``indices`` and float32 ``data`` with column indices sorted within every row, or raises
+``DataError`` naming what is wrong. Numba compiles one specialisation per dtype, so coercing
+here avoids silent recompiles and float64 slow paths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DataError
+from ._config import kernel
+
+
+@kernel
+def _first_unsorted_row(indptr, indices):
+    """-1 if every row's indices increase strictly; else the first row that does not (as ``row``),
+    returning ``-2 - row`` when the problem is a duplicate rather than the order."""
+    n_rows = indptr.shape[0] - 1
+    unsorted = -1
+    for r in range(n_rows):
+        for p in range(indptr[r] + 1, indptr[r + 1]):
+            if indices[p] == indices[p - 1]:
+                return -2 - r
+            if indices[p] < indices[p - 1] and unsorted < 0:
+                unsorted = r
+    return unsorted
+
+
+@kernel
+def _sort_rows(indptr, indices, data):
+    out_i = indices.copy()
+    out_d = data.copy()
+    for r in range(indptr.shape[0] - 1):
+        lo, hi = indptr[r], indptr[r + 1]
+        order = np.argsort(indices[lo:hi], kind="mergesort")
+        for q in range(hi - lo):
+            out_i[lo + q] = indices[lo + order[q]]
+            out_d[lo + q] = data[lo + order[q]]
+    return out_i, out_d
+
+
+@kernel
+def transpose(indptr, indices, data, n_cols):
+    """The (n_cols x n_rows) CSR transpose; each output row lists row ids in increasing order."""
+    n_rows = indptr.shape[0] - 1
+    nnz = indices.shape[0]
+    t_indptr = np.zeros(n_cols + 1, dtype=np.int64)
+    for p in range(nnz):
+        t_indptr[indices[p] + 1] += 1
+    for c in range(n_cols):
+        t_indptr[c + 1] += t_indptr[c]
+    fill = t_indptr[:-1].copy()
+    t_indices = np.empty(nnz, dtype=np.int32)
+    t_data = np.empty(nnz, dtype=data.dtype)
+    for r in range(n_rows):
+        for p in range(indptr[r], indptr[r + 1]):
+            c = indices[p]
+            q = fill[c]
+            t_indices[q] = r
+            t_data[q] = data[p]
+            fill[c] = q + 1
+    return t_indptr, t_indices, t_data
+
+
+def check_csr(indptr, indices, data, n_rows, n_cols, *, name: str):
+    """Validate and coerce CSR arrays; returns ``(indptr int64, indices int32, data float32)``.
+
+    Unsorted rows are sorted (a copy); duplicate column indices in a row, NaN/inf values,
+    out-of-range indices and inconsistent lengths raise ``DataError`` naming ``name``.
+    """
+    n_rows, n_cols = _as_size(n_rows, "n_rows", name), _as_size(n_cols, "n_cols", name)
+    if n_cols > np.iinfo(np.int32).max or n_rows > np.iinfo(np.int32).max:
+        raise DataError(f"n_rows and n_cols must fit in int32, got {n_rows} x {n_cols}", source=name)
+    indptr = np.asarray(indptr)
+    indices = np.asarray(indices)
+    data = np.asarray(data)
+    for arr, what in ((indptr, "indptr"), (indices, "indices")):
+        if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+            raise DataError(f"{what} must be a 1-d integer array, got {arr.dtype} with shape {arr.shape}",
+                            source=name)
+    if data.ndim != 1 or not (data.size == 0 or np.issubdtype(data.dtype, np.number)):
+        raise DataError(f"data must be a 1-d numeric array, got {data.dtype} with shape {data.shape}",
+                        source=name)
+    if indptr.shape[0] != n_rows + 1:
+        raise DataError(f"indptr must have n_rows + 1 = {n_rows + 1} entries, got {indptr.shape[0]}",
+                        source=name)
+    if indices.shape[0] != data.shape[0]:
+        raise DataError(f"indices and data must have the same length, got {indices.shape[0]} and "
+                        f"{data.shape[0]}", source=name)
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    if indptr[0] != 0 or indptr[-1] != indices.shape[0] or np.any(np.diff(indptr) < 0):
+        raise DataError(f"indptr must start at 0, never decrease and end at nnz = {indices.shape[0]}",
+                        source=name)
+    if indices.size:
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= n_cols:
+            bad = lo if lo < 0 else hi
+            raise DataError(f"column index {bad} out of range [0, {n_cols})", source=name)
+    indices = np.ascontiguousarray(indices, dtype=np.int32)
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    if data.size and not np.isfinite(data).all():
+        at = int(np.flatnonzero(~np.isfinite(data))[0])
+        row = int(np.searchsorted(indptr, at, side="right") - 1)
+        raise DataError(f"values must be finite, got {data[at]}", source=name, row=row)
+    status = _first_unsorted_row(indptr, indices)
+    if status <= -2:
+        row = -2 - status
+        raise DataError("duplicate column index in a row; sum or drop duplicates first",
+                        source=name, row=row)
+    if status >= 0:
+        indices, data = _sort_rows(indptr, indices, data)
+        status = _first_unsorted_row(indptr, indices)
+        if status <= -2:
+            raise DataError("duplicate column index in a row; sum or drop duplicates first",
+                            source=name, row=-2 - status)
+    return indptr, indices, data
+
+
+def _as_size(value, what, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise DataError(f"{what} must be a non-negative integer, got {value!r}", source=name)
+    return int(value)

@@ -1,0 +1,326 @@
+"""kNN scoring with top-k: ``scores = A_r x B`` for every request row ``r``, then the best k items.
+
+``A`` (rows x sources) holds each request row's weights over sources and ``B`` (sources x items)
+the neighbour graph: ItemKNN passes the user's history as ``A`` and the item neighbour graph as
+``B``; UserKNN passes the user's neighbour row (similarities) as ``A`` and the train matrix as ``B``.
+
+Candidates of a row are the items reached through the graph (``A[r, s]`` and ``B[s, j]`` both
+stored), minus the row's excluded items (removed from the candidate set, never scored 0 and
+returned) and items outside ``allowed`` (a bool mask over items; empty means all). The best k
+candidates come first, by score descending, ties broken by the lower item index. When fewer than
+k candidates exist and a ``fill_order`` is given (item indices best-first, e.g. by popularity),
+the row continues with the first items of that order that are not excluded, allowed and not yet
+chosen. Filled items get scores below every neighbourhood score of the row:
+``base - 1, base - 2, ...`` in fill order, with ``base = min(0, lowest neighbourhood score)``
+(so with non-negative similarities they are -1, -2, ...). Whatever is still missing is padded
+with index -1 and score -inf.
+
+Each row is computed alone, in a fixed order, so the output does not depend on the thread count
+or on how rows are chunked. Work buffers (a dense accumulator, a flag per item, a touched list)
+are allocated once per chunk of rows, not per row. Memory: O(chunks in flight x n_items + n x k).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from ._config import kernel
+from .topk import _sift_down, heap_push
+
+# Per-item flag bits in a chunk's work buffer. An item is a new candidate exactly when its flag is 0.
+_CANDIDATE, _EXCLUDED, _DISALLOWED = 1, 2, 4
+
+
+@kernel
+def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
+             excl_indptr, excl_indices, fill_order, allowed,
+             acc, flag, touched, heap_s, heap_i, out_i, out_s):
+    """Score one request row into ``out_i[r]``/``out_s[r]``; leaves the work buffers as found.
+
+    ``flag`` holds the chunk's ``_DISALLOWED`` bits on entry and exit.
+    """
+    has_excl = excl_indptr.shape[0] > 0
+    e_lo = excl_indptr[r] if has_excl else 0
+    e_hi = excl_indptr[r + 1] if has_excl else 0
+    for e in range(e_lo, e_hi):
+        flag[excl_indices[e]] |= _EXCLUDED
+
+    # accumulate A_r x B. Branch-free first-touch test: every item is written to the touched list,
+    # which only advances for a new candidate. Excluded and disallowed items accumulate too (cheaper
+    # than a branch) and are cleared below.
+    n_t = 0
+    for p in range(a_indptr[r], a_indptr[r + 1]):
+        s = a_indices[p]
+        w = a_data[p]
+        for q in range(b_indptr[s], b_indptr[s + 1]):
+            j = np.uint32(b_indices[q])  # unsigned: no negative-index wraparound test per scatter
+            f = flag[j]
+            touched[n_t] = j
+            n_t += f == 0
+            flag[j] = f | _CANDIDATE
+            acc[j] += w * b_data[q]
+
+    # select the best k candidates: a bounded min-heap (worst at the root), then heapsort in place
+    row_i = out_i[r]
+    row_s = out_s[r]
+    size = 0
+    for t in range(n_t):
+        j = touched[t]
+        sc = acc[j]
+        if size < k:
+            size = heap_push(heap_s, heap_i, size, k, sc, j)
+        elif sc > heap_s[0] or (sc == heap_s[0] and j < heap_i[0]):  # inline test: most candidates stop here
+            heap_s[0] = sc
+            heap_i[0] = j
+            _sift_down(heap_s, heap_i, size, 0)
+    for end in range(size - 1, -1, -1):  # pop the worst to the back: best-first, ties by lower index
+        row_s[end] = heap_s[0]
+        row_i[end] = heap_i[0]
+        heap_s[0] = heap_s[end]
+        heap_i[0] = heap_i[end]
+        _sift_down(heap_s, heap_i, end, 0)
+
+    # fill from the global order when the neighbourhood gave fewer than k
+    if size < k and fill_order.shape[0] > 0:
+        base = np.float32(0.0)
+        if size > 0 and row_s[size - 1] < 0:
+            base = row_s[size - 1]
+        n_fill = 0
+        for p in range(fill_order.shape[0]):
+            if size == k:
+                break
+            j = fill_order[p]
+            if flag[j] != 0:  # excluded, disallowed, or already chosen
+                continue
+            flag[j] = _CANDIDATE  # a repeated entry in fill_order is not taken twice
+            touched[n_t] = j
+            n_t += 1
+            n_fill += 1
+            row_i[size] = j
+            row_s[size] = base - np.float32(n_fill)
+            size += 1
+    for t in range(size, k):
+        row_i[t] = -1
+        row_s[t] = -np.inf
+
+    # restore the buffers: touched candidates were 0 before this row; excluded and disallowed items
+    # may have accumulated (and so been flagged) without entering the touched list
+    for t in range(n_t):
+        j = touched[t]
+        acc[j] = 0.0
+        flag[j] = 0
+    for e in range(e_lo, e_hi):
+        j = excl_indices[e]
+        acc[j] = 0.0
+        flag[j] &= _DISALLOWED
+    if allowed.shape[0] > 0:
+        for p in range(a_indptr[r], a_indptr[r + 1]):
+            s = a_indices[p]
+            for q in range(b_indptr[s], b_indptr[s + 1]):
+                j = b_indices[q]
+                if flag[j] & _DISALLOWED:
+                    acc[j] = 0.0
+                    flag[j] = _DISALLOWED
+
+
+@kernel
+def _work_buffers(n_items, k, allowed):
+    acc = np.zeros(n_items, dtype=np.float32)
+    flag = np.zeros(n_items, dtype=np.uint8)
+    if allowed.shape[0] > 0:
+        for j in range(n_items):
+            if not allowed[j]:
+                flag[j] = _DISALLOWED
+    # the touched list takes one entry per scatter-add before advancing, so it needs n_items + 1
+    touched = np.empty(n_items + 1, dtype=np.int32)
+    heap_s = np.empty(k, dtype=np.float32)
+    heap_i = np.empty(k, dtype=np.int32)
+    return acc, flag, touched, heap_s, heap_i
+
+
+@kernel(parallel=True)
+def _knn_topk_parallel(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
+                       excl_indptr, excl_indices, allowed, fill_order, chunk):
+    n = a_indptr.shape[0] - 1
+    out_i = np.empty((n, k), dtype=np.int32)
+    out_s = np.empty((n, k), dtype=np.float32)
+    n_chunks = (n + chunk - 1) // chunk
+    for c in prange(n_chunks):
+        acc, flag, touched, heap_s, heap_i = _work_buffers(n_items, k, allowed)
+        for r in range(c * chunk, min(n, (c + 1) * chunk)):
+            _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
+                     excl_indptr, excl_indices, fill_order, allowed,
+                     acc, flag, touched, heap_s, heap_i, out_i, out_s)
+    return out_i, out_s
+
+
+@kernel
+def _knn_topk_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
+                     excl_indptr, excl_indices, allowed, fill_order):
+    n = a_indptr.shape[0] - 1
+    out_i = np.empty((n, k), dtype=np.int32)
+    out_s = np.empty((n, k), dtype=np.float32)
+    acc, flag, touched, heap_s, heap_i = _work_buffers(n_items, k, allowed)
+    for r in range(n):
+        _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
+                 excl_indptr, excl_indices, fill_order, allowed,
+                 acc, flag, touched, heap_s, heap_i, out_i, out_s)
+    return out_i, out_s
+
+
+# ---------------------------------------------------------------------- public wrapper
+SERIAL_MAX_ROWS = 8  # at or below this many rows, a parallel launch costs more than it saves
+
+
+def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: int, k: int,
+             excl_indptr=None, excl_indices=None, allowed=None, fill_order=None, parallel: bool | None = None):
+    """Top-``k`` items of ``A x B`` per row of ``A``; see the module docstring for the rules.
+
+    ``a_*``: CSR (rows x sources); ``b_*``: CSR (sources x ``n_items``), values finite.
+    ``excl_indptr``/``excl_indices``: CSR of items to exclude per row (None: none; order within a
+    row does not matter). ``allowed``: bool mask over items (None: all). ``fill_order``: item
+    indices best-first used to fill short rows (None: pad with -1 / -inf).
+    ``parallel``: None picks the serial kernel for small batches (per-request paths) and the
+    parallel one otherwise; the results are identical either way.
+
+    Returns ``(items int32 (n, k), scores float32 (n, k))``.
+    """
+    k = int(k)
+    n_items = int(n_items)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    a_indptr = _as(a_indptr, np.int64, "a_indptr")
+    a_indices = _as(a_indices, np.int32, "a_indices")
+    a_data = _as(a_data, np.float32, "a_data")
+    b_indptr = _as(b_indptr, np.int64, "b_indptr")
+    b_indices = _as(b_indices, np.int32, "b_indices")
+    b_data = _as(b_data, np.float32, "b_data")
+    n_rows = len(a_indptr) - 1
+    n_sources = len(b_indptr) - 1
+    _check_csr(a_indptr, a_indices, a_data, n_sources, "a")
+    _check_csr(b_indptr, b_indices, b_data, n_items, "b")
+    if excl_indptr is None or len(excl_indptr) == 0:
+        excl_indptr = np.zeros(0, np.int64)
+        excl_indices = np.zeros(0, np.int32)
+    else:
+        excl_indptr = _as(excl_indptr, np.int64, "excl_indptr")
+        excl_indices = _as(excl_indices, np.int32, "excl_indices")
+        if len(excl_indptr) != n_rows + 1:
+            raise ValueError(f"excl_indptr must have {n_rows + 1} entries (one row per request row), "
+                             f"got {len(excl_indptr)}")
+        _check_indices(excl_indptr, excl_indices, n_items, "excl")
+    if allowed is None or len(allowed) == 0:
+        allowed = np.zeros(0, np.bool_)
+    else:
+        allowed = np.ascontiguousarray(allowed, dtype=np.bool_)
+        if allowed.shape != (n_items,):
+            raise ValueError(f"allowed must be a bool mask over {n_items} items, got shape {allowed.shape}")
+    if fill_order is None:
+        fill_order = np.zeros(0, np.int32)
+    else:
+        fill_order = _as(fill_order, np.int32, "fill_order")
+        if len(fill_order) and (fill_order.min() < 0 or fill_order.max() >= n_items):
+            raise ValueError(f"fill_order holds item indices outside [0, {n_items})")
+    if parallel is None:
+        parallel = n_rows > SERIAL_MAX_ROWS
+    args = (a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
+            excl_indptr, excl_indices, allowed, fill_order)
+    if not parallel:
+        return _knn_topk_serial(*args)
+    import numba
+
+    chunk = max(1, min(256, math.ceil(n_rows / (4 * numba.get_num_threads()))))
+    return _knn_topk_parallel(*args, chunk)
+
+
+def _as(arr, dtype, name: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if arr.dtype.kind not in "iuf" and not (arr.size == 0):
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _check_indices(indptr, indices, n_cols: int, name: str) -> None:
+    if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0):
+        raise ValueError(f"{name}_indptr is not a valid CSR index pointer for {len(indices)} entries")
+    if len(indices) and (indices.min() < 0 or indices.max() >= n_cols):
+        raise ValueError(f"{name}_indices hold values outside [0, {n_cols})")
+
+
+def _check_csr(indptr, indices, data, n_cols: int, name: str) -> None:
+    _check_indices(indptr, indices, n_cols, name)
+    if len(data) != len(indices):
+        raise ValueError(f"{name}_data has {len(data)} entries, {name}_indices {len(indices)}")
+    if not np.isfinite(data).all():
+        raise ValueError(f"{name}_data holds NaN or infinite values")
+
+
+def similar_rows(indptr, indices, data, rows, k: int):
+    """The first ``k`` stored entries of each of ``rows`` of a top-k graph (rows sorted best-first),
+    padded with -1 / -inf: the neighbours-of-items (or users) query is a CSR row slice."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return _similar_rows(np.asarray(indptr, np.int64), np.asarray(indices, np.int32),
+                         np.asarray(data, np.float32), rows, int(k))
+
+
+@kernel
+def _similar_rows(indptr, indices, data, rows, k):
+    n = rows.shape[0]
+    out_i = np.full((n, k), -1, dtype=np.int32)
+    out_s = np.full((n, k), -np.inf, dtype=np.float32)
+    for r in range(n):
+        lo = indptr[rows[r]]
+        m = min(k, indptr[rows[r] + 1] - lo)
+        for t in range(m):
+            out_i[r, t] = indices[lo + t]
+            out_s[r, t] = data[lo + t]
+    return out_i, out_s
+
+
+@kernel(parallel=True)
+def _neighbour_average(targets, others, g_indptr, g_indices, g_data, l_indptr, l_indices, l_data,
+                       neighbour_means, target_means):
+    n = targets.shape[0]
+    pred = np.zeros(n, dtype=np.float64)
+    found = np.zeros(n, dtype=np.bool_)
+    for p in prange(n):
+        a = targets[p]
+        b = others[p]
+        lo = l_indptr[b]
+        hi = l_indptr[b + 1]
+        num = 0.0
+        den = 0.0
+        for q in range(g_indptr[a], g_indptr[a + 1]):
+            nb = g_indices[q]
+            pos = lo + np.searchsorted(l_indices[lo:hi], nb)
+            if pos < hi and l_indices[pos] == nb:
+                s = np.float64(g_data[q])
+                num += s * (np.float64(l_data[pos]) - neighbour_means[nb])
+                den += abs(s)
+        if den > 0.0:
+            pred[p] = target_means[a] + num / den
+            found[p] = True
+    return pred, found
+
+
+def neighbour_average(targets, others, g_indptr, g_indices, g_data, l_indptr, l_indices, l_data,
+                      neighbour_means, target_means):
+    """Mean-centred weighted neighbour average for (target, other) pairs.
+
+    For pair p with a = ``targets[p]``, b = ``others[p]``: over the neighbours n of a in the graph
+    (``g_*``, row a) with a stored value ``L[b, n]`` (``l_*``, CSR with sorted indices),
+    ``target_means[a] + sum s(a, n) (L[b, n] - neighbour_means[n]) / sum |s(a, n)|``.
+    ItemKNN: a = item, b = user, L = user x item ratings; UserKNN: a = user, b = item,
+    L = item x user ratings. Returns ``(prediction float64, found bool)``; ``found`` is False
+    (and the prediction 0) where no neighbour had a value.
+    """
+    return _neighbour_average(np.asarray(targets, np.int64), np.asarray(others, np.int64),
+                              np.asarray(g_indptr, np.int64), np.asarray(g_indices, np.int32),
+                              np.asarray(g_data, np.float32), np.asarray(l_indptr, np.int64),
+                              np.asarray(l_indices, np.int32), np.asarray(l_data, np.float32),
+                              np.asarray(neighbour_means, np.float64), np.asarray(target_means, np.float64))

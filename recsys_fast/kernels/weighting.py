@@ -1,0 +1,115 @@
+"""Row weighting of a CSR matrix before similarity: TF-IDF, BM25 and L2 row normalisation.
+
+Each function returns new float32 ``data`` for the same ``indptr``/``indices`` structure, so
+the caller keeps its CSR layout. Rows are the "documents" and columns the "terms": for
+item-kNN pass items x users, as implicit does (its ``TFIDFRecommender`` weights
+``counts.T``). The arithmetic is done in float64 and rounded once, and follows
+``implicit.nearest_neighbours.tfidf_weight`` / ``bm25_weight`` exactly:
+
+- ``idf[c] = log(n_rows) - log1p(df[c])``, ``df[c]`` = stored entries in column ``c``
+  (may be negative when a column is in every row, as in implicit);
+- TF-IDF: ``sqrt(x) * idf[c]``;
+- BM25: ``x * (K1 + 1) / (K1 * length_norm[r] + x) * idf[c]`` with
+  ``length_norm[r] = (1 - B) + B * row_sum[r] / mean(row_sum)`` (mean over all rows,
+  empty ones included).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._config import kernel
+from ._csr_checks import check_csr
+
+
+@kernel
+def _idf(indices, n_rows, n_cols):
+    df = np.zeros(n_cols, dtype=np.float64)
+    for p in range(indices.shape[0]):
+        df[indices[p]] += 1.0
+    idf = np.empty(n_cols, dtype=np.float64)
+    log_n = np.log(np.float64(n_rows))
+    for c in range(n_cols):
+        idf[c] = log_n - np.log1p(df[c])
+    return idf
+
+
+@kernel
+def _tfidf(indptr, indices, data, n_rows, n_cols):
+    idf = _idf(indices, n_rows, n_cols)
+    out = np.empty(data.shape[0], dtype=np.float32)
+    for p in range(data.shape[0]):
+        out[p] = np.float32(np.sqrt(np.float64(data[p])) * idf[indices[p]])
+    return out
+
+
+@kernel
+def _bm25(indptr, indices, data, n_rows, n_cols, k1, b):
+    idf = _idf(indices, n_rows, n_cols)
+    row_sum = np.zeros(n_rows, dtype=np.float64)
+    for r in range(n_rows):
+        s = 0.0
+        for p in range(indptr[r], indptr[r + 1]):
+            s += data[p]
+        row_sum[r] = s
+    average = row_sum.mean() if n_rows > 0 else 0.0
+    out = np.empty(data.shape[0], dtype=np.float32)
+    for r in range(n_rows):
+        ratio = row_sum[r] / average if average > 0.0 else 1.0  # all-zero data: no length signal
+        length_norm = (1.0 - b) + b * ratio
+        for p in range(indptr[r], indptr[r + 1]):
+            x = np.float64(data[p])
+            out[p] = np.float32(x * (k1 + 1.0) / (k1 * length_norm + x) * idf[indices[p]])
+    return out
+
+
+@kernel
+def _l2_normalize(indptr, data):
+    n_rows = indptr.shape[0] - 1
+    out = np.empty(data.shape[0], dtype=np.float32)
+    for r in range(n_rows):
+        s = 0.0
+        for p in range(indptr[r], indptr[r + 1]):
+            s += np.float64(data[p]) * data[p]
+        inv = 1.0 / np.sqrt(s) if s > 0.0 else 0.0
+        for p in range(indptr[r], indptr[r + 1]):
+            out[p] = np.float32(data[p] * inv)
+    return out
+
+
+def tfidf_weight(indptr, indices, data, n_rows: int, n_cols: int) -> np.ndarray:
+    """TF-IDF weights ``sqrt(x) * idf[column]`` (implicit's definition); float32 data."""
+    indptr, indices, data = check_csr(indptr, indices, data, n_rows, n_cols, name="tfidf_weight")
+    if data.size and float(data.min()) < 0:
+        raise _negative("tfidf_weight", data)
+    return _tfidf(indptr, indices, data, int(n_rows), int(n_cols))
+
+
+def bm25_weight(indptr, indices, data, n_rows: int, n_cols: int, K1: float = 100.0,
+                B: float = 0.8) -> np.ndarray:
+    """BM25 weights (implicit's definition and defaults ``K1=100, B=0.8``); float32 data.
+
+    ``K1`` and ``B`` keep implicit's spelling so values carry over from it unchanged.
+    """
+    indptr, indices, data = check_csr(indptr, indices, data, n_rows, n_cols, name="bm25_weight")
+    if not K1 >= 0:
+        raise ValueError(f"bm25_weight: K1 must be >= 0, got {K1}")
+    if not 0.0 <= B <= 1.0:
+        raise ValueError(f"bm25_weight: B must be in [0, 1], got {B}")
+    if data.size and float(data.min()) < 0:
+        raise _negative("bm25_weight", data)
+    return _bm25(indptr, indices, data, int(n_rows), int(n_cols), float(K1), float(B))
+
+
+def l2_normalize_rows(indptr, indices, data, n_rows: int, n_cols: int) -> np.ndarray:
+    """Each row divided by its L2 norm (all-zero rows stay zero); float32 data."""
+    indptr, indices, data = check_csr(indptr, indices, data, n_rows, n_cols, name="l2_normalize_rows")
+    return _l2_normalize(indptr, data)
+
+
+def _negative(name, data):
+    from ..errors import DataError
+
+    at = int(np.argmax(data < 0))
+    return DataError(f"weights must be >= 0 for {name}, got {float(data[at])} at entry {at}",
+                     source=name)

@@ -1,0 +1,346 @@
+"""Neighbourhood models: ItemKNN and UserKNN on the compiled similarity and kNN scoring kernels.
+
+Both build a top-``k`` neighbour graph with ``kernels.similarity.topk_similarity`` (after an
+optional TF-IDF or BM25 weighting of the rows being compared) and score users with
+``kernels.knn.knn_topk``: seen items are removed from the candidates, never returned; when the
+neighbourhood reaches fewer than the requested number of items, ``fill="popularity"`` continues
+the list with the most popular remaining items, scored ``base - 1, base - 2, ...`` with
+``base = min(0, the row's lowest neighbourhood score)``, so filled items always rank below
+neighbourhood items and keep their popularity order (``fill=None`` pads with -1 / -inf instead).
+
+Rating prediction (``predict``), mean-centred weighted neighbour average over the stored graph:
+
+- ItemKNN: ``r(u, j) = mu_j + sum_n s(j, n) (r(u, n) - mu_n) / sum_n |s(j, n)|`` over the
+  neighbours n of item j that u rated (item means mu);
+- UserKNN: ``r(u, j) = mu_u + sum_v s(u, v) (r(v, j) - mu_v) / sum_v |s(u, v)|`` over the
+  neighbours v of user u that rated j (user means mu).
+
+With no such neighbour the prediction is the baseline mean (the item's for ItemKNN, the user's
+for UserKNN), or the other one, or the global mean when the baseline entity has no training
+ratings. Predictions are clipped to the training ratings' range. Ratings are
+``train.ratings`` when present, else the matrix values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.interactions import Interactions
+from ..kernels.knn import knn_topk, neighbour_average, similar_rows
+from .base import Recommender, RowBatch, gather_rows
+
+SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine", "dot")
+WEIGHTINGS = (None, "tfidf", "bm25")
+FILLS = ("popularity", None)
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The most similar ids of a batch of query ids (external ids).
+
+    ``query`` (n,), ``ids`` and ``scores`` (n, k), best first; a row is padded at the end with id
+    -1 (``""`` for string ids) and score -inf when fewer than k neighbours are stored.
+    """
+
+    query: np.ndarray
+    ids: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.query)
+
+    def to_pandas(self):
+        """Long format: columns query, rank (1-based), id, score; padding left out."""
+        import pandas as pd
+
+        n, k = self.ids.shape
+        valid = (self.scores > -np.inf).ravel()
+        return pd.DataFrame({
+            "query": np.repeat(self.query, k)[valid],
+            "rank": np.tile(np.arange(1, k + 1), n)[valid],
+            "id": self.ids.ravel()[valid],
+            "score": self.scores.ravel()[valid],
+        })
+
+
+class _NeighbourhoodModel(Recommender):
+    """Shared parameters, fitting and state of ItemKNN and UserKNN."""
+
+    predicts_ratings = True
+
+    def __init__(self, k: int = 100, similarity: str = "cosine", shrink: float = 0.0, min_support: int = 1,
+                 weighting: str | None = None, alpha: float = 0.5, fill: str | None = "popularity",
+                 K1: float = 100.0, B: float = 0.8):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k (neighbours kept per row) must be a positive integer, got {k!r}")
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"unknown similarity {similarity!r}; valid: {', '.join(SIMILARITIES)}")
+        if not _is_number(shrink) or not (math.isfinite(shrink) and shrink >= 0):
+            raise ValueError(f"shrink must be a finite number >= 0, got {shrink!r}")
+        if isinstance(min_support, bool) or not isinstance(min_support, (int, np.integer)) or min_support < 1:
+            raise ValueError(f"min_support must be an integer >= 1, got {min_support!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}; valid: None, 'tfidf', 'bm25'")
+        if not _is_number(alpha) or not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+        if fill not in FILLS:
+            raise ValueError(f"unknown fill {fill!r}; valid: 'popularity', None")
+        if not _is_number(K1) or not (math.isfinite(K1) and K1 >= 0):
+            raise ValueError(f"K1 (BM25 term saturation) must be a finite number >= 0, got {K1!r}")
+        if not _is_number(B) or not 0.0 <= B <= 1.0:
+            raise ValueError(f"B (BM25 length normalisation) must be a number in [0, 1], got {B!r}")
+        self.k = int(k)
+        self.similarity = similarity
+        self.shrink = float(shrink)
+        self.min_support = int(min_support)
+        self.weighting = weighting
+        self.alpha = float(alpha)
+        self.fill = fill
+        self.K1 = float(K1)
+        self.B = float(B)
+
+    # ------------------------------------------------------------------ fitting
+    def _fit(self, train: Interactions) -> None:
+        rows = self._compared_rows(train.matrix)
+        self.graph_ = self._neighbour_graph(rows)
+        self.popularity_ = np.bincount(train.matrix.indices, minlength=train.n_items).astype(np.float32)
+        ratings = train.matrix.data if train.ratings is None else train.ratings
+        self.ratings_ = np.ascontiguousarray(ratings, dtype=np.float32)
+        self._derive()
+
+    def _compared_rows(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
+        """The CSR whose rows are compared: items x users (ItemKNN) or users x items (UserKNN)."""
+        raise NotImplementedError
+
+    def _neighbour_graph(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        from ..kernels.similarity import topk_similarity
+
+        rows = sp.csr_matrix(rows, dtype=np.float32)
+        rows.sort_indices()
+        n_rows, n_cols = rows.shape
+        data = rows.data
+        if self.weighting == "tfidf":
+            from ..kernels.weighting import tfidf_weight
+
+            data = tfidf_weight(rows.indptr, rows.indices, data, n_rows, n_cols)
+        elif self.weighting == "bm25":
+            from ..kernels.weighting import bm25_weight
+
+            data = bm25_weight(rows.indptr, rows.indices, data, n_rows, n_cols, K1=self.K1, B=self.B)
+        if self.similarity == "dot":
+            # x_i.x_j = |x_i|^2 * asymmetric cosine with alpha=1 (x_i.x_j / |x_i|^2): same order within a
+            # row, so the kernel's top-k is the dot product's top-k; rescale the kept values after.
+            indptr, indices, values = topk_similarity(rows.indptr, rows.indices, data, n_cols, self.k,
+                                                      similarity="asymmetric_cosine", shrink=self.shrink,
+                                                      min_support=self.min_support, alpha=1.0, exclude_self=True)
+            sq = np.bincount(np.repeat(np.arange(n_rows), np.diff(rows.indptr)),
+                             weights=np.asarray(data, np.float64) ** 2, minlength=n_rows)
+            values = (values * np.repeat(sq, np.diff(indptr))).astype(np.float32)
+        else:
+            indptr, indices, values = topk_similarity(rows.indptr, rows.indices, data, n_cols, self.k,
+                                                      similarity=self.similarity, shrink=self.shrink,
+                                                      min_support=self.min_support, alpha=self.alpha,
+                                                      exclude_self=True)
+        return sp.csr_matrix((values, indices, indptr), shape=(n_rows, n_rows))
+
+    def _derive(self) -> None:
+        """State computed from the saved arrays: fill order and the means used by predict."""
+        self.fill_order_ = np.argsort(-self.popularity_, kind="stable").astype(np.int32)
+        seen = self.seen_
+        r = self.ratings_.astype(np.float64)
+        self.global_mean_ = float(r.mean()) if len(r) else 0.0
+        self.rating_range_ = (float(r.min()), float(r.max())) if len(r) else (0.0, 0.0)
+        self.user_means_ = _means(np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr)), r, seen.shape[0])
+        self.item_means_ = _means(seen.indices, r, seen.shape[1])
+        self._by_item = None  # ratings as items x users, built on first UserKNN predict
+
+    # ------------------------------------------------------------------ recommending
+    def _fill_order(self) -> np.ndarray | None:
+        return self.fill_order_ if self.fill == "popularity" else None
+
+    def _neighbours(self, graph: sp.csr_matrix, id_map, ids, k: int) -> Neighbours:
+        from .base import _check_k
+
+        self._check_fitted()
+        k = _check_k(k)
+        ids = np.atleast_1d(np.asarray(ids))
+        rows = id_map.to_index(ids) if len(ids) else np.zeros(0, np.int64)
+        idx, scores = similar_rows(graph.indptr, graph.indices, graph.data, rows, k)
+        return Neighbours(query=ids, ids=id_map.to_external(idx), scores=scores)
+
+    def prepare(self) -> "_NeighbourhoodModel":
+        """Compile (or load from the cache) the serial and the parallel scoring kernels and the
+        rating kernel, so that neither the first request nor the first batch is the slow one."""
+        super().prepare()
+        if len(self.user_map_):
+            rows = np.zeros(1, dtype=np.int64)
+            batch, _ = self._build_rows(self.user_map_.ids[rows], True, None, None, "raise")
+            for parallel in (False, True):
+                self._recommend_rows_with(batch, 1, parallel)
+            self._predict_pairs(rows, rows)
+        return self
+
+    def _recommend_rows(self, batch: RowBatch, k: int):
+        return self._recommend_rows_with(batch, k, None)
+
+    def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ ratings
+    def _finish_prediction(self, pred, found, base_index, base_means, other_index, other_means):
+        """Apply the documented fallbacks (baseline mean, other mean, global mean) and clip."""
+        base = base_means[base_index]
+        other = other_means[other_index]
+        fallback = np.where(np.isnan(base), np.where(np.isnan(other), self.global_mean_, other), base)
+        out = np.where(found, pred, fallback)
+        return np.clip(out, *self.rating_range_).astype(np.float32)
+
+    # ------------------------------------------------------------------ persistence
+    def _get_state(self):
+        g = self.graph_
+        return {"graph_indptr": g.indptr.astype(np.int64), "graph_indices": g.indices.astype(np.int32),
+                "graph_data": g.data.astype(np.float32), "popularity": self.popularity_, "ratings": self.ratings_}
+
+    def _set_state(self, arrays, meta):
+        n = len(arrays["graph_indptr"]) - 1
+        self.graph_ = sp.csr_matrix((arrays["graph_data"], arrays["graph_indices"], arrays["graph_indptr"]),
+                                    shape=(n, n))
+        self.popularity_ = arrays["popularity"].astype(np.float32)
+        self.ratings_ = arrays["ratings"].astype(np.float32)
+        self._derive()
+
+
+class ItemKNN(_NeighbourhoodModel):
+    """Item-based k nearest neighbours (Sarwar et al. 2001; implicit's ItemItemRecommender).
+
+    ``k`` neighbours other than the item itself are kept per item, by ``similarity`` ("cosine",
+    "jaccard", "asymmetric_cosine" with ``alpha``, "pearson", "adjusted_cosine", or "dot": the plain
+    dot product, as implicit's BM25Recommender uses) computed over the items' user vectors after
+    ``weighting`` (None, "tfidf", or "bm25" with ``K1``, ``B``), with ``shrink`` and
+    ``min_support`` (minimum co-count). implicit's ``K`` counts the item itself, so its ``K=n``
+    corresponds to ``k=n-1`` here. A user's score for item j is
+    ``sum_i w(u, i) s(i, j)`` over the user's items i whose neighbours include j, with w the
+    training weights (1 for items given as ``history=``). See the module docstring for the fill
+    policy and ``predict``.
+
+    New users are scored from ``recommend(..., history={user: [items]})`` without refitting
+    (fold-in, each item weight 1).
+    """
+
+    kind = "item_knn"
+    supports_history = True
+
+    def _compared_rows(self, matrix):
+        return matrix.T.tocsr()
+
+    def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
+        g = self.graph_
+        return knn_topk(batch.hist_indptr, batch.hist_indices, batch.hist_data, g.indptr, g.indices, g.data,
+                        self.n_items, k, batch.excl_indptr, batch.excl_indices, batch.allowed, self._fill_order(),
+                        parallel=parallel)
+
+    def similar_items(self, items, k: int = 10) -> Neighbours:
+        """The ``k`` most similar items of each of ``items`` (at most the fitted ``k`` are stored)."""
+        self._check_fitted()
+        return self._neighbours(self.graph_, self.item_map_, items, k)
+
+    def _predict_pairs(self, user_index, item_index):
+        seen = self.seen_
+        pred, found = neighbour_average(item_index, user_index, self.graph_.indptr, self.graph_.indices,
+                                        self.graph_.data, seen.indptr, seen.indices, self.ratings_,
+                                        self.item_means_, self.item_means_)
+        return self._finish_prediction(pred, found, item_index, self.item_means_, user_index, self.user_means_)
+
+    def explain(self, user, item, history=None):
+        """The training items of ``user`` (or the given ``history``) that contributed to ``item``'s
+        score, with their contributions ``w(u, i) s(i, item)``, largest first; the contributions
+        sum to the neighbourhood score ``recommend`` gives the item. Returns a DataFrame with
+        columns item, weight, similarity, contribution (empty when no neighbour contributed).
+        """
+        import pandas as pd
+
+        self._check_fitted()
+        j = int(self.item_map_.to_index([item])[0])
+        if history is not None:
+            h_items = self.item_map_.to_index(np.atleast_1d(np.asarray(history)), on_unknown="mask")
+            h_items = h_items[h_items >= 0]
+            h_weights = np.ones(len(h_items), dtype=np.float32)
+        else:
+            u = int(self.user_map_.to_index([user])[0])
+            lo, hi = self.seen_.indptr[u], self.seen_.indptr[u + 1]
+            h_items, h_weights = self.seen_.indices[lo:hi], self.seen_.data[lo:hi]
+        g = self.graph_
+        items, weights, sims = [], [], []
+        for i, w in zip(h_items.tolist(), h_weights.tolist()):
+            lo, hi = g.indptr[i], g.indptr[i + 1]
+            hit = np.flatnonzero(g.indices[lo:hi] == j)
+            if len(hit):
+                items.append(i)
+                weights.append(w)
+                sims.append(float(g.data[lo + hit[0]]))
+        frame = pd.DataFrame({
+            "item": self.item_map_.to_external(np.asarray(items, dtype=np.int64)),
+            "weight": np.asarray(weights, dtype=np.float32),
+            "similarity": np.asarray(sims, dtype=np.float32),
+        })
+        frame["contribution"] = (frame["weight"].astype(np.float64) * frame["similarity"]).astype(np.float32)
+        return frame.sort_values(["contribution", "item"], ascending=[False, True], kind="stable",
+                                 ignore_index=True)
+
+
+class UserKNN(_NeighbourhoodModel):
+    """User-based k nearest neighbours: a user's score for item j is ``sum_v s(u, v) w(v, j)`` over
+    the user's ``k`` most similar training users v (same options as ItemKNN, computed over the
+    users' item vectors, so "tfidf"/"bm25" down-weight popular items).
+
+    Users unseen in training have no neighbours in the stored graph and are not folded in:
+    ``recommend`` raises ``UnknownIdError`` for them (``on_unknown="pad"`` returns a padded row),
+    ``history=`` raises ``ValueError``, and ``predict`` raises ``UnknownIdError``. Refit with
+    their interactions, or use ItemKNN, which scores new users from a history.
+    """
+
+    kind = "user_knn"
+    supports_history = False
+
+    def _compared_rows(self, matrix):
+        return matrix
+
+    def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
+        g = self.graph_
+        a = gather_rows(g.indptr, g.indices, g.data, batch.user_index)
+        seen = self.seen_
+        return knn_topk(*a, seen.indptr, seen.indices, seen.data, self.n_items, k,
+                        batch.excl_indptr, batch.excl_indices, batch.allowed, self._fill_order(), parallel=parallel)
+
+    def similar_users(self, users, k: int = 10) -> Neighbours:
+        """The ``k`` most similar training users of each of ``users`` (at most the fitted ``k``)."""
+        self._check_fitted()
+        return self._neighbours(self.graph_, self.user_map_, users, k)
+
+    def _predict_pairs(self, user_index, item_index):
+        if self._by_item is None:
+            seen = self.seen_
+            by_item = sp.csr_matrix((self.ratings_, seen.indices, seen.indptr), shape=seen.shape).T.tocsr()
+            by_item.sort_indices()
+            self._by_item = by_item
+        t = self._by_item
+        pred, found = neighbour_average(user_index, item_index, self.graph_.indptr, self.graph_.indices,
+                                        self.graph_.data, t.indptr, t.indices, t.data,
+                                        self.user_means_, self.user_means_)
+        return self._finish_prediction(pred, found, user_index, self.user_means_, item_index, self.item_means_)
+
+
+def _means(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Mean of ``values`` per group (float64); NaN for groups without values."""
+    total = np.bincount(groups, weights=values, minlength=n)
+    count = np.bincount(groups, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)

@@ -1,0 +1,155 @@
+"""topk_similarity against the dense reference: every similarity, shrink, min_support, k >= n."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recsys_fast import threads
+from recsys_fast.errors import DataError
+from recsys_fast.kernels.similarity import SIMILARITIES, topk_similarity
+
+from tests.reference import dense_of_csr, similarity_reference
+
+TOL = 1e-5
+
+
+def _csr(mask, values):
+    """CSR arrays of the stored entries ``mask`` (values may be explicit zeros)."""
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int64)
+    rows, cols = np.nonzero(mask)
+    return indptr, cols.astype(np.int32), values[rows, cols].astype(np.float32)
+
+
+def _check_against_reference(out, dense, k, **options):
+    """Our rows are a valid, exact top-k of the reference (float noise allowed only near ties/0)."""
+    score, eligible = similarity_reference(dense, **options)
+    ip, ii, dd = out
+    n = dense.shape[0]
+    assert ip.dtype == np.int64 and ii.dtype == np.int32 and dd.dtype == np.float32
+    assert ip.shape == (n + 1,) and ip[0] == 0 and np.all(np.diff(ip) >= 0)
+    for i in range(n):
+        idx, s = ii[ip[i]:ip[i + 1]], dd[ip[i]:ip[i + 1]]
+        assert len(idx) <= k
+        assert len(np.unique(idx)) == len(idx)
+        assert np.all(eligible[i, idx]), "an entry without enough co-support (or self)"
+        assert np.all(s > 0)
+        np.testing.assert_allclose(s, score[i, idx], rtol=TOL, atol=TOL)
+        assert np.all(np.diff(s) <= 0), "scores not sorted descending"
+        tied = np.diff(s) == 0
+        assert np.all(np.diff(idx.astype(np.int64))[tied] > 0), "ties not broken by lower index"
+        rest = eligible[i].copy()
+        rest[idx] = False
+        floor = float(s[-1]) if len(idx) == k else 0.0
+        assert np.all(score[i, rest] <= floor + TOL), "a better eligible row was left out"
+        n_strong = int(np.sum(eligible[i] & (score[i] > TOL)))
+        assert len(idx) >= min(k, n_strong)
+
+
+@st.composite
+def csr_inputs(draw):
+    n_rows = draw(st.integers(0, 40))
+    n_cols = draw(st.integers(0, 12))
+    seed = draw(st.integers(0, 2**32 - 1))
+    density = draw(st.sampled_from([0.1, 0.3, 0.7]))
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n_rows, n_cols)) < density
+    if n_rows > 2 and draw(st.booleans()):
+        mask[rng.integers(n_rows)] = False  # an empty row
+    if n_cols > 2:
+        mask[:, rng.integers(n_cols)] = False  # an empty column
+    values = rng.integers(0, 5, size=(n_rows, n_cols)).astype(np.float32)  # 0 = explicit zero
+    return mask, values
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=csr_inputs(), similarity=st.sampled_from(SIMILARITIES), k=st.integers(1, 50),
+       shrink=st.sampled_from([0.0, 2.5]), min_support=st.integers(1, 3),
+       alpha=st.sampled_from([0.5, 0.2, 0.9]), exclude_self=st.booleans())
+def test_matches_dense_reference(data, similarity, k, shrink, min_support, alpha, exclude_self):
+    mask, values = data
+    indptr, indices, vals = _csr(mask, values)
+    options = dict(similarity=similarity, shrink=shrink, min_support=min_support, alpha=alpha,
+                   exclude_self=exclude_self)
+    out = topk_similarity(indptr, indices, vals, mask.shape[1], k, **options)
+    dense = dense_of_csr(indptr, indices, vals, mask.shape[1])
+    _check_against_reference(out, dense, k, **options)
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=csr_inputs(), k=st.integers(1, 45), shrink=st.sampled_from([0.0, 1.0]))
+def test_jaccard_ties_match_reference_exactly(data, k, shrink):
+    """Jaccard scores are small rationals, so ties are exact and the index lists must be equal."""
+    mask, values = data
+    indptr, indices, vals = _csr(mask, values)
+    ip, ii, _ = topk_similarity(indptr, indices, vals, mask.shape[1], k, "jaccard", shrink=shrink)
+    dense = dense_of_csr(indptr, indices, vals, mask.shape[1])
+    score, eligible = similarity_reference(dense, "jaccard", shrink=shrink)
+    for i in range(mask.shape[0]):
+        cands = [j for j in range(mask.shape[0]) if eligible[i, j] and score[i, j] > 0]
+        cands.sort(key=lambda j: (-score[i, j], j))
+        assert ii[ip[i]:ip[i + 1]].tolist() == cands[:k]
+
+
+def _random_csr(rng, n_rows, n_cols, density):
+    mask = rng.random((n_rows, n_cols)) < density
+    values = (rng.random((n_rows, n_cols)) * 4 + 0.5).astype(np.float32)
+    return _csr(mask, values)
+
+
+@pytest.mark.parametrize("similarity", SIMILARITIES)
+def test_large_k_and_heap_paths_match_reference(similarity):
+    """k = 1000 (partition selection) and k = 5 (bounded heap) on ~1500 rows."""
+    rng = np.random.default_rng(7)
+    indptr, indices, vals = _random_csr(rng, 1500, 60, 0.05)
+    dense = dense_of_csr(indptr, indices, vals, 60)
+    for k in (1000, 5):
+        out = topk_similarity(indptr, indices, vals, 60, k, similarity, min_support=2)
+        _check_against_reference(out, dense, k, similarity=similarity, min_support=2)
+    assert np.diff(out[0]).max() == 5
+
+
+@pytest.mark.parametrize("similarity", SIMILARITIES)
+def test_one_and_two_threads_identical(similarity):
+    rng = np.random.default_rng(3)
+    indptr, indices, vals = _random_csr(rng, 700, 80, 0.08)
+    results = []
+    for n in (1, 2):
+        with threads.limit(n):
+            results.append(topk_similarity(indptr, indices, vals, 80, 20, similarity, shrink=3.0))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unsorted_rows_are_sorted_first():
+    indptr = np.array([0, 3, 5])
+    out_sorted = topk_similarity(indptr, [0, 1, 2, 0, 2],
+                                 np.array([1.0, 2.0, 3.0, 1.0, 1.0]), 3, 5)
+    out_shuffled = topk_similarity(indptr, [2, 0, 1, 2, 0], [3.0, 1.0, 2.0, 1.0, 1.0], 3, 5)
+    for a, b in zip(out_sorted, out_shuffled):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_empty_matrix():
+    ip, ii, dd = topk_similarity(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), 4, 3)
+    assert ip.tolist() == [0] and ii.size == 0 and dd.size == 0
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(indices=[0, 0]), DataError, "duplicate column index"),
+    (dict(indices=[0, 7]), DataError, r"column index 7 out of range \[0, 3\)"),
+    (dict(data=[1.0, np.nan]), DataError, "values must be finite"),
+    (dict(indptr=[0, 1]), DataError, "indptr must start at 0"),
+    (dict(similarity="euclid"), ValueError, "unknown similarity 'euclid'; expected one of cosine"),
+    (dict(k=0), ValueError, "k must be a positive integer"),
+    (dict(shrink=-1.0), ValueError, "shrink must be"),
+    (dict(min_support=0), ValueError, "min_support must be an integer >= 1"),
+    (dict(alpha=1.5), ValueError, r"alpha must be in \[0, 1\]"),
+])
+def test_bad_input_raises(kwargs, error, match):
+    args = dict(indptr=[0, 2], indices=[0, 1], data=[1.0, 2.0], n_cols=3, k=2)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        topk_similarity(**args)
