@@ -97,6 +97,18 @@ def test_history_for_new_user_matches_known_user(name, fitted, clusters):
     np.testing.assert_allclose(known.scores, new.scores, rtol=1e-5)
 
 
+def test_fit_leaves_global_torch_rng_alone(clusters):
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    model = FACTORIES["BPRMF"](seed=9)
+    model.epochs = 1
+    model.fit(clusters[0])
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_scoring_module_takes_tensors_only(fitted):
     import torch
 

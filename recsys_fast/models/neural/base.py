@@ -71,11 +71,13 @@ class NeuralRecommender(Recommender):
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, train: Interactions) -> None:
-        torch()  # fail early, with the extra to install, when torch is missing
         self.n_users_, self.n_items_ = train.n_users, train.n_items
-        with threads.limit(self.n_threads):
+        t = torch()
+        self.device_ = resolve_device(self.device)
+        cuda = [self.device_.index or 0] if self.device_.type == "cuda" else []
+        # fork_rng: seeding for this fit leaves the caller's global torch RNG state as it was
+        with threads.limit(self.n_threads), t.random.fork_rng(devices=cuda):
             rng = seeded(self.seed)
-            self.device_ = resolve_device(self.device)
             fit_data, validation = self._carve_validation(train)
             self._prepare(fit_data)
             module = self._build_module().to(self.device_)

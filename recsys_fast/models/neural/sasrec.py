@@ -17,10 +17,10 @@ class SASRec(SequentialRecommender):
 
     kind = "sasrec"
 
-    def __init__(self, embedding_size: int = 64, epochs: int = 200, learning_rate: float = 1e-3,
-                 weight_decay: float = 0.0, batch_size: int = 128, n_negatives: int = 1, seed: int | None = 0,
+    def __init__(self, embedding_size: int = 64, epochs: int = 80, learning_rate: float = 3e-3,
+                 weight_decay: float = 0.0, batch_size: int = 32, n_negatives: int = 1, seed: int | None = 0,
                  device: str = "auto", early_stopping_patience: int | None = 10, validation_fraction: float = 0.1,
-                 n_threads: int | None = None, verbose: bool = False, max_len: int = 100, n_blocks: int = 2,
+                 n_threads: int | None = None, verbose: bool = False, max_len: int = 50, n_blocks: int = 2,
                  n_heads: int = 1, dropout: float = 0.2, loss: str = "ce"):
         self._set_common(embedding_size, epochs, learning_rate, weight_decay, batch_size, n_negatives, seed,
                          device, early_stopping_patience, validation_fraction, n_threads, verbose)
