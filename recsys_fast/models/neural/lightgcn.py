@@ -20,8 +20,8 @@ class LightGCN(NeuralRecommender):
     kind = "lightgcn"
     decay_in_optimizer = False
 
-    def __init__(self, embedding_size: int = 64, epochs: int = 100, learning_rate: float = 0.005,
-                 weight_decay: float = 1e-4, batch_size: int = 2048, n_negatives: int = 1, seed: int | None = 0,
+    def __init__(self, embedding_size: int = 64, epochs: int = 60, learning_rate: float = 0.01,
+                 weight_decay: float = 1e-4, batch_size: int = 4096, n_negatives: int = 1, seed: int | None = 0,
                  device: str = "auto", early_stopping_patience: int | None = 5, validation_fraction: float = 0.1,
                  n_threads: int | None = None, verbose: bool = False, n_layers: int = 3):
         self._set_common(embedding_size, epochs, learning_rate, weight_decay, batch_size, n_negatives, seed,
