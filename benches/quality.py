@@ -44,6 +44,7 @@ HOLDOUT_MODELS = ["popularity", "itemknn", "userknn", "bprmf", "neumf", "lightgc
 LOO_MODELS = ["popularity", "itemknn", "gru4rec", "caser", "sasrec"]
 NEURAL = {"bprmf": "BPRMF", "neumf": "NeuMF", "lightgcn": "LightGCN", "multvae": "MultVAE",
           "sasrec": "SASRec", "gru4rec": "GRU4Rec", "caser": "Caser"}
+VERBOSE = False  # --verbose: progress bars (loss, validation NDCG@10) on stderr
 SEEDED = set(NEURAL) | {"implicit-bpr", "implicit-als"}
 
 # Small grids (the tuning budget): every combination is fitted once on the validation carve.
@@ -80,7 +81,7 @@ def make_model(name: str, seed: int, n_threads: int, **overrides) -> Recommender
         return ImplicitFactors(name, seed, n_threads)
     from recsys_fast.models import neural
 
-    return getattr(neural, NEURAL[name])(seed=seed, n_threads=n_threads, **overrides)
+    return getattr(neural, NEURAL[name])(seed=seed, n_threads=n_threads, verbose=VERBOSE, **overrides)
 
 
 class ImplicitFactors(Recommender):
@@ -180,8 +181,11 @@ def main(argv=None):
     ap.add_argument("--grid", action="store_true", help="tune each model on GRIDS (validation carve of train)")
     ap.add_argument("--implicit", action="store_true", help="add implicit's BPR and ALS as peers (holdout)")
     ap.add_argument("--n-threads", type=int, default=2)
+    ap.add_argument("--verbose", action="store_true", help="progress bars of the neural fits on stderr")
     ap.add_argument("--json", default=None, help="write all results (and the grids tried) here")
     args = ap.parse_args(argv)
+    global VERBOSE
+    VERBOSE = args.verbose
     models = args.models or (HOLDOUT_MODELS if args.protocol == "holdout" else LOO_MODELS)
     if args.implicit:
         models = list(models) + ["implicit-bpr", "implicit-als"]

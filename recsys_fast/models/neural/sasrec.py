@@ -17,7 +17,7 @@ class SASRec(SequentialRecommender):
 
     kind = "sasrec"
 
-    def __init__(self, embedding_size: int = 64, epochs: int = 80, learning_rate: float = 3e-3,
+    def __init__(self, embedding_size: int = 64, epochs: int = 50, learning_rate: float = 3e-3,
                  weight_decay: float = 0.0, batch_size: int = 32, n_negatives: int = 1, seed: int | None = 0,
                  device: str = "auto", early_stopping_patience: int | None = 10, validation_fraction: float = 0.1,
                  n_threads: int | None = None, verbose: bool = False, max_len: int = 50, n_blocks: int = 2,
