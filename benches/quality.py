@@ -216,7 +216,8 @@ def main(argv=None):
     print()
     print(table)
     if args.json:
-        payload = {"protocol": args.protocol, "argv": sys.argv[1:] if argv is None else argv, "machine": platform.platform(),
+        payload = {"protocol": args.protocol, "argv": sys.argv[1:] if argv is None else argv,
+                   "machine": platform.platform(),
                    "results": [{"dataset": d, "model": m, **v} for (d, m), v in results.items()]}
         with open(args.json, "w") as fh:
             json.dump(payload, fh, indent=2)

@@ -160,12 +160,9 @@ class NeuralRecommender(Recommender):
     def _set_extra_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         pass
 
-    def _module_config(self) -> dict:
-        """Shapes the scoring network needs to be rebuilt from params (saved in meta)."""
-        return {}
-
-    def _build_scoring_module(self, config: dict):
-        """An untrained scoring network of the saved shape (weights loaded after)."""
+    def _build_scoring_module(self):
+        """An untrained scoring network of the saved shape, from params and n_users_/n_items_
+        (the weights are loaded after)."""
         return self._build_module()
 
     def _get_state(self):
@@ -176,7 +173,7 @@ class NeuralRecommender(Recommender):
     def _get_meta(self):
         state_keys = {sanitise(key): key for key in self.module_.state_dict()}
         return {"state_keys": state_keys, "n_users": int(self.n_users_), "n_items": int(self.n_items_),
-                "module_config": self._module_config(), "history": getattr(self, "history_", [])}
+                "history": getattr(self, "history_", [])}
 
     def _set_state(self, arrays, meta):
         t = torch()
@@ -187,7 +184,7 @@ class NeuralRecommender(Recommender):
         self.device_ = resolve_device(device)
         self.history_ = meta.get("history", [])
         self._set_extra_state(arrays, meta)
-        module = self._build_scoring_module(meta.get("module_config", {}))
+        module = self._build_scoring_module()
         state = {key: t.from_numpy(np.array(arrays[name])) for name, key in meta["state_keys"].items()}
         module.load_state_dict(state, strict=True)
         self.module_ = module.to(self.device_).eval()

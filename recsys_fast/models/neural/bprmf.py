@@ -41,7 +41,7 @@ class BPRMF(NeuralRecommender):
         torch().nn.init.normal_(module.item.weight, std=0.1)
         return module
 
-    def _build_scoring_module(self, config):
+    def _build_scoring_module(self):
         from .nets import MF
 
         return MF(self.n_users_, self.n_items_, self.embedding_size)

@@ -70,7 +70,7 @@ class LightGCN(NeuralRecommender):
         del self._adjacency
         return scorer.to(self.device_)
 
-    def _build_scoring_module(self, config):
+    def _build_scoring_module(self):
         from .nets import MF
 
         return MF(self.n_users_, self.n_items_, self.embedding_size, item_bias=False)

@@ -33,7 +33,8 @@ class MultVAE(NeuralRecommender):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if hidden_size < 1 or anneal_steps < 0 or anneal_cap < 0:
             raise ValueError("hidden_size must be >= 1, anneal_steps >= 0 and anneal_cap >= 0")
-        self.hidden_size, self.dropout, self.anneal_cap, self.anneal_steps = hidden_size, dropout, anneal_cap, anneal_steps
+        self.hidden_size, self.dropout = int(hidden_size), float(dropout)
+        self.anneal_cap, self.anneal_steps = float(anneal_cap), int(anneal_steps)
 
     def _prepare(self, fit_data: Interactions) -> None:
         self._rows = fit_data.matrix
@@ -69,9 +70,6 @@ class MultVAE(NeuralRecommender):
         rows = sp.csr_matrix((np.ones(len(batch.hist_indices), np.float32), batch.hist_indices, batch.hist_indptr),
                              shape=(n, self.n_items))
         return (self._tensor(dense_rows(rows, np.arange(n)), dtype=_float()),)
-
-    def _module_config(self):
-        return {}
 
 
 def _float():
