@@ -169,3 +169,16 @@ def test_trainer_restores_best_epoch_and_stops():
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
     assert history[1]["val_ndcg@10"] == 1.0
     assert module.weight.item() == 2
+
+
+def test_device_resolution():
+    torch = pytest.importorskip("torch")
+    from recsys_fast.models.neural._torch import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="device must be one of"):
+        resolve_device("tpu")
