@@ -93,6 +93,8 @@ def main(argv=None):
         "implicit TFIDFRecommender K=50": ImplicitItemItem(lambda: TFIDFRecommender(K=50)),
         "UserKNN cosine k=50": UserKNN(k=50),
         "UserKNN cosine k=100": UserKNN(k=100),
+        "UserKNN bm25 cosine k=50": UserKNN(k=50, weighting="bm25", K1=1.2, B=0.75),
+        "UserKNN tfidf k=50": UserKNN(k=50, weighting="tfidf"),
     }
     results = {}
     with threads.limit(args.threads):
@@ -100,7 +102,8 @@ def main(argv=None):
             t0 = time.perf_counter()
             model.fit(train)
             fit_s = time.perf_counter() - t0
-            res = evaluate(model, train, test, k=args.k, metrics=["ndcg", "precision", "recall"])
+            res = evaluate(model, train, test, k=args.k, metrics=["ndcg", "precision", "recall", "rmse", "mae"]
+                           if model.predicts_ratings else ["ndcg", "precision", "recall"])
             row = {**res.means, "fit_s": fit_s}
             if isinstance(model, ImplicitItemItem):
                 row["users_short"] = model.short_rows
@@ -108,7 +111,8 @@ def main(argv=None):
             results[name] = row
             print(f"{name:48s} ndcg@{args.k}={res.means[f'ndcg@{args.k}']:.4f} "
                   f"precision@{args.k}={res.means[f'precision@{args.k}']:.4f} "
-                  f"recall@{args.k}={res.means[f'recall@{args.k}']:.4f} fit {fit_s:.2f}s"
+                  f"recall@{args.k}={res.means[f'recall@{args.k}']:.4f}"
+                  + (f" rmse={res.means['rmse']:.4f}" if "rmse" in res.means else "") + f" fit {fit_s:.2f}s"
                   + (f"  (implicit: {row['users_short']} users < {args.k} items, "
                      f"{row['users_with_seen_item']} with a seen item)" if "users_short" in row else ""))
     if args.json:

@@ -3,10 +3,11 @@
 Synthetic data (``recsys_fast.datasets.synthetic``; default size M: 100k users x 20k items x 1M
 interactions), both models fitted with the same neighbour count (ItemKNN ``k = K - 1``: implicit
 counts the item itself). Timed: top-``n`` for every user with seen items excluded —
-``ItemKNN.recommend(all user ids)`` (public API, id mapping included) and the bare kernel call,
+``ItemKNN.recommend(all user ids)`` (public API, id mapping included) and its scoring step alone
+(``_recommend_rows`` on prebuilt request rows: the kNN kernel on the popularity-numbered graph),
 vs implicit's batch ``recommend(userids, user_items, N=n, filter_already_liked_items=True)``.
-Data build and fit are outside the timed part; one warm-up call compiles/loads first. Reports the
-median of ``--repeats`` runs, the ratio, and how many users implicit returned fewer than ``n``
+Data build and fit are outside the timed part; one warm-up call each compiles/loads first, then
+the contenders run interleaved. Reports the median of ``--repeats`` runs, the load average, the ratio, and how many users implicit returned fewer than ``n``
 items for (ours always returns ``min(n, unseen)``), and the top-n agreement between the two.
 
     python benches/knn_throughput.py [--users 100000 --items 20000 --nnz 1000000] [--K 100] [--n 10]
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -23,19 +25,23 @@ import numpy as np
 
 from recsys_fast import threads
 from recsys_fast.data.datasets import synthetic
-from recsys_fast.kernels.knn import knn_topk
 from recsys_fast.models.knn import ItemKNN
 
 
-def timed(fn, repeats):
-    fn()  # warm-up: compile / load caches
-    times = []
-    out = None
+def interleaved(fns: dict, repeats: int):
+    """Median wall time of each callable, runs interleaved (a, b, c, a, b, c, ...) so that load
+    from other processes hits every contender alike; one warm-up call each first."""
+    outs = {name: fn() for name, fn in fns.items()}
+    times = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times, out
+        for name, fn in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return ({name: statistics.median(v) for name, v in times.items()},
+            {name: statistics.median(v) for name, v in cpu.items()}, times, outs)
 
 
 def main(argv=None):
@@ -62,14 +68,16 @@ def main(argv=None):
         imp.fit(m.astype(np.float64).tocsr(), show_progress=False)
         user_ids = data.user_map.ids
         rows = np.arange(data.n_users)
-        g = ours.graph_
+        batch, _ = ours._build_rows(user_ids, True, None, None, "raise")  # request rows, built untimed
 
-        t_api, all_api, recs = timed(lambda: ours.recommend(user_ids, k=args.n), args.repeats)
-        t_kernel, all_kernel, _ = timed(lambda: knn_topk(m.indptr, m.indices, m.data, g.indptr, g.indices, g.data,
-                                                         data.n_items, args.n, m.indptr, m.indices, None,
-                                                         ours.fill_order_), args.repeats)
-        t_imp, all_imp, (imp_ids, imp_scores) = timed(
-            lambda: imp.recommend(rows, m, N=args.n, filter_already_liked_items=True), args.repeats)
+        medians, cpu, runs, outs = interleaved({
+            "api": lambda: ours.recommend(user_ids, k=args.n),
+            "kernel": lambda: ours._recommend_rows(batch, args.n),
+            "implicit": lambda: imp.recommend(rows, m, N=args.n, filter_already_liked_items=True),
+        }, args.repeats)
+    t_api, t_kernel, t_imp = medians["api"], medians["kernel"], medians["implicit"]
+    recs = outs["api"]
+    imp_ids = np.asarray(outs["implicit"][0])
 
     short = int((imp_ids < 0).any(axis=1).sum())
     seen_returned = 0
@@ -87,14 +95,17 @@ def main(argv=None):
         "implicit_users_per_s": n_users / t_imp, "ratio_api": t_imp / t_api, "ratio_kernel": t_imp / t_kernel,
         "implicit_users_short": short, "implicit_users_with_seen_item": seen_returned,
         "recsys_fast_users_short": ours_short, "topn_agreement_with_implicit": float(agree),
-        "runs": {"api": all_api, "kernel": all_kernel, "implicit": all_imp},
+        "cpu_s": cpu, "runs": runs, "load_average": os.getloadavg(),
     })
     print(f"recsys_fast recommend (API):   {t_api:.3f} s  {n_users / t_api:,.0f} users/s")
-    print(f"recsys_fast knn_topk (kernel): {t_kernel:.3f} s  {n_users / t_kernel:,.0f} users/s")
+    print(f"recsys_fast scoring (kernel):   {t_kernel:.3f} s  {n_users / t_kernel:,.0f} users/s")
     print(f"implicit recommend:            {t_imp:.3f} s  {n_users / t_imp:,.0f} users/s")
     print(f"speed-up vs implicit: API {t_imp / t_api:.1f}x, kernel {t_imp / t_kernel:.1f}x (medians of {args.repeats})")
     print(f"implicit: {short} of {n_users} users ({100 * short / n_users:.1f}%) got fewer than {args.n} items, "
           f"{seen_returned} got a seen item; recsys_fast: {ours_short} users short (fill=popularity)")
+    print(f"CPU seconds (all threads, medians): API {cpu['api']:.3f}, kernel {cpu['kernel']:.3f}, "
+          f"implicit {cpu['implicit']:.3f} -> implicit/kernel {cpu['implicit'] / cpu['kernel']:.1f}x per CPU-second")
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     print(f"top-{args.n} agreement with implicit (over implicit's non-padding items): {agree:.4f}")
     if args.json:
         with open(args.json, "w") as fh:

@@ -14,6 +14,8 @@ _LAZY = {
     "Interactions": "recsys_fast.data.interactions:Interactions",
     "IdMap": "recsys_fast.data.idmap:IdMap",
     "Popularity": "recsys_fast.models.popularity:Popularity",
+    "ItemKNN": "recsys_fast.models.knn:ItemKNN",
+    "UserKNN": "recsys_fast.models.knn:UserKNN",
     "Recommendations": "recsys_fast.models.base:Recommendations",
     "load": "recsys_fast.models.registry:load",
     "evaluate": "recsys_fast.evaluation.protocol:evaluate",

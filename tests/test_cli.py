@@ -51,3 +51,22 @@ def test_unknown_user_in_recommend(events_csv, tmp_path, capsys):
           "--out", str(bundle)])
     assert main(["recommend", str(bundle), "--users", "999"]) == 2
     assert "999" in capsys.readouterr().err
+
+
+def test_demo_runs_on_shipped_data(ml_latest_small_path, capsys):
+    assert main(["demo", "--users", "1"]) == 0
+    out = capsys.readouterr().out
+    for model in ("popularity", "item_knn", "user_knn"):
+        assert f"\n{model} " in out
+    assert "ndcg@10" in out and "top-10 for 1 users" in out
+
+
+def test_evaluate_command_writes_json(ml_100k_path, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "res.json"
+    assert main(["evaluate", str(ml_100k_path), "--models", "popularity,item_knn", "--param", "item_knn.k=50",
+                 "--k", "10", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res) == {"popularity", "item_knn"}
+    assert res["item_knn"]["means"]["ndcg@10"] > res["popularity"]["means"]["ndcg@10"]

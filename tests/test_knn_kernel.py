@@ -185,3 +185,43 @@ def test_similar_rows_is_a_padded_row_slice():
     got_i, got_s = similar_rows(indptr, indices, data, [2, 1, 0], 2)
     np.testing.assert_array_equal(got_i, [[0, 1], [-1, -1], [2, 1]])
     np.testing.assert_array_equal(got_s, np.array([[0.7, 0.2], [-np.inf, -np.inf], [0.9, 0.5]], np.float32))
+
+
+def test_parallel_default_is_serial_off_main_thread_when_layer_unsafe(monkeypatch):
+    import recsys_fast.kernels.knn as knn
+
+    calls = []
+    monkeypatch.setattr(knn, "_parallel_calls_are_safe", lambda: False)
+    monkeypatch.setattr(knn, "_knn_topk_parallel", lambda *a: calls.append("parallel") or knn._knn_topk_serial(*a[:-1]))
+    args = big_case(2)
+    main_thread = knn_topk(*args)
+    worker = []
+    t = threading.Thread(target=lambda: worker.append(knn_topk(*args)))
+    t.start()
+    t.join()
+    assert calls == ["parallel"], "main thread may launch in parallel, a worker thread must not"
+    np.testing.assert_array_equal(main_thread[0], worker[0][0])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_relabelled_items_give_identical_results(seed):
+    """Numbering items differently inside the kernel (``labels``) changes nothing in the output."""
+    rng = np.random.default_rng(seed)
+    n_rows, n_items = 40, 30
+    a = random_csr(rng, n_rows, n_items, 0.2)  # item-kNN shape: sources are items too
+    b = random_csr(rng, n_items, n_items, 0.2, values=(0.5, 1, 1.5))
+    excl_indptr, excl_indices, _ = random_excl(rng, n_rows, n_items)
+    allowed = rng.random(n_items) < 0.7
+    fill = rng.permutation(n_items).astype(np.int32)
+    k = 6
+    want = knn_topk(a.indptr, a.indices, a.data, b.indptr, b.indices, b.data, n_items, k,
+                    excl_indptr, excl_indices, allowed, fill)
+    order = rng.permutation(n_items).astype(np.int32)  # new index p is old item order[p]
+    perm = np.empty_like(order)
+    perm[order] = np.arange(n_items, dtype=np.int32)
+    b_new = sp.csr_matrix((b.data, perm[b.indices], b.indptr), shape=b.shape)[order]
+    got = knn_topk(a.indptr, perm[a.indices], a.data, b_new.indptr, b_new.indices, b_new.data, n_items, k,
+                   excl_indptr, perm[excl_indices], allowed[order], perm[fill], labels=order,
+                   parallel=bool(seed % 2))
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])

@@ -106,10 +106,12 @@ def test_fold_in_equals_fitted_user(data):
 
 def test_user_knn_unknown_users_documented_behaviour(data):
     model = UserKNN(k=5).fit(data)
-    with pytest.raises(UnknownIdError, match="cannot score users unseen in training"):
+    with pytest.raises(UnknownIdError, match="'stranger'.*pass history"):
         model.recommend(["stranger"], k=3)
-    with pytest.raises(ValueError, match="no fold-in"):
-        model.recommend(["stranger"], k=3, history={"stranger": [1000]})
+    padded = model.recommend(["stranger"], k=3, on_unknown="pad")
+    assert np.all(padded.items == -1) and np.all(padded.scores == -np.inf)
+    with pytest.raises(UnknownIdError, match="stranger"):
+        model.predict(["stranger"], [1000])
 
 
 def test_similar_items_and_users_are_graph_rows(data):
@@ -164,9 +166,10 @@ def _dense_predict_reference(model, data, users, items, item_based):
     gmean = np.mean(list(r.values()))
     out = []
     for u, j in zip(users, items):
-        target, other = (j, u) if item_based else (u, j)
+        target = j if item_based else u
         num = den = 0.0
-        for n, s in zip(g.indices[g.indptr[target]:g.indptr[target + 1]], g.data[g.indptr[target]:g.indptr[target + 1]]):
+        lo, hi = g.indptr[target], g.indptr[target + 1]
+        for n, s in zip(g.indices[lo:hi], g.data[lo:hi]):
             key = (u, n) if item_based else (n, j)
             if key in r:
                 mean_n = imean[n] if item_based else umean[n]
@@ -279,3 +282,63 @@ def test_prepare_then_serial_and_parallel_paths_agree(data, cls):
     parallel = model._recommend_rows_with(batch, 8, True)
     np.testing.assert_array_equal(serial[0], parallel[0])
     np.testing.assert_array_equal(serial[1], parallel[1])
+
+
+def test_explain_from_history_matches_fold_in(data):
+    model = ItemKNN(k=8).fit(data)
+    history = data.item_map.ids[[1, 4, 9, 16]].tolist()
+    recs = model.recommend(["new"], k=5, history={"new": history})
+    for item, score in zip(recs.items[0], recs.scores[0]):
+        frame = model.explain(None, item, history=history)
+        if score > 0:
+            np.testing.assert_allclose(frame["contribution"].sum(), score, rtol=1e-5)
+            assert set(frame["item"]) <= set(history)
+        else:
+            assert frame.empty
+
+
+@pytest.mark.parametrize("similarity, weighting, shrink, min_support", [
+    ("cosine", None, 0.0, 1), ("jaccard", None, 0.0, 1), ("asymmetric_cosine", None, 0.0, 1),
+    ("pearson", None, 0.0, 1), ("adjusted_cosine", None, 0.0, 1), ("dot", None, 0.0, 1),
+    ("cosine", "tfidf", 0.0, 1), ("cosine", "bm25", 3.0, 1), ("jaccard", None, 2.0, 2), ("dot", "bm25", 0.0, 2),
+])
+def test_user_knn_fold_in_reproduces_the_fitted_neighbours(similarity, weighting, shrink, min_support):
+    """Folding in a training user's own history finds that user (an identical row) plus exactly the
+    neighbours and similarities the fitted graph holds for it."""
+    data = random_interactions(7, n_users=50, n_items=40, density=0.15)
+    k = 6
+    model = UserKNN(k=k, similarity=similarity, weighting=weighting, shrink=shrink, min_support=min_support,
+                    alpha=0.3).fit(data)
+    g, seen = model.graph_, data.matrix
+    rows = np.arange(data.n_users)
+    f_indptr, f_indices, f_data = model.fold_in(seen.indptr, seen.indices, seen.data, k + 1)
+    for u in rows:
+        fi, fs = f_indices[f_indptr[u]:f_indptr[u + 1]], f_data[f_indptr[u]:f_indptr[u + 1]]
+        gi, gs = g.indices[g.indptr[u]:g.indptr[u + 1]], g.data[g.indptr[u]:g.indptr[u + 1]]
+        others = fi != u
+        fs_o, fi_o = fs[others][:k], fi[others][:k]
+        np.testing.assert_allclose(fs_o[:len(gs)], gs, rtol=2e-5, atol=1e-6)
+        assert len(fs_o) >= len(gs)
+        # same neighbours, up to equal-score ties at the cut
+        if len(gs) and len(fs_o) == len(gs):
+            inner = gs > gs[-1] * (1 + 1e-5)
+            assert set(gi[inner]) == set(fi_o[inner])
+
+
+def test_user_knn_fold_in_recommends_like_a_training_user():
+    data = random_interactions(8, n_users=50, n_items=40, density=0.15)
+    model = UserKNN(k=5).fit(data)
+    history = {"visitor": data.item_map.ids[sorted(_excluded(data.matrix, [3])[0])].tolist()}
+    recs = model.recommend(["visitor"], k=8, history=history)
+    valid = recs.items[0][recs.scores[0] > -np.inf]
+    assert len(valid) == 8 and not set(valid) & set(history["visitor"])
+    assert np.all(np.diff(recs.scores[0]) <= 0)
+    # its neighbourhood candidates come first and are scored from its fold-in neighbours
+    f = model.fold_in(*[np.asarray(x) for x in (
+        [0, len(history["visitor"])], data.item_map.to_index(history["visitor"]).astype(np.int32),
+        np.ones(len(history["visitor"]), np.float32))], 5)
+    nb = sp.csr_matrix((f[2], f[1], f[0]), shape=(1, data.n_users))
+    dense = (nb @ data.matrix).toarray()[0]
+    dense[data.item_map.to_index(history["visitor"])] = 0
+    top = data.item_map.ids[np.lexsort((np.arange(data.n_items), -dense))[:3]]
+    np.testing.assert_array_equal(recs.items[0][:3], top)

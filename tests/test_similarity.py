@@ -60,7 +60,10 @@ def csr_inputs(draw):
         mask[rng.integers(n_rows)] = False  # an empty row
     if n_cols > 2:
         mask[:, rng.integers(n_cols)] = False  # an empty column
-    values = rng.integers(0, 5, size=(n_rows, n_cols)).astype(np.float32)  # 0 = explicit zero
+    if draw(st.booleans()):  # equal values: the counting ("binary") path
+        values = np.full((n_rows, n_cols), draw(st.sampled_from([1.0, 2.5])), dtype=np.float32)
+    else:
+        values = rng.integers(0, 5, size=(n_rows, n_cols)).astype(np.float32)  # 0 = explicit zero
     return mask, values
 
 
@@ -93,34 +96,53 @@ def test_jaccard_ties_match_reference_exactly(data, k, shrink):
         assert ii[ip[i]:ip[i + 1]].tolist() == cands[:k]
 
 
-def _random_csr(rng, n_rows, n_cols, density):
+def _random_csr(rng, n_rows, n_cols, density, binary=False):
     mask = rng.random((n_rows, n_cols)) < density
     values = (rng.random((n_rows, n_cols)) * 4 + 0.5).astype(np.float32)
+    if binary:
+        values[:] = 1.0
     return _csr(mask, values)
 
 
+@pytest.mark.parametrize("binary", [False, True])
 @pytest.mark.parametrize("similarity", SIMILARITIES)
-def test_large_k_and_heap_paths_match_reference(similarity):
-    """k = 1000 (partition selection) and k = 5 (bounded heap) on ~1500 rows."""
+def test_large_k_and_heap_paths_match_reference(similarity, binary):
+    """k = 1000 (key sort) and k = 5 (bounded heap) on 1500 rows, sparse and dense row paths."""
     rng = np.random.default_rng(7)
-    indptr, indices, vals = _random_csr(rng, 1500, 60, 0.05)
+    indptr, indices, vals = _random_csr(rng, 1500, 60, 0.05, binary)
     dense = dense_of_csr(indptr, indices, vals, 60)
     for k in (1000, 5):
         out = topk_similarity(indptr, indices, vals, 60, k, similarity, min_support=2)
         _check_against_reference(out, dense, k, similarity=similarity, min_support=2)
-    assert np.diff(out[0]).max() == 5
+    if not (binary and similarity in ("pearson", "adjusted_cosine")):  # centred 0/1 rows are all 0
+        assert np.diff(out[0]).max() == 5
 
 
+@pytest.mark.parametrize("binary", [False, True])
 @pytest.mark.parametrize("similarity", SIMILARITIES)
-def test_one_and_two_threads_identical(similarity):
+def test_one_and_two_threads_identical(similarity, binary):
     rng = np.random.default_rng(3)
-    indptr, indices, vals = _random_csr(rng, 700, 80, 0.08)
+    indptr, indices, vals = _random_csr(rng, 700, 80, 0.08, binary)
     results = []
     for n in (1, 2):
         with threads.limit(n):
             results.append(topk_similarity(indptr, indices, vals, 80, 20, similarity, shrink=3.0))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_concurrent_calls_from_eight_threads_agree():
+    """A service calls kernels from many Python threads at once (safe threading layer)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(11)
+    indptr, indices, vals = _random_csr(rng, 400, 50, 0.1)
+    expected = topk_similarity(indptr, indices, vals, 50, 10)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: topk_similarity(indptr, indices, vals, 50, 10), range(16)))
+    for res in results:
+        for a, b in zip(res, expected):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_unsorted_rows_are_sorted_first():

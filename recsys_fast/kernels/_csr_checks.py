@@ -44,9 +44,13 @@ def _sort_rows(indptr, indices, data):
 
 @kernel
 def transpose(indptr, indices, data, n_cols):
-    """The (n_cols x n_rows) CSR transpose; each output row lists row ids in increasing order."""
+    """The (n_cols x n_rows) CSR transpose; each output row lists row ids in increasing order.
+
+    An empty ``data`` transposes the structure only (the returned data is empty too).
+    """
     n_rows = indptr.shape[0] - 1
     nnz = indices.shape[0]
+    has_data = data.shape[0] > 0
     t_indptr = np.zeros(n_cols + 1, dtype=np.int64)
     for p in range(nnz):
         t_indptr[indices[p] + 1] += 1
@@ -54,13 +58,14 @@ def transpose(indptr, indices, data, n_cols):
         t_indptr[c + 1] += t_indptr[c]
     fill = t_indptr[:-1].copy()
     t_indices = np.empty(nnz, dtype=np.int32)
-    t_data = np.empty(nnz, dtype=data.dtype)
+    t_data = np.empty(nnz if has_data else 0, dtype=data.dtype)
     for r in range(n_rows):
         for p in range(indptr[r], indptr[r + 1]):
             c = indices[p]
             q = fill[c]
             t_indices[q] = r
-            t_data[q] = data[p]
+            if has_data:
+                t_data[q] = data[p]
             fill[c] = q + 1
     return t_indptr, t_indices, t_data
 

@@ -22,11 +22,15 @@ are allocated once per chunk of rows, not per row. Memory: O(chunks in flight x 
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 
 import numpy as np
 from numba import prange
 
+from .. import threads
+from ..errors import DataError
 from ._config import kernel
 from .topk import _sift_down, heap_push
 
@@ -36,7 +40,7 @@ _CANDIDATE, _EXCLUDED, _DISALLOWED = 1, 2, 4
 
 @kernel
 def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
-             excl_indptr, excl_indices, fill_order, allowed,
+             excl_indptr, excl_indices, fill_order, allowed, labels,
              acc, flag, touched, heap_s, heap_i, out_i, out_s):
     """Score one request row into ``out_i[r]``/``out_s[r]``; leaves the work buffers as found.
 
@@ -66,16 +70,28 @@ def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
     # select the best k candidates: a bounded min-heap (worst at the root), then heapsort in place
     row_i = out_i[r]
     row_s = out_s[r]
+    # (the heap holds labels: ties are broken by the lower label, and the output is in labels)
+    has_labels = labels.shape[0] > 0
     size = 0
-    for t in range(n_t):
-        j = touched[t]
-        sc = acc[j]
-        if size < k:
-            size = heap_push(heap_s, heap_i, size, k, sc, j)
-        elif sc > heap_s[0] or (sc == heap_s[0] and j < heap_i[0]):  # inline test: most candidates stop here
-            heap_s[0] = sc
-            heap_i[0] = j
-            _sift_down(heap_s, heap_i, size, 0)
+    if n_t > k:  # no fill will follow, so clear each candidate's buffers as it is read
+        for t in range(n_t):
+            j = touched[t]
+            sc = acc[j]
+            acc[j] = 0.0
+            flag[j] = 0
+            if size < k:
+                size = heap_push(heap_s, heap_i, size, k, sc, labels[j] if has_labels else j)
+            elif sc >= heap_s[0]:  # most candidates stop here
+                lab = labels[j] if has_labels else j
+                if sc > heap_s[0] or lab < heap_i[0]:
+                    heap_s[0] = sc
+                    heap_i[0] = lab
+                    _sift_down(heap_s, heap_i, size, 0)
+        n_t = 0
+    else:
+        for t in range(n_t):
+            j = touched[t]
+            size = heap_push(heap_s, heap_i, size, k, acc[j], labels[j] if has_labels else j)
     for end in range(size - 1, -1, -1):  # pop the worst to the back: best-first, ties by lower index
         row_s[end] = heap_s[0]
         row_i[end] = heap_i[0]
@@ -99,7 +115,7 @@ def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
             touched[n_t] = j
             n_t += 1
             n_fill += 1
-            row_i[size] = j
+            row_i[size] = labels[j] if has_labels else j
             row_s[size] = base - np.float32(n_fill)
             size += 1
     for t in range(size, k):
@@ -143,7 +159,7 @@ def _work_buffers(n_items, k, allowed):
 
 @kernel(parallel=True)
 def _knn_topk_parallel(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
-                       excl_indptr, excl_indices, allowed, fill_order, chunk):
+                       excl_indptr, excl_indices, allowed, fill_order, labels, chunk):
     n = a_indptr.shape[0] - 1
     out_i = np.empty((n, k), dtype=np.int32)
     out_s = np.empty((n, k), dtype=np.float32)
@@ -152,21 +168,21 @@ def _knn_topk_parallel(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
         acc, flag, touched, heap_s, heap_i = _work_buffers(n_items, k, allowed)
         for r in range(c * chunk, min(n, (c + 1) * chunk)):
             _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
-                     excl_indptr, excl_indices, fill_order, allowed,
+                     excl_indptr, excl_indices, fill_order, allowed, labels,
                      acc, flag, touched, heap_s, heap_i, out_i, out_s)
     return out_i, out_s
 
 
 @kernel
 def _knn_topk_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
-                     excl_indptr, excl_indices, allowed, fill_order):
+                     excl_indptr, excl_indices, allowed, fill_order, labels):
     n = a_indptr.shape[0] - 1
     out_i = np.empty((n, k), dtype=np.int32)
     out_s = np.empty((n, k), dtype=np.float32)
     acc, flag, touched, heap_s, heap_i = _work_buffers(n_items, k, allowed)
     for r in range(n):
         _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
-                 excl_indptr, excl_indices, fill_order, allowed,
+                 excl_indptr, excl_indices, fill_order, allowed, labels,
                  acc, flag, touched, heap_s, heap_i, out_i, out_s)
     return out_i, out_s
 
@@ -176,15 +192,25 @@ SERIAL_MAX_ROWS = 8  # at or below this many rows, a parallel launch costs more 
 
 
 def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: int, k: int,
-             excl_indptr=None, excl_indices=None, allowed=None, fill_order=None, parallel: bool | None = None):
+             excl_indptr=None, excl_indices=None, allowed=None, fill_order=None, labels=None,
+             parallel: bool | None = None, validate: bool = True):
     """Top-``k`` items of ``A x B`` per row of ``A``; see the module docstring for the rules.
 
     ``a_*``: CSR (rows x sources); ``b_*``: CSR (sources x ``n_items``), values finite.
     ``excl_indptr``/``excl_indices``: CSR of items to exclude per row (None: none; order within a
     row does not matter). ``allowed``: bool mask over items (None: all). ``fill_order``: item
     indices best-first used to fill short rows (None: pad with -1 / -inf).
-    ``parallel``: None picks the serial kernel for small batches (per-request paths) and the
-    parallel one otherwise; the results are identical either way.
+    ``labels``: optional int32 array giving each item index its output index (a permutation):
+    callers that relabel items for memory locality (ItemKNN numbers them by popularity, so the
+    hot part of the graph and of the accumulator is compact) get results in their own numbering,
+    ties broken by the lower label, exactly as if no relabelling had happened. ``excl_*``,
+    ``allowed`` and ``fill_order`` are in kernel (relabelled) numbering.
+    ``parallel``: None picks the serial kernel for small batches (per-request paths), and for any
+    batch launched off the main thread when Numba's threading layer is not safe for concurrent
+    launches; the parallel one otherwise. The results are identical either way.
+    ``validate=False`` skips the O(nnz) checks of ``B``, ``fill_order`` and the exclusions (for
+    callers that validated them once, such as the models; a per-request call then costs only
+    the row's own work). Bad input raises ``DataError`` (a ValueError).
 
     Returns ``(items int32 (n, k), scores float32 (n, k))``.
     """
@@ -201,7 +227,10 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
     n_rows = len(a_indptr) - 1
     n_sources = len(b_indptr) - 1
     _check_csr(a_indptr, a_indices, a_data, n_sources, "a")
-    _check_csr(b_indptr, b_indices, b_data, n_items, "b")
+    if validate:
+        _check_csr(b_indptr, b_indices, b_data, n_items, "b")
+    elif len(b_indptr) < 1:
+        raise DataError("b_indptr must have at least one entry")
     if excl_indptr is None or len(excl_indptr) == 0:
         excl_indptr = np.zeros(0, np.int64)
         excl_indices = np.zeros(0, np.int32)
@@ -209,25 +238,33 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
         excl_indptr = _as(excl_indptr, np.int64, "excl_indptr")
         excl_indices = _as(excl_indices, np.int32, "excl_indices")
         if len(excl_indptr) != n_rows + 1:
-            raise ValueError(f"excl_indptr must have {n_rows + 1} entries (one row per request row), "
+            raise DataError(f"excl_indptr must have {n_rows + 1} entries (one row per request row), "
                              f"got {len(excl_indptr)}")
-        _check_indices(excl_indptr, excl_indices, n_items, "excl")
+        if validate:
+            _check_indices(excl_indptr, excl_indices, n_items, "excl")
     if allowed is None or len(allowed) == 0:
         allowed = np.zeros(0, np.bool_)
     else:
         allowed = np.ascontiguousarray(allowed, dtype=np.bool_)
         if allowed.shape != (n_items,):
-            raise ValueError(f"allowed must be a bool mask over {n_items} items, got shape {allowed.shape}")
+            raise DataError(f"allowed must be a bool mask over {n_items} items, got shape {allowed.shape}")
     if fill_order is None:
         fill_order = np.zeros(0, np.int32)
     else:
         fill_order = _as(fill_order, np.int32, "fill_order")
-        if len(fill_order) and (fill_order.min() < 0 or fill_order.max() >= n_items):
-            raise ValueError(f"fill_order holds item indices outside [0, {n_items})")
+        if validate and len(fill_order) and (fill_order.min() < 0 or fill_order.max() >= n_items):
+            raise DataError(f"fill_order holds item indices outside [0, {n_items})")
+    if labels is None:
+        labels = np.zeros(0, np.int32)
+    else:
+        labels = _as(labels, np.int32, "labels")
+        if len(labels) != n_items:
+            raise DataError(f"labels must hold one label per item ({n_items}), got {len(labels)}")
     if parallel is None:
-        parallel = n_rows > SERIAL_MAX_ROWS
+        parallel = n_rows > SERIAL_MAX_ROWS and (_parallel_calls_are_safe()
+                                                 or threading.current_thread() is threading.main_thread())
     args = (a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
-            excl_indptr, excl_indices, allowed, fill_order)
+            excl_indptr, excl_indices, allowed, fill_order, labels)
     if not parallel:
         return _knn_topk_serial(*args)
     import numba
@@ -236,28 +273,33 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
     return _knn_topk_parallel(*args, chunk)
 
 
+@functools.lru_cache(maxsize=1)
+def _parallel_calls_are_safe() -> bool:
+    return threads.parallel_calls_are_safe()
+
+
 def _as(arr, dtype, name: str) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+        raise DataError(f"{name} must be one-dimensional, got shape {arr.shape}")
     if arr.dtype.kind not in "iuf" and not (arr.size == 0):
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+        raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def _check_indices(indptr, indices, n_cols: int, name: str) -> None:
     if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0):
-        raise ValueError(f"{name}_indptr is not a valid CSR index pointer for {len(indices)} entries")
+        raise DataError(f"{name}_indptr is not a valid CSR index pointer for {len(indices)} entries")
     if len(indices) and (indices.min() < 0 or indices.max() >= n_cols):
-        raise ValueError(f"{name}_indices hold values outside [0, {n_cols})")
+        raise DataError(f"{name}_indices hold values outside [0, {n_cols})")
 
 
 def _check_csr(indptr, indices, data, n_cols: int, name: str) -> None:
     _check_indices(indptr, indices, n_cols, name)
     if len(data) != len(indices):
-        raise ValueError(f"{name}_data has {len(data)} entries, {name}_indices {len(indices)}")
+        raise DataError(f"{name}_data has {len(data)} entries, {name}_indices {len(indices)}")
     if not np.isfinite(data).all():
-        raise ValueError(f"{name}_data holds NaN or infinite values")
+        raise DataError(f"{name}_data holds NaN or infinite values")
 
 
 def similar_rows(indptr, indices, data, rows, k: int):

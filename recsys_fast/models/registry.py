@@ -9,6 +9,8 @@ from ..errors import BundleError
 
 MODELS: dict[str, str] = {
     "popularity": "recsys_fast.models.popularity:Popularity",
+    "item_knn": "recsys_fast.models.knn:ItemKNN",
+    "user_knn": "recsys_fast.models.knn:UserKNN",
 }
 
 
