@@ -166,7 +166,10 @@ class NeuralRecommender(Recommender):
         return self._build_module()
 
     def _get_state(self):
-        arrays = {sanitise(key): to_numpy(value) for key, value in self.module_.state_dict().items()}
+        state = self.module_.state_dict()
+        arrays = {sanitise(key): to_numpy(value) for key, value in state.items()}
+        if len(arrays) != len(state):
+            raise RuntimeError(f"weight names collide once sanitised for the bundle: {sorted(state)}")
         arrays.update(self._extra_state())
         return arrays
 
