@@ -193,7 +193,8 @@ class Recommender:
         hist_indices = np.concatenate(rows_i).astype(np.int32) if rows_i else np.zeros(0, np.int32)
         hist_data = np.concatenate(rows_d).astype(np.float32) if rows_d else np.zeros(0, np.float32)
         if exclude_seen:
-            excl = sp.csr_matrix((np.ones(len(hist_indices), np.float32), hist_indices, indptr),
+            # copies: sum_duplicates sorts in place, and the history must keep its given order
+            excl = sp.csr_matrix((np.ones(len(hist_indices), np.float32), hist_indices.copy(), indptr.copy()),
                                  shape=(len(users), self.n_items))
             excl.sum_duplicates()
             excl_indptr, excl_indices = excl.indptr.astype(np.int64), excl.indices.astype(np.int32)

@@ -1,0 +1,193 @@
+"""NeuralRecommender: the shared fit / score / save logic of the torch models.
+
+A subclass provides
+- ``_prepare(fit_data)``: its batch sources for the (validation-reduced) training data;
+- ``_build_module()``: the training network; ``_train_batches`` / ``_batch_loss``: one epoch;
+- ``_scoring_inputs(batch)``: the tensors its scoring network takes for a recommend batch;
+- optionally ``_finalize(module, train)``: turn the trained network into the scoring network.
+
+The scoring network (``scoring_module()``) is a plain ``torch.nn.Module`` whose ``forward``
+takes tensors only and returns scores over all items, so it exports to ONNX unchanged. Weights
+are saved as ``.npy`` arrays in the bundle and loaded without pickle or ``torch.load``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from ... import threads
+from ...data.interactions import Interactions
+from ..base import Recommender, RowBatch
+from . import samplers
+from ._torch import resolve_device, sanitise, seeded, to_numpy, torch
+from .trainer import Trainer, holdout_validation, last_item_validation
+
+INFERENCE_CHUNK = 512  # rows per forward pass when scoring
+
+
+class NeuralRecommender(Recommender):
+    """Common hyper-parameters (same names in every model):
+
+    embedding_size, epochs, learning_rate, weight_decay, batch_size, n_negatives, seed, device
+    ("auto" | "cpu" | "cuda"), early_stopping_patience (epochs without a better validation
+    NDCG@10 before stopping; None: train all epochs), validation_fraction (share of each user's
+    training items held out for early stopping; 0 disables validation and trains on everything;
+    sequential models hold out each user's last item instead whenever it is > 0), n_threads
+    (torch/BLAS threads while fitting and scoring; None leaves the pools alone), verbose (progress
+    bar with loss and validation NDCG@10).
+
+    After ``fit``: ``history_`` lists per-epoch loss, validation NDCG@10 and seconds.
+    """
+
+    sequential: ClassVar[bool] = False
+    inference_chunk: ClassVar[int] = INFERENCE_CHUNK  # rows per forward pass when scoring
+    optimizer: ClassVar[str] = "adam"
+    decay_in_optimizer: ClassVar[bool] = True  # False: the model applies weight_decay in its loss
+
+    def _set_common(self, embedding_size, epochs, learning_rate, weight_decay, batch_size, n_negatives, seed,
+                    device, early_stopping_patience, validation_fraction, n_threads, verbose):
+        for name, value in (("embedding_size", embedding_size), ("epochs", epochs), ("batch_size", batch_size),
+                            ("n_negatives", n_negatives)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if not 0 <= validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+        if early_stopping_patience is not None and early_stopping_patience < 1:
+            raise ValueError(f"early_stopping_patience must be >= 1 or None, got {early_stopping_patience!r}")
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        if n_threads is not None and n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1 or None, got {n_threads!r}")
+        self.embedding_size, self.epochs, self.learning_rate = int(embedding_size), int(epochs), float(learning_rate)
+        self.weight_decay, self.batch_size, self.n_negatives = float(weight_decay), int(batch_size), int(n_negatives)
+        self.seed, self.device, self.early_stopping_patience = seed, device, early_stopping_patience
+        self.validation_fraction, self.n_threads, self.verbose = float(validation_fraction), n_threads, verbose
+
+    # ------------------------------------------------------------------ fitting
+    def _fit(self, train: Interactions) -> None:
+        self.n_users_, self.n_items_ = train.n_users, train.n_items
+        t = torch()
+        self.device_ = resolve_device(self.device)
+        cuda = [self.device_.index or 0] if self.device_.type == "cuda" else []
+        # fork_rng: seeding for this fit leaves the caller's global torch RNG state as it was
+        with threads.limit(self.n_threads), t.random.fork_rng(devices=cuda):
+            rng = seeded(self.seed)
+            fit_data, validation = self._carve_validation(train)
+            self._prepare(fit_data)
+            module = self._build_module().to(self.device_)
+            trainer = Trainer(self.epochs, self.learning_rate, self.weight_decay if self.decay_in_optimizer else 0.0,
+                              self.optimizer, self.early_stopping_patience, bool(self.verbose), type(self).__name__)
+            self.history_ = trainer.run(self, module, rng, validation)
+            self.module_ = self._finalize(module, train)
+            self.module_.eval()
+
+    def _carve_validation(self, train: Interactions):
+        if self.validation_fraction <= 0 or train.nnz == 0:
+            return train, None
+        vrng = np.random.default_rng([0 if self.seed is None else int(self.seed), 7])
+        if self.sequential:
+            indptr, items = samplers.user_sequences(train.matrix, train.timestamps)
+            keep, validation = last_item_validation(train.matrix, indptr, items, vrng)
+        else:
+            keep, validation = holdout_validation(train.matrix, self.validation_fraction, vrng)
+        return train.select(keep), validation
+
+    def _prepare(self, fit_data: Interactions) -> None:
+        raise NotImplementedError
+
+    def _build_module(self):
+        raise NotImplementedError
+
+    def _train_batches(self, rng: np.random.Generator, epoch: int):
+        raise NotImplementedError
+
+    def _batch_loss(self, module, batch, step: int):
+        raise NotImplementedError
+
+    def _validation_scores(self, module, users: np.ndarray) -> np.ndarray:
+        """Scores of internal users against the validation-reduced training data."""
+        return self._run_chunked(module, self._user_inputs(users), len(users))
+
+    def _user_inputs(self, users: np.ndarray) -> tuple:
+        """The scoring network's inputs for known internal users (state of the current data)."""
+        t = torch()
+        return (t.as_tensor(users, dtype=t.long, device=self.device_),)
+
+    def _finalize(self, module, train: Interactions):
+        """The scoring network after training (default: the training network itself)."""
+        return module
+
+    def _tensor(self, array, dtype=None):
+        t = torch()
+        return t.as_tensor(array, dtype=dtype or t.long, device=self.device_)
+
+    # ------------------------------------------------------------------ scoring
+    def scoring_module(self):
+        """The fitted scoring network: a ``torch.nn.Module`` in eval mode whose ``forward`` takes
+        the tensors of ``_scoring_inputs`` (user indices, a user row, or a left-padded item-id
+        sequence; see the model's docstring) and returns float scores over all items."""
+        self._check_fitted()
+        return self.module_
+
+    def _scoring_inputs(self, batch: RowBatch) -> tuple:
+        users = np.maximum(batch.user_index, 0)  # -1 only on rows the base pads away
+        return self._user_inputs(users)
+
+    def _score_rows(self, batch: RowBatch) -> np.ndarray:
+        t = torch()
+        with threads.limit(self.n_threads), t.no_grad():
+            return self._run_chunked(self.module_, self._scoring_inputs(batch), len(batch.user_index))
+
+    def _run_chunked(self, module, inputs: tuple, n: int) -> np.ndarray:
+        out = np.empty((n, self.n_items_), dtype=np.float32)
+        step = self.inference_chunk
+        for start in range(0, n, step):
+            part = tuple(x[start:start + step] for x in inputs)
+            out[start:start + step] = to_numpy(module(*part).float())
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def _extra_state(self) -> dict[str, np.ndarray]:
+        """Arrays besides the network weights (e.g. user sequences)."""
+        return {}
+
+    def _set_extra_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        pass
+
+    def _build_scoring_module(self):
+        """An untrained scoring network of the saved shape, from params and n_users_/n_items_
+        (the weights are loaded after)."""
+        return self._build_module()
+
+    def _get_state(self):
+        state = self.module_.state_dict()
+        arrays = {sanitise(key): to_numpy(value) for key, value in state.items()}
+        if len(arrays) != len(state):
+            raise RuntimeError(f"weight names collide once sanitised for the bundle: {sorted(state)}")
+        arrays.update(self._extra_state())
+        return arrays
+
+    def _get_meta(self):
+        state_keys = {sanitise(key): key for key in self.module_.state_dict()}
+        return {"state_keys": state_keys, "n_users": int(self.n_users_), "n_items": int(self.n_items_),
+                "history": getattr(self, "history_", [])}
+
+    def _set_state(self, arrays, meta):
+        t = torch()
+        self.n_users_, self.n_items_ = int(meta["n_users"]), int(meta["n_items"])
+        device = self.device
+        if device == "cuda" and not t.cuda.is_available():
+            device = "cpu"
+        self.device_ = resolve_device(device)
+        self.history_ = meta.get("history", [])
+        self._set_extra_state(arrays, meta)
+        module = self._build_scoring_module()
+        state = {key: t.from_numpy(np.array(arrays[name])) for name, key in meta["state_keys"].items()}
+        module.load_state_dict(state, strict=True)
+        self.module_ = module.to(self.device_).eval()

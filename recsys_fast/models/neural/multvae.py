@@ -1,0 +1,78 @@
+"""MultVAE: variational autoencoder over the user's item row with a multinomial likelihood."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...data.interactions import Interactions
+from ..base import RowBatch
+from .base import NeuralRecommender
+from .samplers import dense_rows, row_batches
+
+
+class MultVAE(NeuralRecommender):
+    """Mult-VAE^PR (Liang et al. 2018): loss = multinomial NLL + beta * KL, beta annealed linearly
+    from 0 to ``anneal_cap`` over ``anneal_steps`` optimiser steps.
+
+    ``embedding_size`` is the latent size, ``hidden_size`` the encoder/decoder width,
+    ``dropout`` the input dropout. Scores users unseen in training from a ``history=`` (their row).
+    Scoring network: ``VAE``, ``forward(rows float32 (b, n_items), 1 where interacted) -> (b, n_items)``.
+    """
+
+    kind = "multvae"
+    supports_history = True
+
+    def __init__(self, embedding_size: int = 200, epochs: int = 200, learning_rate: float = 1e-3,
+                 weight_decay: float = 0.0, batch_size: int = 128, seed: int | None = 0, device: str = "auto",
+                 early_stopping_patience: int | None = 20, validation_fraction: float = 0.1,
+                 n_threads: int | None = None, verbose: bool = False, hidden_size: int = 600,
+                 dropout: float = 0.5, anneal_cap: float = 0.2, anneal_steps: int = 2000):
+        self._set_common(embedding_size, epochs, learning_rate, weight_decay, batch_size, 1, seed, device,
+                         early_stopping_patience, validation_fraction, n_threads, verbose)
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if hidden_size < 1 or anneal_steps < 0 or anneal_cap < 0:
+            raise ValueError("hidden_size must be >= 1, anneal_steps >= 0 and anneal_cap >= 0")
+        self.hidden_size, self.dropout = int(hidden_size), float(dropout)
+        self.anneal_cap, self.anneal_steps = float(anneal_cap), int(anneal_steps)
+
+    def _prepare(self, fit_data: Interactions) -> None:
+        self._rows = fit_data.matrix
+        self._active = np.flatnonzero(np.diff(fit_data.matrix.indptr) > 0)
+
+    def _build_module(self):
+        from .nets import VAE
+
+        return VAE(self.n_items_, self.hidden_size, self.embedding_size, self.dropout)
+
+    def _train_batches(self, rng, epoch):
+        return row_batches(self._rows.shape[0], self.batch_size, rng, rows=self._active)
+
+    def _batch_loss(self, module, users, step):
+        from . import losses
+
+        rows = self._tensor(dense_rows(self._rows, users), dtype=_float())
+        logits, mu, logvar = module.encode_decode(rows)
+        beta = losses.kl_weight(step, self.anneal_steps, self.anneal_cap)
+        return losses.multinomial_nll(logits, rows) + beta * losses.gaussian_kl(mu, logvar)
+
+    def _user_inputs(self, users):
+        return (self._tensor(dense_rows(self._rows, users), dtype=_float()),)
+
+    def _finalize(self, module, train: Interactions):
+        self._rows = train.matrix
+        return module
+
+    def _scoring_inputs(self, batch: RowBatch):
+        import scipy.sparse as sp
+
+        n = len(batch.user_index)
+        rows = sp.csr_matrix((np.ones(len(batch.hist_indices), np.float32), batch.hist_indices, batch.hist_indptr),
+                             shape=(n, self.n_items))
+        return (self._tensor(dense_rows(rows, np.arange(n)), dtype=_float()),)
+
+
+def _float():
+    from ._torch import torch
+
+    return torch().float32

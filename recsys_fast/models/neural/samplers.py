@@ -1,0 +1,177 @@
+"""Batch sources for the training loop, vectorised NumPy (torch only where a tensor is the product).
+
+- ``PairSampler``: (user, positive item, negatives) triples for pairwise/pointwise losses, with
+  uniform or popularity-proportional negatives, rejecting the user's own positives.
+- ``user_sequences`` / ``pad_sequences``: each user's items ordered by timestamp, cut to the
+  last ``max_len`` and left-padded with 0 (item ids shifted by +1) for the sequential models.
+- ``row_batches``: shuffled user batches for the autoencoders (their rows are the inputs).
+- ``normalized_adjacency``: the symmetric-normalised user-item graph as a torch sparse tensor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+NEGATIVE_SAMPLERS = ("uniform", "popularity")
+_REJECTION_ROUNDS = 20  # resample negatives that hit a positive; leftovers after this are kept
+
+
+class PairSampler:
+    """Shuffled positives of a CSR matrix with sampled negatives.
+
+    ``negatives="uniform"`` draws items uniformly; ``"popularity"`` in proportion to
+    ``count ** alpha`` (word2vec's 0.75 by default). A negative that is one of the user's
+    positives is redrawn (up to 20 rounds, after which the rare leftover stays).
+    """
+
+    def __init__(self, matrix: sp.csr_matrix, n_negatives: int = 1, negatives: str = "uniform",
+                 alpha: float = 0.75):
+        if negatives not in NEGATIVE_SAMPLERS:
+            raise ValueError(f"negatives must be one of {NEGATIVE_SAMPLERS}, got {negatives!r}")
+        if n_negatives < 1:
+            raise ValueError(f"n_negatives must be >= 1, got {n_negatives}")
+        matrix = sp.csr_matrix(matrix)
+        matrix.sort_indices()
+        self.n_items = matrix.shape[1]
+        self.n_negatives = int(n_negatives)
+        self.users = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+        self.items = matrix.indices.astype(np.int64)
+        self._keys = self.users * self.n_items + self.items  # sorted: CSR rows then sorted columns
+        self._cdf = None
+        if negatives == "popularity":
+            weight = np.bincount(self.items, minlength=self.n_items).astype(np.float64) ** alpha
+            self._cdf = np.cumsum(weight) / weight.sum()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _draw(self, rng: np.random.Generator, shape) -> np.ndarray:
+        if self._cdf is None:
+            return rng.integers(0, self.n_items, size=shape, dtype=np.int64)
+        return np.minimum(np.searchsorted(self._cdf, rng.random(shape), side="right"), self.n_items - 1)
+
+    def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        keys = users * self.n_items + items
+        pos = np.searchsorted(self._keys, keys)
+        pos = np.minimum(pos, len(self._keys) - 1)
+        return self._keys[pos] == keys if len(self._keys) else np.zeros(keys.shape, dtype=bool)
+
+    def negatives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(len(users), n_negatives) items, none of them (bar rare leftovers) a positive of its user."""
+        neg = self._draw(rng, (len(users), self.n_negatives))
+        u = np.broadcast_to(users[:, None], neg.shape)
+        for _ in range(_REJECTION_ROUNDS):
+            hit = self.is_positive(u, neg)
+            n_hit = int(hit.sum())
+            if n_hit == 0:
+                break
+            neg[hit] = self._draw(rng, n_hit)
+        return neg
+
+    def epoch(self, rng: np.random.Generator, batch_size: int):
+        """Yield (users, positives, negatives) int64 arrays over one shuffled pass."""
+        order = rng.permutation(len(self.items))
+        for start in range(0, len(order), batch_size):
+            sel = order[start:start + batch_size]
+            users = self.users[sel]
+            yield users, self.items[sel], self.negatives(users, rng)
+
+
+def user_sequences(matrix: sp.csr_matrix, timestamps: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's items in time order (ties and missing timestamps: item order), as CSR-like
+    ``(indptr int64, items int64)``."""
+    matrix = sp.csr_matrix(matrix)
+    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    if timestamps is None:
+        order = np.arange(matrix.nnz)
+    else:
+        order = np.lexsort((matrix.indices, timestamps, rows))
+    return matrix.indptr.astype(np.int64).copy(), matrix.indices[order].astype(np.int64)
+
+
+def pad_sequences(indptr: np.ndarray, items: np.ndarray, rows: np.ndarray, max_len: int,
+                  drop_last=0) -> np.ndarray:
+    """(len(rows), max_len) int64: the last ``max_len`` items of each row's sequence (after
+    dropping its final ``drop_last``, a number or one per row), shifted by +1 and left-padded
+    with 0 (most recent item in the last column)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    ends = np.maximum(indptr[rows + 1] - drop_last, indptr[rows])
+    take = np.minimum(ends - indptr[rows], max_len)
+    offset = np.arange(max_len)[None, :] - (max_len - take)[:, None]
+    mask = offset >= 0
+    src = (ends - take)[:, None] + offset
+    out = np.zeros((len(rows), max_len), dtype=np.int64)
+    out[mask] = items[src[mask]] + 1
+    return out
+
+
+def random_crop_ends(indptr: np.ndarray, rows: np.ndarray, window: int, rng: np.random.Generator) -> np.ndarray:
+    """For each row, how many trailing items to drop so that a ``window``-long crop ends at a
+    uniformly random position among those that fill the window (0 for rows no longer than it):
+    long histories contribute all their items across epochs, not just the latest ``window``."""
+    lengths = indptr[rows + 1] - indptr[rows]
+    spare = np.maximum(lengths - window, 0)
+    return np.floor(rng.random(len(rows)) * (spare + 1)).astype(np.int64)
+
+
+def sliding_windows(indptr: np.ndarray, items: np.ndarray, window: int, rows: np.ndarray | None = None):
+    """Every (user, previous ``window`` items, next item) of the sequences, for models that see a
+    fixed window (Caser): returns (users (m,), windows (m, window) left-padded +1 ids, targets (m,)
+    0-based). A target needs at least one item before it."""
+    n_rows = len(indptr) - 1
+    rows = np.arange(n_rows, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    lengths = indptr[rows + 1] - indptr[rows]
+    n_targets = np.maximum(lengths - 1, 0)
+    users = np.repeat(rows, n_targets)
+    # position of each target within its sequence: 1 .. length-1
+    first = np.repeat(np.cumsum(n_targets) - n_targets, n_targets)
+    pos = np.arange(len(users)) - first + 1
+    target_idx = indptr[users] + pos
+    offset = np.arange(window)[None, :] - window  # -window .. -1 relative to the target
+    src = target_idx[:, None] + offset
+    valid = src >= indptr[users][:, None]
+    out = np.zeros((len(users), window), dtype=np.int64)
+    out[valid] = items[src[valid]] + 1
+    return users, out, items[target_idx]
+
+
+def ragged_to_padded(indptr: np.ndarray, items: np.ndarray, max_len: int) -> np.ndarray:
+    """All rows of a ragged sequence set, padded as in ``pad_sequences``."""
+    return pad_sequences(indptr, items, np.arange(len(indptr) - 1), max_len)
+
+
+def row_batches(n_rows: int, batch_size: int, rng: np.random.Generator, rows: np.ndarray | None = None):
+    """Yield shuffled batches of row indices (all rows, or the given ``rows``)."""
+    rows = np.arange(n_rows, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    order = rows[rng.permutation(len(rows))]
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def dense_rows(matrix: sp.csr_matrix, rows: np.ndarray, binary: bool = True) -> np.ndarray:
+    """float32 dense (len(rows), n_items) rows of ``matrix`` (1 where present when ``binary``)."""
+    sub = matrix[rows]
+    out = np.zeros(sub.shape, dtype=np.float32)
+    r = np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))
+    out[r, sub.indices] = 1.0 if binary else sub.data
+    return out
+
+
+def normalized_adjacency(matrix: sp.csr_matrix):
+    """D^-1/2 A D^-1/2 of the bipartite graph A = [[0, R], [R^T, 0]] (users first, then items),
+    R the binarised interactions, as a coalesced torch sparse COO float32 tensor."""
+    from ._torch import torch
+
+    t = torch()
+    r = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    r.data[:] = 1.0
+    n_users, n_items = r.shape
+    adj = sp.bmat([[None, r], [r.T, None]], format="coo", dtype=np.float32)
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    inv_sqrt = np.zeros_like(deg)
+    np.divide(1.0, np.sqrt(deg), out=inv_sqrt, where=deg > 0)
+    values = (inv_sqrt[adj.row] * adj.data * inv_sqrt[adj.col]).astype(np.float32)
+    index = t.from_numpy(np.vstack([adj.row, adj.col]).astype(np.int64))
+    n = n_users + n_items
+    return t.sparse_coo_tensor(index, t.from_numpy(values), (n, n), check_invariants=False).coalesce()

@@ -1,0 +1,128 @@
+"""Networks of the sequential models (imports torch: load lazily).
+
+Input convention, shared by every sequential scoring network: ``seq`` int64 (b, L), item ids
+shifted by +1, left-padded with 0, the most recent item in the last column. ``forward`` returns
+(b, n_items) scores for the next item; ``encode`` the hidden state of every position (training).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SASRecNet(nn.Module):
+    """SASRec (Kang & McAuley 2018): item + learned positional embeddings, ``n_blocks`` causal
+    self-attention blocks (pre-LayerNorm, ReLU feed-forward, residuals, padding positions zeroed
+    after each block), a final LayerNorm; scores are dot products with the (tied) item embeddings."""
+
+    def __init__(self, n_items: int, dim: int, max_len: int, n_blocks: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
+        self.position = nn.Embedding(max_len, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.attn_norm = nn.ModuleList(nn.LayerNorm(dim, eps=1e-8) for _ in range(n_blocks))
+        self.attn = nn.ModuleList(nn.MultiheadAttention(dim, n_heads, dropout=dropout, batch_first=True)
+                                  for _ in range(n_blocks))
+        self.ffn_norm = nn.ModuleList(nn.LayerNorm(dim, eps=1e-8) for _ in range(n_blocks))
+        self.ffn = nn.ModuleList(nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout),
+                                               nn.Linear(dim, dim), nn.Dropout(dropout)) for _ in range(n_blocks))
+        self.last_norm = nn.LayerNorm(dim, eps=1e-8)
+        self.scale = dim ** 0.5
+        causal = torch.triu(torch.ones(max_len, max_len, dtype=torch.bool), diagonal=1)
+        self.register_buffer("causal", causal, persistent=False)
+        nn.init.normal_(self.item.weight, std=dim ** -0.5)
+        with torch.no_grad():
+            self.item.weight[0].zero_()
+
+    def encode(self, seq):
+        length = seq.shape[1]
+        keep = (seq > 0).unsqueeze(-1).to(self.item.weight.dtype)
+        positions = torch.arange(length, device=seq.device).unsqueeze(0)
+        h = self.item(seq) * self.scale + self.position(positions)
+        h = self.dropout(h) * keep
+        mask = self.causal[:length, :length]
+        for norm_a, attn, norm_f, ffn in zip(self.attn_norm, self.attn, self.ffn_norm, self.ffn):
+            q = norm_a(h)
+            a, _ = attn(q, h, h, attn_mask=mask, need_weights=False)
+            h = q + a
+            h = (h + ffn(norm_f(h))) * keep
+        return self.last_norm(h)
+
+    def item_weights(self):
+        return self.item.weight[1:]
+
+    def forward(self, seq):
+        return self.encode(seq)[:, -1, :] @ self.item_weights().t()
+
+
+class GRU4RecNet(nn.Module):
+    """GRU4Rec (Hidasi et al. 2016): item embedding, dropout, a GRU (or LSTM) over the sequence;
+    the last hidden state is projected to item space and scored against output item embeddings."""
+
+    def __init__(self, n_items: int, dim: int, hidden: int, n_layers: int, dropout: float, cell: str):
+        super().__init__()
+        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
+        rnn = nn.GRU if cell == "gru" else nn.LSTM
+        self.rnn = rnn(dim, hidden, num_layers=n_layers, batch_first=True,
+                       dropout=dropout if n_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(dropout)
+        self.project = nn.Linear(hidden, dim)
+        self.output = nn.Embedding(n_items, dim)
+        self.output_bias = nn.Parameter(torch.zeros(n_items))
+        nn.init.normal_(self.item.weight, std=dim ** -0.5)
+        nn.init.normal_(self.output.weight, std=dim ** -0.5)
+        with torch.no_grad():
+            self.item.weight[0].zero_()
+
+    def encode(self, seq):
+        out, _ = self.rnn(self.dropout(self.item(seq)))
+        return self.project(self.dropout(out))
+
+    def item_weights(self):
+        return self.output.weight
+
+    def forward(self, seq):
+        return self.encode(seq)[:, -1, :] @ self.output.weight.t() + self.output_bias
+
+
+class CaserNet(nn.Module):
+    """Caser (Tang & Wang 2018): the last L items as an L x d "image"; horizontal convolutions of
+    heights 1..L (max-pooled over time) and vertical convolutions (weighted sums of the rows),
+    a ReLU fully connected layer, concatenated with the user embedding, scored against output
+    item embeddings and biases. ``forward(seq (b, L), users (b,)) -> (b, n_items)``; user index
+    ``n_users`` is a learned "unknown user" (scoring from a given history)."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, window: int, n_horizontal: int, n_vertical: int,
+                 dropout: float):
+        super().__init__()
+        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
+        self.user = nn.Embedding(n_users + 1, dim)
+        self.vertical = nn.Conv2d(1, n_vertical, (window, 1))
+        self.horizontal = nn.ModuleList(nn.Conv2d(1, n_horizontal, (h, dim)) for h in range(1, window + 1))
+        self.fc = nn.Linear(n_vertical * dim + n_horizontal * window, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Embedding(n_items, 2 * dim)
+        self.output_bias = nn.Parameter(torch.zeros(n_items))
+        self.window = window
+        nn.init.normal_(self.item.weight, std=1.0 / dim)
+        nn.init.normal_(self.user.weight, std=1.0 / dim)
+        nn.init.normal_(self.output.weight, std=1.0 / (2 * dim))
+        with torch.no_grad():
+            self.item.weight[0].zero_()
+
+    def encode(self, seq, users):
+        e = self.item(seq[:, -self.window:]).unsqueeze(1)  # (b, 1, L, d)
+        v = self.vertical(e).flatten(1)
+        hs = []
+        for conv in self.horizontal:
+            h = torch.relu(conv(e).squeeze(3))  # (b, n_h, L - height + 1)
+            hs.append(h.max(dim=2).values)
+        z = torch.relu(self.fc(self.dropout(torch.cat([v] + hs, dim=1))))
+        return torch.cat([z, self.user(users)], dim=1)
+
+    def item_weights(self):
+        return self.output.weight
+
+    def forward(self, seq, users):
+        return self.encode(seq, users) @ self.output.weight.t() + self.output_bias

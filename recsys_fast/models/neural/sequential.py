@@ -1,0 +1,113 @@
+"""SequentialRecommender: what SASRec, GRU4Rec and Caser share.
+
+Each user's training items are ordered by timestamp (ties by item id; data without timestamps
+keeps item order, which carries no time signal: pass timestamps). Fitted users are scored from
+the latest ``max_len`` items of that sequence; ``history={user: [items]}`` scores from the given
+items, in the order given (oldest first). Validation for early stopping holds out each user's
+last training item.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...data.interactions import Interactions
+from ..base import RowBatch
+from . import samplers
+from .base import NeuralRecommender
+
+SEQUENCE_LOSSES = ("ce", "sampled_ce", "bce")
+
+
+class SequentialRecommender(NeuralRecommender):
+    """Base of the next-item models; trains on every position of (randomly cropped) sequences.
+
+    ``loss``: "ce" (full softmax cross-entropy over all items), "sampled_ce" (softmax over the
+    target and ``n_negatives`` uniform negatives) or "bce" (binary cross-entropy against
+    ``n_negatives`` uniform negatives, SASRec's original loss).
+    """
+
+    sequential = True
+    supports_history = True
+
+    def _set_sequence(self, max_len: int, loss: str):
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len!r}")
+        if loss not in SEQUENCE_LOSSES:
+            raise ValueError(f"loss must be one of {SEQUENCE_LOSSES}, got {loss!r}")
+        self.max_len, self.loss = int(max_len), loss
+
+    # ------------------------------------------------------------------ data
+    def _prepare(self, fit_data: Interactions) -> None:
+        self._seq_indptr, self._seq_items = samplers.user_sequences(fit_data.matrix, fit_data.timestamps)
+        self._train_users = np.flatnonzero(np.diff(self._seq_indptr) >= 2)
+
+    def _finalize(self, module, train: Interactions):
+        self._seq_indptr, self._seq_items = samplers.user_sequences(train.matrix, train.timestamps)
+        return module
+
+    def _train_batches(self, rng, epoch):
+        for users in samplers.row_batches(0, self.batch_size, rng, rows=self._train_users):
+            drop = samplers.random_crop_ends(self._seq_indptr, users, self.max_len + 1, rng)
+            padded = samplers.pad_sequences(self._seq_indptr, self._seq_items, users, self.max_len + 1, drop)
+            yield padded[:, :-1], padded[:, 1:], rng
+
+    def _batch_loss(self, module, batch, step):
+        inputs, targets, rng = batch
+        hidden = module.encode(self._tensor(inputs))
+        mask = self._tensor((inputs > 0) & (targets > 0), dtype=_bool())
+        return self._next_item_loss(module, hidden[mask], targets[(inputs > 0) & (targets > 0)] - 1, rng)
+
+    def _next_item_loss(self, module, hidden, targets: np.ndarray, rng):
+        """Loss of hidden states (m, d) against next items (m,) under ``self.loss``."""
+        from . import losses
+        from ._torch import torch
+
+        t = torch()
+        weights = module.item_weights()
+        bias = getattr(module, "output_bias", None)
+        target_t = self._tensor(targets)
+        if self.loss == "ce":
+            logits = hidden @ weights.t()
+            if bias is not None:
+                logits = logits + bias
+            return losses.softmax_ce(logits, target_t)
+        neg = self._tensor(rng.integers(0, self.n_items_, size=(len(targets), self.n_negatives)))
+        pos_s = (hidden * weights[target_t]).sum(-1)
+        neg_s = (hidden.unsqueeze(1) * weights[neg]).sum(-1)
+        if bias is not None:
+            pos_s, neg_s = pos_s + bias[target_t], neg_s + bias[neg]
+        neg_s = t.where(neg == target_t.unsqueeze(1), t.full_like(neg_s, -1e9 if self.loss == "sampled_ce" else -30),
+                        neg_s)
+        return losses.sampled_softmax_ce(pos_s, neg_s) if self.loss == "sampled_ce" else losses.bce(pos_s, neg_s)
+
+    # ------------------------------------------------------------------ scoring inputs
+    def _user_inputs(self, users):
+        return (self._tensor(samplers.pad_sequences(self._seq_indptr, self._seq_items, users, self.max_len)),)
+
+    def _sequences_for(self, batch: RowBatch) -> np.ndarray:
+        """(rows, max_len) padded sequences: stored time order for fitted users, given order for
+        rows scored from a ``history=``."""
+        users = batch.user_index
+        out = samplers.pad_sequences(self._seq_indptr, self._seq_items, np.maximum(users, 0), self.max_len)
+        for r in np.flatnonzero(users < 0):
+            given = batch.hist_indices[batch.hist_indptr[r]:batch.hist_indptr[r + 1]].astype(np.int64)
+            out[r] = samplers.pad_sequences(np.array([0, len(given)]), given, np.array([0]), self.max_len)[0]
+        return out
+
+    def _scoring_inputs(self, batch: RowBatch):
+        return (self._tensor(self._sequences_for(batch)),)
+
+    # ------------------------------------------------------------------ persistence
+    def _extra_state(self):
+        return {"seq_indptr": self._seq_indptr, "seq_items": self._seq_items}
+
+    def _set_extra_state(self, arrays, meta):
+        self._seq_indptr = arrays["seq_indptr"].astype(np.int64)
+        self._seq_items = arrays["seq_items"].astype(np.int64)
+
+
+def _bool():
+    from ._torch import torch
+
+    return torch().bool

@@ -1,0 +1,132 @@
+"""BPRMF, NeuMF, LightGCN, MultVAE, EASE: they learn planted structure, are deterministic, and
+round-trip through bundles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from recsys_fast.models.popularity import Popularity  # noqa: E402
+
+from .conftest import ndcg_at_10  # noqa: E402
+
+SMALL = dict(n_threads=1, verbose=False)
+FACTORIES = {
+    "BPRMF": lambda **kw: _cls("BPRMF")(embedding_size=16, epochs=25, learning_rate=0.02, batch_size=256,
+                                       validation_fraction=0.0, **SMALL, **kw),
+    "LightGCN": lambda **kw: _cls("LightGCN")(embedding_size=16, epochs=25, learning_rate=0.02, batch_size=256,
+                                             n_layers=2, validation_fraction=0.0, **SMALL, **kw),
+    "MultVAE": lambda **kw: _cls("MultVAE")(embedding_size=16, hidden_size=32, epochs=40, learning_rate=0.01,
+                                           batch_size=32, anneal_steps=50, validation_fraction=0.0, **SMALL, **kw),
+    "NeuMF": lambda **kw: _cls("NeuMF")(embedding_size=8, layers=(16, 8), epochs=20, learning_rate=0.01,
+                                       batch_size=256, validation_fraction=0.0, **SMALL, **kw),
+    "EASE": lambda **kw: _cls("EASE")(regularization=10.0),
+}
+
+
+def _cls(name):
+    from recsys_fast.models import neural
+
+    return getattr(neural, name)
+
+
+@pytest.fixture(scope="module")
+def fitted(clusters):
+    train, _ = clusters
+    return {name: (make(seed=3) if name != "EASE" else make()).fit(train) for name, make in FACTORIES.items()}
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_learns_planted_structure(name, fitted, clusters):
+    train, test = clusters
+    model = fitted[name]
+    pop = ndcg_at_10(Popularity().fit(train), train, test)
+    score = ndcg_at_10(model, train, test)
+    assert score > pop + 0.2, (name, score, pop)
+    if name != "EASE":
+        losses = [r["loss"] for r in model.history_]
+        assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.parametrize("name", sorted(set(FACTORIES) - {"EASE"}))
+def test_same_seed_same_scores(name, fitted, clusters):
+    train, _ = clusters
+    again = FACTORIES[name](seed=3).fit(train)
+    users = train.user_map.ids[:20]
+    a, b = fitted[name].recommend(users, k=10), again.recommend(users, k=10)
+    np.testing.assert_array_equal(a.items, b.items)
+    np.testing.assert_array_equal(a.scores, b.scores)
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_save_load_round_trip(name, fitted, clusters, tmp_path):
+    import recsys_fast.models.registry as registry
+
+    model = fitted[name]
+    model.save(tmp_path / "b")
+    loaded = type(model)._from_bundle(tmp_path / "b", registry.bundle.read_manifest(tmp_path / "b"))
+    users = clusters[0].user_map.ids
+    a, b = model.recommend(users, k=7), loaded.recommend(users, k=7)
+    np.testing.assert_array_equal(a.items, b.items)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert loaded.get_params() == model.get_params()
+
+
+def test_validation_early_stopping_restores_best(clusters):
+    train, _ = clusters
+    model = FACTORIES["BPRMF"](seed=0)
+    model.validation_fraction, model.early_stopping_patience, model.epochs = 0.2, 2, 40
+    model.fit(train)
+    vals = [r["val_ndcg@10"] for r in model.history_]
+    assert len(vals) < 40 or max(vals) == vals[-1]
+    # the kept weights are those of the best epoch: re-scoring the validation gives its value
+    assert max(vals) > 0
+
+
+@pytest.mark.parametrize("name", ["MultVAE", "EASE"])
+def test_history_for_new_user_matches_known_user(name, fitted, clusters):
+    train, _ = clusters
+    model = fitted[name]
+    user = train.user_map.ids[5]
+    row = train.matrix.indices[train.matrix.indptr[5]:train.matrix.indptr[6]]
+    known = model.recommend([user], k=10)
+    new = model.recommend(["newcomer"], k=10, history={"newcomer": train.item_map.ids[row]})
+    np.testing.assert_array_equal(known.items, new.items)
+    np.testing.assert_allclose(known.scores, new.scores, rtol=1e-5)
+
+
+def test_fit_leaves_global_torch_rng_alone(clusters):
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    model = FACTORIES["BPRMF"](seed=9)
+    model.epochs = 1
+    model.fit(clusters[0])
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_scoring_module_takes_tensors_only(fitted):
+    import torch
+
+    model = fitted["BPRMF"]
+    out = model.scoring_module()(torch.arange(3))
+    assert tuple(out.shape) == (3, model.n_items)
+
+
+def test_ease_refuses_large_catalogues(clusters):
+    train, _ = clusters
+    with pytest.raises(MemoryError, match="max_items=10"):
+        _cls("EASE")(max_items=10).fit(train)
+
+
+def test_bad_hyper_parameters_are_named():
+    with pytest.raises(ValueError, match="embedding_size"):
+        _cls("BPRMF")(embedding_size=0)
+    with pytest.raises(ValueError, match="device"):
+        _cls("BPRMF")(device="tpu")
+    with pytest.raises(ValueError, match="validation_fraction"):
+        _cls("LightGCN")(validation_fraction=1.5)
