@@ -129,9 +129,11 @@ class RecommenderContract:
             fitted.recommend(["u000"], k=3, items=[999_999])
 
     def test_history_for_new_user(self, fitted, data):
-        if not fitted.supports_history:
-            pytest.skip(f"{type(fitted).__name__} does not score new users from a history")
         history = list(self._seen(data, data.user_map.ids[2]))
+        if not fitted.supports_history:
+            with pytest.raises(ValueError, match="cannot score users from a given history"):
+                fitted.recommend(["brand-new"], k=5, history={"brand-new": history})
+            return
         recs = fitted.recommend(["brand-new"], k=5, history={"brand-new": history})
         valid = self._valid(recs.items[0], recs.scores[0])
         assert len(valid) == 5 and not (set(valid) & set(history))

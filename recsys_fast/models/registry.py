@@ -11,6 +11,14 @@ MODELS: dict[str, str] = {
     "popularity": "recsys_fast.models.popularity:Popularity",
     "item_knn": "recsys_fast.models.knn:ItemKNN",
     "user_knn": "recsys_fast.models.knn:UserKNN",
+    "bprmf": "recsys_fast.models.neural.bprmf:BPRMF",
+    "neumf": "recsys_fast.models.neural.neumf:NeuMF",
+    "lightgcn": "recsys_fast.models.neural.lightgcn:LightGCN",
+    "multvae": "recsys_fast.models.neural.multvae:MultVAE",
+    "ease": "recsys_fast.models.neural.ease:EASE",
+    "sasrec": "recsys_fast.models.neural.sasrec:SASRec",
+    "gru4rec": "recsys_fast.models.neural.gru4rec:GRU4Rec",
+    "caser": "recsys_fast.models.neural.caser:Caser",
 }
 
 
