@@ -70,3 +70,16 @@ def test_evaluate_command_writes_json(ml_100k_path, tmp_path, capsys):
     res = json.loads(out.read_text())
     assert set(res) == {"popularity", "item_knn"}
     assert res["item_knn"]["means"]["ndcg@10"] > res["popularity"]["means"]["ndcg@10"]
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "bprmf", "ease"])
+def test_train_neural_model_from_cli(kind, events_csv, tmp_path, capsys):
+    pytest.importorskip("torch")
+    bundle = tmp_path / kind
+    params = [] if kind == "ease" else ["--param", "epochs=2", "--param", "embedding_size=8",
+                                        "--param", "validation_fraction=0"]
+    assert main(["train", str(events_csv), "--user-col", "uid", "--item-col", "iid", "--timestamp-col", "ts",
+                 "--model", kind, *params, "--out", str(bundle)]) == 0
+    assert main(["recommend", str(bundle), "--users", "1", "--k", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") >= 5  # header + 4 ranked rows
