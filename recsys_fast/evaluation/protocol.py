@@ -157,7 +157,7 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
     values = np.empty((len(RANKING_METRICS), len(users), len(ks)), dtype=np.float64)
     covered = np.zeros((len(ks), n_items), dtype=bool)
     from ..kernels.metrics import ranking_metrics as _kernel
-    from ..models.base import _take_rows
+    from ..models.base import gather_rows
 
     starts = range(0, len(users), batch_size)
     if progress:
@@ -169,7 +169,7 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
         batch = model._batch_for_users(rows, excl)
         recs, _ = model._recommend_rows(batch, kmax)
         recs = np.ascontiguousarray(recs, dtype=np.int32)
-        t_indptr, t_indices, _ = _take_rows(test_m, rows)
+        t_indptr, t_indices, _ = gather_rows(test_m.indptr, test_m.indices, test_m.data, rows)
         values[:, start:start + len(rows), :] = _kernel(recs, t_indptr, t_indices, ks)
         for j, kk in enumerate(ks):
             top = recs[:, :kk]

@@ -149,10 +149,7 @@ class Recommender:
         uidx = self.user_map_.to_index(users, on_unknown="mask") if len(users) else np.zeros(0, np.int64)
         if not history:  # fast path for large batches: no Python loop over users
             unknown = uidx < 0
-            if unknown.any() and on_unknown == "raise":
-                hint = "pass history={user: [items]} to score new users" if self.supports_history \
-                    else f"{type(self).__name__} cannot score users unseen in training"
-                raise UnknownIdError("user", users[unknown], hint=hint)
+            self._raise_unknown(users, unknown, on_unknown)
             seen = self.seen_
             indptr, hist_indices, hist_data = gather_rows(seen.indptr, seen.indices, seen.data, uidx)
             if exclude_seen:  # training rows are sorted and duplicate-free already
@@ -165,10 +162,7 @@ class Recommender:
         history_keys = {_key(h) for h in history}
         in_history = np.array([_key(u) in history_keys for u in users], dtype=bool)
         unknown = (uidx < 0) & ~in_history
-        if unknown.any() and on_unknown == "raise":
-            hint = "pass history={user: [items]} to score new users" if self.supports_history \
-                else f"{type(self).__name__} cannot score users unseen in training"
-            raise UnknownIdError("user", users[unknown], hint=hint)
+        self._raise_unknown(users, unknown, on_unknown)
         if in_history.any() and not self.supports_history:
             raise ValueError(f"{type(self).__name__} cannot score users from a given history (no fold-in); "
                              "refit with those users' interactions")
@@ -204,6 +198,12 @@ class Recommender:
         batch = RowBatch(uidx.astype(np.int64), indptr, hist_indices, hist_data, excl_indptr, excl_indices, allowed)
         return batch, unknown
 
+    def _raise_unknown(self, users, unknown: np.ndarray, on_unknown: str) -> None:
+        if unknown.any() and on_unknown == "raise":
+            hint = "pass history={user: [items]} to score new users" if self.supports_history \
+                else f"{type(self).__name__} cannot score users unseen in training"
+            raise UnknownIdError("user", users[unknown], hint=hint)
+
     def _batch_for_users(self, user_index: np.ndarray, exclude: sp.csr_matrix | None = None) -> RowBatch:
         """A RowBatch for training users by internal index: history = their training rows,
         exclusions = the same rows of ``exclude`` (a CSR over the model's users x items with sorted
@@ -213,14 +213,15 @@ class Recommender:
         """
         self._check_fitted()
         user_index = np.asarray(user_index, dtype=np.int64)
-        hist_indptr, hist_indices, hist_data = _take_rows(self.seen_, user_index)
+        seen = self.seen_
+        hist_indptr, hist_indices, hist_data = gather_rows(seen.indptr, seen.indices, seen.data, user_index)
         if exclude is None:
             excl_indptr, excl_indices = np.zeros(0, np.int64), np.zeros(0, np.int32)
         else:
             if exclude.shape != self.seen_.shape:
                 raise ValueError(f"exclude must have the model's shape {self.seen_.shape}, got {exclude.shape}")
-            excl_indptr, excl_indices, _ = _take_rows(exclude, user_index)
-        return RowBatch(user_index, hist_indptr, hist_indices, hist_data.astype(np.float32, copy=False),
+            excl_indptr, excl_indices, _ = gather_rows(exclude.indptr, exclude.indices, exclude.data, user_index)
+        return RowBatch(user_index, hist_indptr, hist_indices, hist_data,
                         excl_indptr, excl_indices, np.zeros(0, dtype=np.bool_))
 
     def _allowed_mask(self, items) -> np.ndarray:
@@ -298,10 +299,6 @@ class Recommender:
         pass
 
     @classmethod
-    def _state_names(cls) -> tuple[str, ...]:
-        return ()
-
-    @classmethod
     def _from_bundle(cls, path, manifest: dict) -> "Recommender":
         params = manifest["params"]
         unknown = set(params) - set(cls._param_names())
@@ -341,16 +338,6 @@ def _slice_batch(batch: RowBatch, start: int, stop: int) -> RowBatch:
     else:
         excl = (batch.excl_indptr, batch.excl_indices)
     return RowBatch(batch.user_index[start:stop], *hist, *excl, batch.allowed)
-
-
-def _take_rows(m: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows ``rows`` of a CSR as (indptr int64, indices int32, data), vectorised; order kept."""
-    starts = m.indptr[rows].astype(np.int64)
-    counts = m.indptr[rows + 1].astype(np.int64) - starts
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    pos = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1], dtype=np.int64)
-    return indptr, m.indices[pos].astype(np.int32, copy=False), m.data[pos]
 
 
 def _check_k(k) -> int:
