@@ -41,7 +41,8 @@ def _add_model_options(p: argparse.ArgumentParser, multiple: bool) -> None:
                        help=f"comma-separated model kinds to compare (default: {','.join(DEMO_MODELS)}); "
                             "`recsys-fast models` lists them")
     else:
-        p.add_argument("--model", required=True, help="model kind, e.g. popularity, item_knn, user_knn")
+        p.add_argument("--model", required=True,
+                       help="model kind, e.g. popularity, item_knn, user_knn, ease, sasrec (`recsys-fast models` lists all)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a model parameter, repeatable; values are parsed as JSON when they can be "
                         "(e.g. --param k=50 --param similarity=cosine --param shrink=10). With --models, "
