@@ -6,28 +6,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from recsys_fast.models import registry  # noqa: E402
 from recsys_fast.testing import RecommenderContract  # noqa: E402
 
-KINDS = {
-    "bprmf": "recsys_fast.models.neural.bprmf:BPRMF",
-    "neumf": "recsys_fast.models.neural.neumf:NeuMF",
-    "lightgcn": "recsys_fast.models.neural.lightgcn:LightGCN",
-    "multvae": "recsys_fast.models.neural.multvae:MultVAE",
-    "ease": "recsys_fast.models.neural.ease:EASE",
-    "sasrec": "recsys_fast.models.neural.sasrec:SASRec",
-    "gru4rec": "recsys_fast.models.neural.gru4rec:GRU4Rec",
-    "caser": "recsys_fast.models.neural.caser:Caser",
-}
 SMALL = dict(embedding_size=8, epochs=3, n_threads=1, validation_fraction=0.0)
-
-
-@pytest.fixture(autouse=True)
-def _registered(monkeypatch):
-    """Until the lead adds these kinds to the registry, register them for the load round trip."""
-    for kind, target in KINDS.items():
-        if kind not in registry.MODELS:
-            monkeypatch.setitem(registry.MODELS, kind, target)
 
 
 def _cls(name):
