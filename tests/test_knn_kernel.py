@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from recsys_fast import threads
 from recsys_fast.kernels.knn import knn_topk, similar_rows
+from tests.concurrency import run_in_threads
 from tests.reference import csr_rows, knn_topk_reference
 
 
@@ -140,23 +141,13 @@ def test_one_and_two_threads_identical():
 def test_eight_python_threads_at_once(parallel):
     args = big_case(1)
     expected = knn_topk(*args, parallel=parallel)
-    results, errors = [None] * 8, []
-    barrier = threading.Barrier(8)
+    results = [None] * 8
 
     def work(t):
-        try:
-            barrier.wait()
-            for _ in range(3):
-                results[t] = knn_topk(*args, parallel=parallel)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for _ in range(3):
+            results[t] = knn_topk(*args, parallel=parallel)
 
-    pool = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-    for th in pool:
-        th.start()
-    for th in pool:
-        th.join()
-    assert not errors, errors
+    run_in_threads(work, 8)
     for got in results:
         np.testing.assert_array_equal(got[0], expected[0])
         np.testing.assert_array_equal(got[1], expected[1])

@@ -12,6 +12,7 @@ from recsys_fast.errors import UnknownIdError
 from recsys_fast.models import registry
 from recsys_fast.models.knn import ItemKNN, UserKNN
 from recsys_fast.testing import RecommenderContract
+from tests.concurrency import run_in_threads
 from tests.reference import csr_rows, knn_topk_reference
 
 
@@ -343,29 +344,17 @@ def test_user_knn_fold_in_recommends_like_a_training_user():
 
 @pytest.mark.parametrize("cls", [ItemKNN, UserKNN])
 def test_concurrent_recommend_from_eight_threads(data, cls):
-    import threading
-
     model = cls(k=6).fit(data).prepare()
     users = data.user_map.ids
     want_batch = model.recommend(users, k=7)
     want_one = [model.recommend([u], k=7) for u in users[:8]]
-    errors, got = [], {}
-    barrier = threading.Barrier(8)
+    got = {}
 
     def work(t):
-        try:
-            barrier.wait()
-            for _ in range(5):
-                got[t] = (model.recommend(users, k=7), model.recommend([users[t]], k=7))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for _ in range(5):
+            got[t] = (model.recommend(users, k=7), model.recommend([users[t]], k=7))
 
-    pool = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-    for th in pool:
-        th.start()
-    for th in pool:
-        th.join()
-    assert not errors, errors
+    run_in_threads(work, 8)
     for t, (batch, one) in got.items():
         np.testing.assert_array_equal(batch.items, want_batch.items)
         np.testing.assert_array_equal(one.items, want_one[t].items)
