@@ -106,8 +106,9 @@ def _random_csr(rng, n_rows, n_cols, density, binary=False):
 
 @pytest.mark.parametrize("binary", [False, True])
 @pytest.mark.parametrize("similarity", SIMILARITIES)
-def test_large_k_and_heap_paths_match_reference(similarity, binary):
-    """k = 1000 (key sort) and k = 5 (bounded heap) on 1500 rows, sparse and dense row paths."""
+def test_large_and_small_k_match_reference(similarity, binary):
+    """k = 1000 (most candidates kept) and k = 5 (most dropped) on 1500 rows, sparse and dense
+    row paths."""
     rng = np.random.default_rng(7)
     indptr, indices, vals = _random_csr(rng, 1500, 60, 0.05, binary)
     dense = dense_of_csr(indptr, indices, vals, 60)
@@ -116,6 +117,24 @@ def test_large_k_and_heap_paths_match_reference(similarity, binary):
         _check_against_reference(out, dense, k, similarity=similarity, min_support=2)
     if not (binary and similarity in ("pearson", "adjusted_cosine")):  # centred 0/1 rows are all 0
         assert np.diff(out[0]).max() == 5
+
+
+@pytest.mark.parametrize("k", [1, 7, 64, 400])
+def test_scores_crowded_into_one_bucket_are_ordered_exactly(k):
+    """Near-equal scores share a histogram bucket of the selection: the kept set and its
+    order must still be exact (sorted inside the bucket, ties by lower index)."""
+    rng = np.random.default_rng(5)
+    n_rows, n_cols = 600, 40
+    mask = rng.random((n_rows, n_cols)) < 0.3
+    values = (1.0 + rng.random((n_rows, n_cols)) * 1e-3).astype(np.float32)
+    indptr, indices, vals = _csr(mask, values)
+    out = topk_similarity(indptr, indices, vals, n_cols, k)
+    _check_against_reference(out, dense_of_csr(indptr, indices, vals, n_cols), k)
+    o_ptr, o_idx, o_val = out
+    for r in range(n_rows):
+        s, j = o_val[o_ptr[r]:o_ptr[r + 1]], o_idx[o_ptr[r]:o_ptr[r + 1]]
+        order = np.lexsort((j, -s.astype(np.float64)))
+        np.testing.assert_array_equal(order, np.arange(len(s)))
 
 
 @pytest.mark.parametrize("binary", [False, True])

@@ -34,9 +34,10 @@ stored values are equal (implicit feedback) the scatter only counts co-occurrenc
 similarity is computed from the count and row sizes afterwards. Light rows keep a touched list
 (new rows found branch-free: accumulator still 0); heavy rows accumulate densely and bound the
 k-th best score from per-group maxima (exact pruning: only groups that may hold a top-k entry
-are scanned). Selection: in-place quickselect on int64 keys (score bits, then index), a
-bounded heap when candidates exceed 64 k, then a branch-free rank sort of the k kept (<= 128;
-a comparison sort beyond), so k = 1000 costs a sort, not k-sized heap operations.
+are scanned). Selection, the same for every k (k = 1000 costs a sort of 1000 keys, not
+k-sized heap operations): a histogram of the candidates' score bits finds the bucket of the
+k-th best, a branch-free pass keeps the candidates from there up as int64 keys (score bits,
+then index), and a counting sort by bucket plus an insertion sort inside buckets orders them.
 """
 
 from __future__ import annotations
@@ -48,112 +49,80 @@ from ..errors import DataError
 from ._config import kernel
 from ._csr_checks import check_csr, transpose
 from ._intrinsics import prefetch
-from .topk import heap_push
 
 SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine")
 
-_HEAP_FACTOR = 64  # bounded heap when candidates >= 64 k, else select + sort keys
 _GROUP = 16  # values per group of the group-maximum bound in the dense path
 _HIST_SHIFT = 17  # histogram of group maxima by float32 bits >> 17: 1/64-octave buckets
-_SPARSE_DIVISOR = 16  # rows with fewer than n_rows / 16 scatter-adds keep a touched list
+_SPARSE_DIVISOR = 8  # rows with fewer than n_rows / 8 scatter-adds keep a touched list
 _LOW = np.int64(0x7FFFFFFF)
-_RANK_SORT_MAX = 128  # final sort of <= 128 keys by counting ranks (branch-free)
 _PREFETCH_AHEAD = 4  # prefetch the transposed row of the user 4 entries ahead ...
 _PREFETCH_ENTRIES = 128  # ... up to its first 128 entries (8 cache lines of int32)
 
 
 @kernel
-def _top_keys(keys, n, k):
-    """Rearrange ``keys[:n]`` in place so that its k largest come first (Wirth's selection).
-
-    No allocation: this runs once per row. Keys are distinct (they embed the row index).
-    """
-    lo = 0
-    hi = n - 1
-    kth = k - 1
-    while lo < hi:
-        mid = kth
-        # median of three as pivot, guarding against sorted runs
-        a, b, c = keys[lo], keys[mid], keys[hi]
-        if (a >= b) == (b >= c):
-            x = b
-        elif (b >= a) == (a >= c):
-            x = a
-        else:
-            x = c
-        i = lo
-        j = hi
-        while True:
-            while keys[i] > x:
-                i += 1
-            while x > keys[j]:
-                j -= 1
-            if i <= j:
-                keys[i], keys[j] = keys[j], keys[i]
-                i += 1
-                j -= 1
-            if i > j:
-                break
-        if j < kth:
-            lo = i
-        if kth < i:
-            hi = j
-
-
-@kernel
-def _emit_keys(keys, m, out_i, out_s):
-    """Write keys[:m] best first as (index, score) pairs.
-
-    Up to 128 keys: each key's position is the number of larger keys (distinct keys), counted
-    by a branch-free inner loop that vectorises; a comparison sort mispredicts on random
-    scores and was the largest cost per row. More keys: an in-place sort.
-    """
-    out_bits = out_s.view(np.int32)
-    if m <= _RANK_SORT_MAX:
-        for a in range(m):
-            ka = keys[a]
-            pos = 0
-            for b in range(m):
-                pos += keys[b] > ka
-            out_i[pos] = np.int32(_LOW - (ka & _LOW))
-            out_bits[pos] = np.int32(ka >> 32)
-        return
-    keys[:m].sort()
-    for t in range(m):
-        key = keys[m - 1 - t]
-        out_i[t] = np.int32(_LOW - (key & _LOW))
-        out_bits[t] = np.int32(key >> 32)
-
-
-@kernel
-def _select_into(cand_s, cand_i, n_cand, k, keys, heap_s, heap_i, out_i, out_s):
+def _select_into(cand_s, cand_i, n_cand, k, hist, keys, out_i, out_s):
     """Best min(k, n_cand) positive candidates into out_i/out_s, best first, ties by lower index.
 
     Candidates' scores must be > 0: then their float32 bits order like the scores, and one
-    int64 key ``bits << 32 | (2^31 - 1 - index)`` orders by score, then lower index. Fewer than
-    64 k candidates: in-place selection + sort of keys; more: a bounded heap, which rejects most
-    candidates with one comparison. Allocation-free.
+    int64 key ``bits << 32 | (2^31 - 1 - index)`` orders by score, then lower index. A
+    histogram of the scores' top bits (1/64-octave buckets) gives the bucket holding the k-th
+    best; the candidates from that bucket up are kept, counting-sorted by bucket (best first),
+    and an insertion sort finishes the order inside buckets. Two branch-free passes over the
+    candidates and a sort of about k nearly sorted keys: a quickselect mispredicts on random
+    scores and cost as much as the whole accumulation at size M. ``hist`` must be all zero;
+    it is returned so. ``keys`` holds 2 n_cand. Allocation-free.
     """
-    if n_cand >= _HEAP_FACTOR * k:
-        size = 0
-        for t in range(n_cand):
-            sc = cand_s[t]
-            # inline reject test: a call per candidate costs more than the comparison
-            if size < k or sc > heap_s[0] or (sc == heap_s[0] and cand_i[t] < heap_i[0]):
-                size = heap_push(heap_s, heap_i, size, k, sc, cand_i[t])
-        bits = heap_s.view(np.int32)
-        for t in range(size):
-            keys[t] = (np.int64(bits[t]) << 32) | (_LOW - heap_i[t])
-        _emit_keys(keys, size, out_i, out_s)
-        return size
+    if n_cand == 0:
+        return 0
     bits = cand_s.view(np.int32)
+    lo_b = np.int32(bits[0] >> _HIST_SHIFT)
+    hi_b = lo_b
     for t in range(n_cand):
-        keys[t] = (np.int64(bits[t]) << 32) | (_LOW - cand_i[t])
-    m = min(k, n_cand)
-    if n_cand > k:
-        _top_keys(keys, n_cand, k)
-    _emit_keys(keys, m, out_i, out_s)
-    return m
+        b = bits[t] >> _HIST_SHIFT
+        hist[b] += 1
+        lo_b = min(lo_b, b)
+        hi_b = max(hi_b, b)
+    # the bucket of the k-th best: counts from the top until k are reached
+    seen = 0
+    thr_b = hi_b
+    while thr_b > lo_b and seen + hist[thr_b] < k:
+        seen += hist[thr_b]
+        thr_b -= 1
+    # keep the candidates from that bucket up (branch-free compaction) ...
+    thr_bits = np.int32(thr_b << _HIST_SHIFT)
+    n_kept = 0
+    for t in range(n_cand):
+        keys[n_kept] = (np.int64(bits[t]) << 32) | (_LOW - cand_i[t])
+        n_kept += bits[t] >= thr_bits
+    # ... and counting-sort them by bucket, best bucket first, into the second half of keys
+    m = 0
+    for b in range(hi_b, thr_b - 1, -1):
+        c = hist[b]
+        hist[b] = m
+        m += c
+    sorted_keys = keys[n_kept:n_kept + m]
+    for t in range(n_kept):
+        b = np.int32(keys[t] >> (32 + _HIST_SHIFT))
+        sorted_keys[hist[b]] = keys[t]
+        hist[b] += 1
+    hist[lo_b:hi_b + 1] = 0
+    keys = sorted_keys
+    # keys[:m] are in bucket order; sort inside buckets (insertion sort: nearly sorted input)
+    for a in range(1, m):
+        key = keys[a]
+        j = a - 1
+        while j >= 0 and keys[j] < key:
+            keys[j + 1] = keys[j]
+            j -= 1
+        keys[j + 1] = key
+    out_bits = out_s.view(np.int32)
+    size = min(k, m)
+    for t in range(size):
+        key = keys[t]
+        out_i[t] = np.int32(_LOW - (key & _LOW))
+        out_bits[t] = np.int32(key >> 32)
+    return size
 
 
 @kernel
@@ -307,9 +276,7 @@ def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, lscale
         cand_i = np.empty(n_rows, dtype=np.int32)
         gmax = np.empty(n_groups, dtype=np.int32)
         hist = np.zeros(1 << (31 - _HIST_SHIFT), dtype=np.int32)
-        keys = np.empty(_HEAP_FACTOR * kk, dtype=np.int64)
-        heap_s = np.empty(kk, dtype=np.float32)
-        heap_i = np.empty(kk, dtype=np.int32)
+        keys = np.empty(2 * n_rows, dtype=np.int64)
         for q in range(chunk_ptr[c], chunk_ptr[c + 1]):
             i = chunk_rows[q]
             li = lscale[i]
@@ -349,7 +316,7 @@ def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, lscale
                 if exclude_self:
                     acc[i] = 0.0
                 n_cand = _dense_candidates(acc, n_rows, kk, n_groups, gmax, hist, cand_s, cand_i)
-            lens[i] = _select_into(cand_s, cand_i, n_cand, kk, keys, heap_s, heap_i,
+            lens[i] = _select_into(cand_s, cand_i, n_cand, kk, hist, keys,
                                    out_i[i * kk:(i + 1) * kk], out_s[i * kk:(i + 1) * kk])
     return lens, out_i, out_s
 
