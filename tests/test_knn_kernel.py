@@ -216,3 +216,22 @@ def test_relabelled_items_give_identical_results(seed):
                    parallel=bool(seed % 2))
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_positive_and_stamped_paths_agree(seed):
+    """Positive products take the zero-test path; a lower bound ``b_min <= 0`` forces the
+    stamped path. Both must give the same rows, with exclusions, a mask and fill."""
+    rng = np.random.default_rng(seed)
+    n_rows, n_src, n_items = 50, 30, 45
+    a = random_csr(rng, n_rows, n_src, 0.3)
+    b = random_csr(rng, n_src, n_items, 0.2, values=(0.5, 1, 1.5))
+    excl_indptr, excl_indices, _ = random_excl(rng, n_rows, n_items)
+    allowed = rng.random(n_items) < 0.7 if seed % 2 else None
+    fill = np.concatenate([rng.permutation(n_items), rng.permutation(n_items)[:5]]).astype(np.int32)
+    args = (a.indptr, a.indices, a.data, b.indptr, b.indices, b.data, n_items, 12,
+            excl_indptr, excl_indices, allowed, fill)
+    fast = knn_topk(*args, parallel=bool(seed % 2))
+    stamped = knn_topk(*args, parallel=bool(seed % 2), b_min=-1.0)
+    np.testing.assert_array_equal(fast[0], stamped[0])
+    np.testing.assert_array_equal(fast[1], stamped[1])

@@ -16,10 +16,10 @@ chosen. Filled items get scores below every neighbourhood score of the row:
 with index -1 and score -inf.
 
 Each row is computed alone, in a fixed order, so the output does not depend on the thread count
-or on how rows are chunked. Work buffers (a dense accumulator, a row stamp per item, a candidate
-list) are allocated once per chunk of rows, not per row, and never cleared between rows.
-Memory: O(chunks in flight x n_items + n x k). The graph row a few history entries ahead is
-prefetched, since on large catalogues it usually comes from DRAM.
+or on how rows are chunked. Work buffers (a dense accumulator, a candidate list and, unless every
+product is positive, a row stamp per item) are allocated once per chunk of rows, not per row.
+Memory: O(chunks in flight x n_items + n x k). The graph rows a few history entries ahead are
+prefetched, since on large catalogues they usually come from DRAM.
 """
 
 from __future__ import annotations
@@ -37,28 +37,39 @@ from ._config import kernel
 from ._intrinsics import prefetch
 from .topk import _sift_down, heap_push
 
-_PREFETCH_AHEAD = 3  # history entries ahead whose graph rows are prefetched
+_PREFETCH_AHEAD = 3  # history entries ahead whose graph rows are prefetched ...
+_PREFETCH_ENTRIES = 128  # ... up to this many of their entries
 
 
 @kernel
 def _prefetch_row(b_indptr, b_indices, b_data, s):
-    """Ask for the first cache lines of graph row ``s`` (a hint; no effect on results)."""
+    """Ask for graph row ``s``, up to its first 128 entries (a hint; no effect on results).
+
+    The whole row, not its first line: rows of a top-100 graph span 7 lines of indices and 7 of
+    values, mostly from DRAM, and waiting on them was a third of the batch time at size L.
+    """
     q = b_indptr[s]
-    if q < b_indices.shape[0]:
+    end = min(b_indptr[s + 1], q + _PREFETCH_ENTRIES)
+    while q < end:
         prefetch(b_indices, q)
         prefetch(b_data, q)
+        q += 16  # int32 / float32 entries per 64-byte line
 
 
 @kernel
 def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
-             excl_indptr, excl_indices, fill_order, allowed, labels,
+             excl_indptr, excl_indices, fill_order, allowed, labels, positive,
              acc, stamp, touched, heap_s, heap_i, out_i, out_s):
     """Score one request row into ``out_i[r]``/``out_s[r]``.
 
-    ``stamp[j] == r`` marks item j as seen in this row (a candidate, excluded, or filled), so the
-    buffers never need clearing: an item's first touch in a row overwrites its stale value.
-    Excluded items are stamped with score -inf up front; what is added to them stays -inf and they
-    never enter the candidate list.
+    Excluded items get score -inf up front; what is added to them stays -inf and they never
+    enter the candidate list. Two ways to tell an item's first touch in the row:
+
+    - ``positive`` (every product ``A[r, s] * B[s, j]`` is > 0 and cannot underflow): an item is
+      new exactly when its accumulator is 0, and the accumulator is reset to 0 after the row.
+      One array per scatter-add instead of two, which is most of the cost on large catalogues.
+    - otherwise ``stamp[j] == r`` marks item j as seen in this row (a candidate, excluded, or
+      filled), so nothing needs resetting: an item's first touch overwrites its stale value.
     """
     has_excl = excl_indptr.shape[0] > 0
     has_allowed = allowed.shape[0] > 0
@@ -68,7 +79,8 @@ def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
     e_hi = excl_indptr[r + 1] if has_excl else 0
     for e in range(e_lo, e_hi):
         j = excl_indices[e]
-        stamp[j] = row
+        if not positive:
+            stamp[j] = row
         acc[j] = -np.inf
 
     # accumulate A_r x B; the first-touch test is branch-free: every item is written to the
@@ -81,25 +93,38 @@ def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
             _prefetch_row(b_indptr, b_indices, b_data, a_indices[p + _PREFETCH_AHEAD])
         s = a_indices[p]
         w = a_data[p]
-        for q in range(b_indptr[s], b_indptr[s + 1]):
-            j = np.uint32(b_indices[q])  # unsigned: no negative-index wraparound test per scatter
-            first = stamp[j] != row
-            old = acc[j]
-            touched[n_t] = j
-            n_t += first
-            acc[j] = w * b_data[q] + (np.float32(0.0) if first else old)
-            stamp[j] = row
+        if positive:
+            for q in range(b_indptr[s], b_indptr[s + 1]):
+                j = np.uint32(b_indices[q])  # unsigned: no negative-index wraparound test per scatter
+                old = acc[j]
+                touched[n_t] = j
+                n_t += old == np.float32(0.0)
+                acc[j] = old + w * b_data[q]
+        else:
+            for q in range(b_indptr[s], b_indptr[s + 1]):
+                j = np.uint32(b_indices[q])
+                first = stamp[j] != row
+                old = acc[j]
+                touched[n_t] = j
+                n_t += first
+                acc[j] = w * b_data[q] + (np.float32(0.0) if first else old)
+                stamp[j] = row
 
     # select the best k with a bounded min-heap (worst at the root), then heapsort it in place;
-    # the heap holds labels, so ties are broken by the lower label and the output is in labels
+    # the heap holds labels, so ties are broken by the lower label and the output is in labels.
+    # With ``positive`` the accumulator is reset here unless a fill may still need to know the
+    # candidates (a mask, or fewer candidates than k); then it is reset after the fill.
+    reset_now = positive and not has_allowed and n_t >= k
     row_i = out_i[r]
     row_s = out_s[r]
     size = 0
     for t in range(n_t):
         j = touched[t]
+        sc = acc[j]
+        if reset_now:
+            acc[j] = np.float32(0.0)
         if has_allowed and not allowed[j]:
             continue
-        sc = acc[j]
         if size < k:
             size = heap_push(heap_s, heap_i, size, k, sc, labels[j] if has_labels else j)
         elif sc >= heap_s[0]:  # most candidates stop here
@@ -125,22 +150,35 @@ def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
             if size == k:
                 break
             j = fill_order[p]
-            if stamp[j] == row or (has_allowed and not allowed[j]):  # excluded, a candidate, or taken
+            taken = acc[j] != np.float32(0.0) if positive else stamp[j] == row
+            if taken or (has_allowed and not allowed[j]):  # excluded, a candidate, or taken
                 continue
-            stamp[j] = row  # a repeated entry in fill_order is not taken twice
+            # a repeated entry in fill_order is not taken twice
+            if positive:
+                acc[j] = -np.inf
+                touched[n_t + n_fill] = j  # reset below with the candidates
+            else:
+                stamp[j] = row
             n_fill += 1
             row_i[size] = labels[j] if has_labels else j
             row_s[size] = base - np.float32(n_fill)
             size += 1
+        n_t += n_fill
+    if positive:
+        if not reset_now:
+            for t in range(n_t):
+                acc[touched[t]] = np.float32(0.0)
+        for e in range(e_lo, e_hi):
+            acc[excl_indices[e]] = np.float32(0.0)
     for t in range(size, k):
         row_i[t] = -1
         row_s[t] = -np.inf
 
 
 @kernel
-def _work_buffers(n_items, k):
+def _work_buffers(n_items, k, positive):
     acc = np.zeros(n_items, dtype=np.float32)
-    stamp = np.full(n_items, -1, dtype=np.int32)
+    stamp = np.full(0 if positive else n_items, -1, dtype=np.int32)
     # the candidate list takes one entry per scatter-add before advancing, so it needs n_items + 1
     touched = np.empty(n_items + 1, dtype=np.int32)
     heap_s = np.empty(k, dtype=np.float32)
@@ -150,30 +188,30 @@ def _work_buffers(n_items, k):
 
 @kernel(parallel=True)
 def _knn_topk_parallel(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
-                       excl_indptr, excl_indices, allowed, fill_order, labels, chunk):
+                       excl_indptr, excl_indices, allowed, fill_order, labels, positive, chunk):
     n = a_indptr.shape[0] - 1
     out_i = np.empty((n, k), dtype=np.int32)
     out_s = np.empty((n, k), dtype=np.float32)
     n_chunks = (n + chunk - 1) // chunk
     for c in prange(n_chunks):
-        acc, stamp, touched, heap_s, heap_i = _work_buffers(n_items, k)
+        acc, stamp, touched, heap_s, heap_i = _work_buffers(n_items, k, positive)
         for r in range(c * chunk, min(n, (c + 1) * chunk)):
             _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
-                     excl_indptr, excl_indices, fill_order, allowed, labels,
+                     excl_indptr, excl_indices, fill_order, allowed, labels, positive,
                      acc, stamp, touched, heap_s, heap_i, out_i, out_s)
     return out_i, out_s
 
 
 @kernel
 def _knn_topk_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
-                     excl_indptr, excl_indices, allowed, fill_order, labels):
+                     excl_indptr, excl_indices, allowed, fill_order, labels, positive):
     n = a_indptr.shape[0] - 1
     out_i = np.empty((n, k), dtype=np.int32)
     out_s = np.empty((n, k), dtype=np.float32)
-    acc, stamp, touched, heap_s, heap_i = _work_buffers(n_items, k)
+    acc, stamp, touched, heap_s, heap_i = _work_buffers(n_items, k, positive)
     for r in range(n):
         _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
-                 excl_indptr, excl_indices, fill_order, allowed, labels,
+                 excl_indptr, excl_indices, fill_order, allowed, labels, positive,
                  acc, stamp, touched, heap_s, heap_i, out_i, out_s)
     return out_i, out_s
 
@@ -184,7 +222,7 @@ SERIAL_MAX_ROWS = 8  # at or below this many rows, a parallel launch costs more 
 
 def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: int, k: int,
              excl_indptr=None, excl_indices=None, allowed=None, fill_order=None, labels=None,
-             parallel: bool | None = None, validate: bool = True):
+             parallel: bool | None = None, validate: bool = True, b_min: float | None = None):
     """Top-``k`` items of ``A x B`` per row of ``A``; see the module docstring for the rules.
 
     ``a_*``: CSR (rows x sources); ``b_*``: CSR (sources x ``n_items``), values finite.
@@ -201,7 +239,11 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
     launches; the parallel one otherwise. The results are identical either way.
     ``validate=False`` skips the O(nnz) checks of ``B``, ``fill_order`` and the exclusions (for
     callers that validated them once, such as the models; a per-request call then costs only
-    the row's own work). Bad input raises ``DataError`` (a ValueError).
+    the row's own work). ``b_min``: a lower bound of ``b_data`` (its minimum, for callers that
+    keep it with the graph; None: computed here, O(nnz(B))); when it and every value of
+    ``a_data`` are positive and their products cannot underflow, the kernel takes its faster
+    path (same results). Bad input raises
+    ``DataError`` (a ValueError).
 
     Returns ``(items int32 (n, k), scores float32 (n, k))``.
     """
@@ -255,13 +297,22 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
         parallel = n_rows > SERIAL_MAX_ROWS and (_parallel_calls_are_safe()
                                                  or threading.current_thread() is threading.main_thread())
     args = (a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
-            excl_indptr, excl_indices, allowed, fill_order, labels)
+            excl_indptr, excl_indices, allowed, fill_order, labels,
+            _products_positive(a_data, b_data, b_min))
     if not parallel:
         return _knn_topk_serial(*args)
     import numba
 
     chunk = max(1, min(256, math.ceil(n_rows / (4 * numba.get_num_threads()))))
     return _knn_topk_parallel(*args, chunk)
+
+
+def _products_positive(a_data, b_data, b_min) -> bool:
+    """Whether every product of an ``a_data`` and a ``b_data`` value is a positive float32."""
+    if b_min is None:
+        b_min = float(b_data.min()) if len(b_data) else 1.0
+    a_min = float(a_data.min()) if len(a_data) else 1.0
+    return a_min > 0.0 and b_min > 0.0 and a_min * b_min > 1e-30
 
 
 @functools.lru_cache(maxsize=1)

@@ -157,6 +157,9 @@ class _NeighbourhoodModel(Recommender):
         self.user_means_ = _means(np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr)), r, seen.shape[0])
         self.item_means_ = _means(seen.indices, r, seen.shape[1])
         self._by_item = None  # ratings as items x users, built on first UserKNN predict
+        # lower bounds of the scored values, so a per-request call does not scan them (knn_topk b_min)
+        self._seen_min = float(seen.data.min()) if seen.nnz else 1.0
+        self._graph_min = float(self.graph_.data.min()) if self.graph_.nnz else 1.0
 
     # ------------------------------------------------------------------ recommending
     def _fill_order(self) -> np.ndarray | None:
@@ -255,10 +258,12 @@ class ItemKNN(_NeighbourhoodModel):
     def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
         rank = self._rank_of
         allowed = batch.allowed[self.fill_order_] if len(batch.allowed) else batch.allowed
-        return knn_topk(batch.hist_indptr, rank[batch.hist_indices], batch.hist_data, *self._ranked_graph,
-                        self.n_items, k, batch.excl_indptr, rank[batch.excl_indices], allowed,
+        hist = rank[batch.hist_indices]
+        excl = hist if batch.excl_indices is batch.hist_indices else rank[batch.excl_indices]
+        return knn_topk(batch.hist_indptr, hist, batch.hist_data, *self._ranked_graph,
+                        self.n_items, k, batch.excl_indptr, excl, allowed,
                         self._ranked_fill if self.fill == "popularity" else None, labels=self.fill_order_,
-                        parallel=parallel, validate=False)
+                        parallel=parallel, validate=False, b_min=self._graph_min)
 
     def similar_items(self, items, k: int = 10) -> Neighbours:
         """The ``k`` most similar items of each of ``items`` (at most the fitted ``k`` are stored)."""
@@ -339,7 +344,7 @@ class UserKNN(_NeighbourhoodModel):
         seen = self.seen_
         return knn_topk(*a, seen.indptr, seen.indices, seen.data, self.n_items, k,
                         batch.excl_indptr, batch.excl_indices, batch.allowed, self._fill_order(),
-                        parallel=parallel, validate=False)
+                        parallel=parallel, validate=False, b_min=self._seen_min)
 
     def similar_users(self, users, k: int = 10) -> Neighbours:
         """The ``k`` most similar training users of each of ``users`` (at most the fitted ``k``)."""
