@@ -1,7 +1,9 @@
 """Item-item cosine top-k build (and batch recommend) against implicit, sparse_dot_topn and scipy.
 
 Same synthetic inputs for every method (``recsys_fast.datasets.synthetic``, seed 0, binary
-weights, or integer ratings 1..5 as weights with ``--values ratings``; S = 10k users x 5k items x 100k, M = 100k x 20k x 1M, L = 300k x 50k x 10M). Each
+weights, or integer ratings 1..5 as weights with ``--values ratings``; S = 10k users x 5k items x
+100k, M = 100k x 20k x 1M, L = 300k x 50k x 10M; user activity skew ``--user-alpha``, default 0.5,
+and 0.65 for heavier users: 6.5e9 scatter-adds at L instead of 1.06e9). Each
 method runs in its own child process so its peak memory can be read from the kernel
 (``VmHWM`` after a reset via ``/proc/self/clear_refs``; peak RSS counts C++ allocations that
 tracemalloc cannot see). Methods run in ``--repeats`` rounds (each method once per round, in a
@@ -63,10 +65,11 @@ SIZES = {
 SAMPLE = 500  # items whose neighbours are checked against the exact answer
 
 
-def make_data(size: str, path: Path, values: str = "binary") -> None:
+def make_data(size: str, path: Path, values: str = "binary", user_alpha: float = 0.5) -> None:
     from recsys_fast.data.datasets import synthetic
 
-    data = synthetic(*SIZES[size], seed=0, with_timestamps=False, ratings=values == "ratings")
+    data = synthetic(*SIZES[size], seed=0, with_timestamps=False, ratings=values == "ratings",
+                     user_alpha=user_alpha)
     sp.save_npz(path, data.matrix.tocsr(), compressed=False)
 
 
@@ -311,6 +314,9 @@ def main(argv=None) -> None:
     parser.add_argument("--recommend", action="store_true", help="also time top-10 recommend for all users")
     parser.add_argument("--values", choices=("binary", "ratings"), default="binary",
                         help="binary weights (implicit feedback) or integer ratings 1..5 as weights")
+    parser.add_argument("--user-alpha", type=float, default=0.5,
+                        help="user-activity skew of the generator; 0.65 gives the issue's 6.5e9 "
+                             "scatter-adds at L (0.5: 1.06e9)")
     parser.add_argument("--json", default=str(ROOT / "benches" / "results" / "compare_knn.json"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -323,18 +329,20 @@ def main(argv=None) -> None:
     import recsys_fast.kernels  # noqa: F401  (picks the threading layer, as in the workers)
     from recsys_fast import threads as pools
 
-    print(f"# compare_knn: k={args.k} threads={args.threads} repeats={args.repeats} values={args.values}; "
+    print(f"# compare_knn: k={args.k} threads={args.threads} repeats={args.repeats} values={args.values} "
+          f"user_alpha={args.user_alpha}; "
           f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     print(f"# numba layer: {pools.report()['numba threading layer configured']}, cpus: {os.cpu_count()}")
     methods = [m.replace("_T", f"_{args.threads}") for m in args.methods.split(",")]
     methods = list(dict.fromkeys(methods))
     report = {"k": args.k, "threads": args.threads, "repeats": args.repeats, "values": args.values,
+              "user_alpha": args.user_alpha,
               "load_before": os.getloadavg(), "sizes": {}}
     rows_md = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
             path = Path(tmp) / f"{size}.npz"
-            make_data(size, path, args.values)
+            make_data(size, path, args.values, args.user_alpha)
             ui = sp.load_npz(path).tocsr()
             work = float(np.sum(np.diff(ui.indptr).astype(np.float64) ** 2))
             rng = np.random.default_rng(1)
