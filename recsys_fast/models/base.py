@@ -316,9 +316,14 @@ class Recommender:
 
 
 def gather_rows(indptr, indices, data, rows):
-    """CSR rows ``rows`` of a matrix as a new CSR (indptr int64, indices int32, data float32);
-    a row index of -1 gives an empty row. Vectorised: no Python loop over rows."""
+    """CSR rows ``rows`` of a matrix as a CSR (indptr int64, indices int32, data float32); a row
+    index of -1 gives an empty row. Vectorised: no Python loop over rows. When ``rows`` is every
+    row in order (scoring all users) the input arrays come back uncopied: read them only."""
     rows = np.asarray(rows, dtype=np.int64)
+    n_src = len(indptr) - 1
+    if len(rows) == n_src and n_src > 0 and rows[0] == 0 and np.array_equal(rows, np.arange(n_src)):
+        return (np.asarray(indptr).astype(np.int64, copy=False), np.asarray(indices).astype(np.int32, copy=False),
+                np.asarray(data).astype(np.float32, copy=False))
     safe = np.where(rows >= 0, rows, 0)
     starts = np.asarray(indptr, dtype=np.int64)[safe]
     lens = np.where(rows >= 0, np.asarray(indptr, dtype=np.int64)[safe + 1] - starts, 0)
