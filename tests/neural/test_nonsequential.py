@@ -83,6 +83,21 @@ def test_validation_early_stopping_restores_best(clusters):
     assert len(vals) < 40 or max(vals) == vals[-1]
     # the kept weights are those of the best epoch: re-scoring the validation gives its value
     assert max(vals) > 0
+    assert model.best_epoch_ == int(np.argmax(vals)) + 1
+
+
+def test_refit_on_everything_for_the_chosen_epochs(clusters):
+    """The documented refit: validation_fraction=0 and epochs=best_epoch_ trains exactly that
+    many epochs on all of the training data, with no validation."""
+    train, _ = clusters
+    model = FACTORIES["BPRMF"](seed=0)
+    model.validation_fraction, model.early_stopping_patience, model.epochs = 0.2, 2, 12
+    model.fit(train)
+    final = FACTORIES["BPRMF"](seed=0)
+    final.validation_fraction, final.epochs = 0.0, model.best_epoch_
+    final.fit(train)
+    assert len(final.history_) == model.best_epoch_ == final.best_epoch_
+    assert all("val_ndcg@10" not in r for r in final.history_)
 
 
 @pytest.mark.parametrize("name", ["MultVAE", "EASE"])

@@ -22,7 +22,7 @@ from ...data.interactions import Interactions
 from ..base import Recommender, RowBatch
 from . import samplers
 from ._torch import resolve_device, sanitise, seeded, to_numpy, torch
-from .trainer import Trainer, holdout_validation, last_item_validation
+from .trainer import Trainer, best_epoch, holdout_validation, last_item_validation
 
 INFERENCE_CHUNK = 512  # rows per forward pass when scoring
 
@@ -38,7 +38,10 @@ class NeuralRecommender(Recommender):
     (torch/BLAS threads while fitting and scoring; None leaves the pools alone), verbose (progress
     bar with loss and validation NDCG@10).
 
-    After ``fit``: ``history_`` lists per-epoch loss, validation NDCG@10 and seconds.
+    After ``fit``: ``history_`` lists per-epoch loss, validation NDCG@10 and seconds;
+    ``best_epoch_`` is the epoch whose weights were kept (the last one without validation). To
+    train on all of the data once early stopping has chosen: refit with
+    ``validation_fraction=0, epochs=model.best_epoch_``.
     """
 
     sequential: ClassVar[bool] = False
@@ -84,6 +87,7 @@ class NeuralRecommender(Recommender):
             trainer = Trainer(self.epochs, self.learning_rate, self.weight_decay if self.decay_in_optimizer else 0.0,
                               self.optimizer, self.early_stopping_patience, bool(self.verbose), type(self).__name__)
             self.history_ = trainer.run(self, module, rng, validation)
+            self.best_epoch_ = best_epoch(self.history_)
             self.module_ = self._finalize(module, train)
             self.module_.eval()
 
@@ -186,6 +190,7 @@ class NeuralRecommender(Recommender):
             device = "cpu"
         self.device_ = resolve_device(device)
         self.history_ = meta.get("history", [])
+        self.best_epoch_ = best_epoch(self.history_)
         self._set_extra_state(arrays, meta)
         module = self._build_scoring_module()
         state = {key: t.from_numpy(np.array(arrays[name])) for name, key in meta["state_keys"].items()}

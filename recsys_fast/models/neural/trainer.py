@@ -157,6 +157,17 @@ class Trainer:
         return history
 
 
+def best_epoch(history: list[dict]) -> int:
+    """The epoch (1-based) whose weights ``Trainer.run`` kept: the first with the best validation
+    NDCG@10, or the last epoch when there was no validation; 0 for an empty history."""
+    if not history:
+        return 0
+    scores = [r.get("val_ndcg@10") for r in history]
+    if any(s is None for s in scores):
+        return int(history[-1]["epoch"])
+    return int(history[int(np.argmax(scores))]["epoch"])
+
+
 def _progress(total: int, desc: str, verbose: bool):
     if not verbose:
         return None
