@@ -21,6 +21,7 @@ for choosing. Early stopping inside each fit uses the model's own validation car
     python benches/quality.py --protocol holdout --datasets ml-100k --seeds 0 1 2
     python benches/quality.py --protocol loo --datasets ml-100k ml-latest-small --models sasrec gru4rec
     python benches/quality.py --protocol holdout --models ease --grid --json out.json
+    python benches/quality.py --protocol loo --datasets ml-latest-small --models sasrec --param sasrec.loss=sampled_ce
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import time
 
 import numpy as np
 
+from recsys_fast.cli import parse_params
 from recsys_fast.data.datasets import find_dataset, load_movielens
 from recsys_fast.data.split import holdout, leave_last_out
 from recsys_fast.evaluation import evaluate
@@ -182,8 +184,12 @@ def main(argv=None):
     ap.add_argument("--implicit", action="store_true", help="add implicit's BPR and ALS as peers (holdout)")
     ap.add_argument("--n-threads", type=int, default=2)
     ap.add_argument("--verbose", action="store_true", help="progress bars of the neural fits on stderr")
+    ap.add_argument("--param", action="append", default=[], metavar="MODEL.KEY=VALUE",
+                    help="override a hyper-parameter of one model (JSON value), e.g. sasrec.loss=sampled_ce; "
+                         "applied on top of the grid's choice")
     ap.add_argument("--json", default=None, help="write all results (and the grids tried) here")
     args = ap.parse_args(argv)
+    overrides = parse_params(args.param)
     global VERBOSE
     VERBOSE = args.verbose
     models = args.models or (HOLDOUT_MODELS if args.protocol == "holdout" else LOO_MODELS)
@@ -202,6 +208,7 @@ def main(argv=None):
         for name in models:
             seeds = args.seeds if name in SEEDED else [args.seeds[0]]
             params, tried = tune(name, train, args.protocol, args.n_threads, seeds[0]) if args.grid else ({}, [])
+            params = {**params, **overrides.get(name, {})}
             rows = []
             for seed in seeds:
                 row = fit_and_score(make_model(name, seed, args.n_threads, **params), train, test, args.protocol,

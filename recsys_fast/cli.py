@@ -91,7 +91,7 @@ def _split(data, args):
     return split.temporal(data, cutoff)
 
 
-def _parse_params(pairs: list[str]) -> dict[str, dict]:
+def parse_params(pairs: list[str]) -> dict[str, dict]:
     """``k=50`` -> {"": {"k": 50}}; ``item_knn.k=50`` -> {"item_knn": {"k": 50}}."""
     out: dict[str, dict] = {}
     for pair in pairs:
@@ -187,7 +187,7 @@ def cmd_evaluate(args) -> int:
     train, test = _split(data, args)
     ks = [int(x) for x in args.k.split(",")]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    results, _, timings = _fit_and_evaluate(models, _parse_params(args.param), train, test, ks)
+    results, _, timings = _fit_and_evaluate(models, parse_params(args.param), train, test, ks)
     first = next(iter(results.values()))
     print(f"data: {data}; split: {args.split} (seed {args.seed})")
     for line in first.protocol_lines():
@@ -203,7 +203,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_train(args) -> int:
     data, _ = _load_data(args)
-    model = _make_model(args.model, _parse_params(args.param), strict=True)
+    model = _make_model(args.model, parse_params(args.param), strict=True)
     t0 = time.perf_counter()
     model.fit(data)
     print(f"fitted {model!r} on {data} in {time.perf_counter() - t0:.2f} s")
