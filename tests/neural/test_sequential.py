@@ -47,6 +47,17 @@ def test_learns_successor_chains(name, fitted, sequences):
     assert losses[-1] < 0.8 * losses[0]
 
 
+@pytest.mark.parametrize("loss", ["sampled_ce", "bce"])
+def test_sampled_losses_learn_successor_chains(loss, sequences):
+    """The sampled losses (negatives shared by the batch for sampled_ce, per position for bce)
+    also learn the chains, with far fewer negatives than items."""
+    train, test = sequences
+    model = FACTORIES["SASRec"](seed=5, loss=loss, n_negatives=8).fit(train)
+    pop = ndcg_at_10(Popularity().fit(train), train, test)
+    score = ndcg_at_10(model, train, test)
+    assert score > pop + 0.3, (loss, score, pop)
+
+
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_same_seed_same_scores(name, fitted, sequences):
     train, _ = sequences

@@ -23,8 +23,10 @@ class SequentialRecommender(NeuralRecommender):
     """Base of the next-item models; trains on every position of (randomly cropped) sequences.
 
     ``loss``: "ce" (full softmax cross-entropy over all items), "sampled_ce" (softmax over the
-    target and ``n_negatives`` uniform negatives) or "bce" (binary cross-entropy against
-    ``n_negatives`` uniform negatives, SASRec's original loss).
+    target and ``n_negatives`` uniform negatives shared by all positions of a batch, so the
+    negative scores are one matrix product; a negative equal to the target is masked) or "bce"
+    (binary cross-entropy against ``n_negatives`` uniform negatives per position, SASRec's
+    original loss).
     """
 
     sequential = True
@@ -72,14 +74,24 @@ class SequentialRecommender(NeuralRecommender):
             if bias is not None:
                 logits = logits + bias
             return losses.softmax_ce(logits, target_t)
-        neg = self._tensor(rng.integers(0, self.n_items_, size=(len(targets), self.n_negatives)))
         pos_s = (hidden * weights[target_t]).sum(-1)
+        if bias is not None:
+            pos_s = pos_s + bias[target_t]
+        if self.loss == "sampled_ce":
+            # negatives shared by the batch: a (positions x n_negatives) product, not a gather of
+            # n_negatives embeddings per position (which cost as much as the full softmax)
+            neg = self._tensor(rng.integers(0, self.n_items_, size=self.n_negatives))
+            neg_s = hidden @ weights[neg].t()
+            if bias is not None:
+                neg_s = neg_s + bias[neg]
+            neg_s = t.where(neg.unsqueeze(0) == target_t.unsqueeze(1), t.full_like(neg_s, -1e9), neg_s)
+            return losses.sampled_softmax_ce(pos_s, neg_s)
+        neg = self._tensor(rng.integers(0, self.n_items_, size=(len(targets), self.n_negatives)))
         neg_s = (hidden.unsqueeze(1) * weights[neg]).sum(-1)
         if bias is not None:
-            pos_s, neg_s = pos_s + bias[target_t], neg_s + bias[neg]
-        neg_s = t.where(neg == target_t.unsqueeze(1), t.full_like(neg_s, -1e9 if self.loss == "sampled_ce" else -30),
-                        neg_s)
-        return losses.sampled_softmax_ce(pos_s, neg_s) if self.loss == "sampled_ce" else losses.bce(pos_s, neg_s)
+            neg_s = neg_s + bias[neg]
+        neg_s = t.where(neg == target_t.unsqueeze(1), t.full_like(neg_s, -30), neg_s)
+        return losses.bce(pos_s, neg_s)
 
     # ------------------------------------------------------------------ scoring inputs
     def _user_inputs(self, users):
