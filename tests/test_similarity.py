@@ -137,6 +137,24 @@ def test_scores_crowded_into_one_bucket_are_ordered_exactly(k):
         np.testing.assert_array_equal(order, np.arange(len(s)))
 
 
+@pytest.mark.parametrize("k", [3, 5, 300, 450])
+def test_hundreds_of_exact_ties_are_broken_by_lower_index(k):
+    """Item 0 shares one user with each of 400 single-user items (equal cosine 1/20) and two
+    users with items 401-403 (higher): the ties fill one histogram bucket far beyond what the
+    insertion sort takes, and must still come out by lower index after the better items."""
+    n_items = 404
+    users = [[0, j] for j in range(1, 401)] + [[0, j] for j in (401, 402, 403)] * 2
+    ui = np.zeros((len(users), n_items), np.float32)
+    for u, items in enumerate(users):
+        ui[u, items] = 1.0
+    indptr, indices, vals = _csr(ui.T > 0, ui.T)
+    o_ptr, o_idx, o_val = topk_similarity(indptr, indices, vals, len(users), k)
+    row = o_idx[o_ptr[0]:o_ptr[1]]
+    expect = np.array([401, 402, 403] + list(range(1, 401)))[:k]
+    np.testing.assert_array_equal(row, expect)
+    assert np.all(np.diff(o_val[o_ptr[0]:o_ptr[1]]) <= 0)
+
+
 @pytest.mark.parametrize("binary", [False, True])
 @pytest.mark.parametrize("similarity", SIMILARITIES)
 def test_one_and_two_threads_identical(similarity, binary):

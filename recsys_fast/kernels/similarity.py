@@ -37,7 +37,7 @@ k-th best score from per-group maxima (exact pruning: only groups that may hold 
 are scanned). Selection, the same for every k (k = 1000 costs a sort of 1000 keys, not
 k-sized heap operations): a histogram of the candidates' score bits finds the bucket of the
 k-th best, a branch-free pass keeps the candidates from there up as int64 keys (score bits,
-then index), and a counting sort by bucket plus an insertion sort inside buckets orders them.
+then index), and a counting sort by bucket plus a sort inside buckets orders them.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ _GROUP = 16  # values per group of the group-maximum bound in the dense path
 _HIST_SHIFT = 17  # histogram of group maxima by float32 bits >> 17: 1/64-octave buckets
 _SPARSE_DIVISOR = 8  # rows with fewer than n_rows / 8 scatter-adds keep a touched list
 _LOW = np.int64(0x7FFFFFFF)
+_INSERTION_MAX = 256  # a threshold bucket with more keys is sorted by a full sort
 _PREFETCH_AHEAD = 4  # prefetch the transposed row of the user 4 entries ahead ...
 _PREFETCH_ENTRIES = 128  # ... up to its first 128 entries (8 cache lines of int32)
 
@@ -68,7 +69,7 @@ def _select_into(cand_s, cand_i, n_cand, k, hist, keys, out_i, out_s):
     int64 key ``bits << 32 | (2^31 - 1 - index)`` orders by score, then lower index. A
     histogram of the scores' top bits (1/64-octave buckets) gives the bucket holding the k-th
     best; the candidates from that bucket up are kept, counting-sorted by bucket (best first),
-    and an insertion sort finishes the order inside buckets. Two branch-free passes over the
+    and sorts inside the buckets finish the order. Two branch-free passes over the
     candidates and a sort of about k nearly sorted keys: a quickselect mispredicts on random
     scores and cost as much as the whole accumulation at size M. ``hist`` must be all zero;
     it is returned so. ``keys`` holds 2 n_cand. Allocation-free.
@@ -107,19 +108,25 @@ def _select_into(cand_s, cand_i, n_cand, k, hist, keys, out_i, out_s):
         sorted_keys[hist[b]] = keys[t]
         hist[b] += 1
     hist[lo_b:hi_b + 1] = 0
-    keys = sorted_keys
-    # keys[:m] are in bucket order; sort inside buckets (insertion sort: nearly sorted input)
-    for a in range(1, m):
-        key = keys[a]
+    # the buckets above the threshold hold ``seen`` < k keys, nearly sorted: insertion sort. So
+    # does the threshold bucket unless it is large (ties on binary data): then a full sort of it,
+    # ascending, so insertion sort never meets a long unsorted run
+    n_last = m - seen if m - seen > _INSERTION_MAX else 0
+    above = sorted_keys[:m - n_last]
+    for a in range(1, m - n_last):
+        key = above[a]
         j = a - 1
-        while j >= 0 and keys[j] < key:
-            keys[j + 1] = keys[j]
+        while j >= 0 and above[j] < key:
+            above[j + 1] = above[j]
             j -= 1
-        keys[j + 1] = key
+        above[j + 1] = key
+    last = sorted_keys[m - n_last:m]
+    last.sort()
+    seen = m - n_last
     out_bits = out_s.view(np.int32)
     size = min(k, m)
     for t in range(size):
-        key = keys[t]
+        key = above[t] if t < seen else last[m - 1 - t]
         out_i[t] = np.int32(_LOW - (key & _LOW))
         out_bits[t] = np.int32(key >> 32)
     return size
