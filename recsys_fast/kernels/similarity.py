@@ -253,7 +253,7 @@ def _accumulate(i, indptr, indices, ldata, t_indptr, t_indices, t_data, binary, 
 @kernel(parallel=True)
 def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, lscale, rscale, n_rows,
                      k, binary, jaccard, positive, row_nnz, shrink, min_support, exclude_self,
-                     chunk_ptr, chunk_rows, work, sparse_below):
+                     chunk_ptr, chunk_rows, work, sparse_below, slots):
     """Per row: scatter-accumulate with every co-occurring row, score, select the k best.
 
     ``binary``: every stored value of the input was equal, so the accumulator counts shared
@@ -263,11 +263,12 @@ def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, lscale
     of chunk c; each chunk owns its buffers. A row whose ``work`` (scatter-adds) is below
     ``sparse_below`` keeps a touched list; heavier rows accumulate densely and select after a
     vectorised group-maximum pass (``_dense_candidates``). Returns per-row lengths and flat
-    index/score buffers holding row i at [i * k', i * k' + length), k' = min(k, n_rows).
+    index/score buffers holding row i at [slots[i], slots[i] + length): row i's slot holds
+    min(k, work[i]) entries, as it cannot have more candidates than scatter-adds.
     """
     kk = min(k, n_rows)
-    out_i = np.empty(n_rows * kk, dtype=np.int32)
-    out_s = np.empty(n_rows * kk, dtype=np.float32)
+    out_i = np.empty(slots[n_rows], dtype=np.int32)
+    out_s = np.empty(slots[n_rows], dtype=np.float32)
     lens = np.zeros(n_rows, dtype=np.int64)
     need_count = (shrink > 0.0 or min_support > 1) and not binary
     transform = need_count or binary
@@ -323,8 +324,9 @@ def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, lscale
                 if exclude_self:
                     acc[i] = 0.0
                 n_cand = _dense_candidates(acc, n_rows, kk, n_groups, gmax, hist, cand_s, cand_i)
-            lens[i] = _select_into(cand_s, cand_i, n_cand, kk, hist, keys,
-                                   out_i[i * kk:(i + 1) * kk], out_s[i * kk:(i + 1) * kk])
+            lo, hi = slots[i], slots[i + 1]
+            lens[i] = _select_into(cand_s, cand_i, n_cand, min(kk, hi - lo), hist, keys,
+                                   out_i[lo:hi], out_s[lo:hi])
     return lens, out_i, out_s
 
 
@@ -380,17 +382,17 @@ def _score(a, co, li, rj, nnz_i, nnz_j, binary, jaccard, shrink, min_support):
 
 
 @kernel
-def _compact(lens, out_i, out_s, kk):
-    """Shift row r's entries from ``r * kk`` down to their CSR offset, in place; returns indptr.
+def _compact(lens, out_i, out_s, slots):
+    """Shift row r's entries from ``slots[r]`` down to their CSR offset, in place; returns indptr.
 
     Moving left in increasing row order never overwrites an entry not yet moved, and reusing
-    the buffers avoids allocating (and page-faulting) a second n_rows x k copy.
+    the buffers avoids allocating (and page-faulting) a second copy.
     """
     n_rows = lens.shape[0]
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     for r in range(n_rows):
         base = indptr[r]
-        src = r * kk
+        src = slots[r]
         if base != src:
             for t in range(lens[r]):
                 out_i[base + t] = out_i[src + t]
@@ -523,12 +525,15 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
     import numba
 
     chunk_ptr, chunk_rows = _chunks(work, 8 * numba.get_num_threads())
+    # each row's output slot: at most k entries, and no more than its scatter-adds (its candidates)
+    slots = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.minimum(work, min(int(k), n_rows)), out=slots[1:])
     lens, out_i, out_s = _topk_similarity(
         indptr, indices, left, t_indptr, t_indices, t_data, lscale, rscale, n_rows, int(k),
         binary, similarity == "jaccard", positive, row_nnz, np.float32(shrink), int(min_support),
-        bool(exclude_self), chunk_ptr, chunk_rows, work, np.int64(n_rows // _SPARSE_DIVISOR))
-    indptr_out = _compact(lens, out_i, out_s, min(int(k), n_rows))
+        bool(exclude_self), chunk_ptr, chunk_rows, work, np.int64(n_rows // _SPARSE_DIVISOR), slots)
+    indptr_out = _compact(lens, out_i, out_s, slots)
     nnz = int(indptr_out[-1])
-    if nnz < out_i.shape[0] // 2:  # mostly short rows: do not keep the n_rows x k buffers alive
+    if nnz < out_i.shape[0] // 2:  # mostly short rows: do not keep the reserved buffers alive
         return indptr_out, out_i[:nnz].copy(), out_s[:nnz].copy()
     return indptr_out, out_i[:nnz], out_s[:nnz]
