@@ -66,6 +66,20 @@ def split_last(data: Interactions):
     return data.select(keep), data.select(~keep)
 
 
+def assert_same_recommendations(a, b, users, k: int) -> None:
+    """Two models give identical top-k lists and scores for ``users``."""
+    ra, rb = a.recommend(users, k=k), b.recommend(users, k=k)
+    np.testing.assert_array_equal(ra.items, rb.items)
+    np.testing.assert_array_equal(ra.scores, rb.scores)
+
+
+def saved_and_loaded(model, path):
+    """``model`` through a bundle at ``path`` and back, by the public loader."""
+    from recsys_fast.models.registry import load
+
+    return load(model.save(path))
+
+
 def ndcg_at_10(model, train: Interactions, test: Interactions) -> float:
     """Mean NDCG@10 over test users, full ranking, training items excluded (textbook formula)."""
     users = np.flatnonzero(np.diff(test.matrix.indptr) > 0)

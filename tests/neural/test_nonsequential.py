@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 
 from recsys_fast.models.popularity import Popularity  # noqa: E402
 
-from .conftest import ndcg_at_10  # noqa: E402
+from .conftest import assert_same_recommendations, ndcg_at_10, saved_and_loaded  # noqa: E402
 
 SMALL = dict(n_threads=1, verbose=False)
 FACTORIES = {
@@ -54,23 +54,14 @@ def test_learns_planted_structure(name, fitted, clusters):
 def test_same_seed_same_scores(name, fitted, clusters):
     train, _ = clusters
     again = FACTORIES[name](seed=3).fit(train)
-    users = train.user_map.ids[:20]
-    a, b = fitted[name].recommend(users, k=10), again.recommend(users, k=10)
-    np.testing.assert_array_equal(a.items, b.items)
-    np.testing.assert_array_equal(a.scores, b.scores)
+    assert_same_recommendations(fitted[name], again, train.user_map.ids[:20], k=10)
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_save_load_round_trip(name, fitted, clusters, tmp_path):
-    import recsys_fast.models.registry as registry
-
     model = fitted[name]
-    model.save(tmp_path / "b")
-    loaded = type(model)._from_bundle(tmp_path / "b", registry.bundle.read_manifest(tmp_path / "b"))
-    users = clusters[0].user_map.ids
-    a, b = model.recommend(users, k=7), loaded.recommend(users, k=7)
-    np.testing.assert_array_equal(a.items, b.items)
-    np.testing.assert_array_equal(a.scores, b.scores)
+    loaded = saved_and_loaded(model, tmp_path / "b")
+    assert_same_recommendations(model, loaded, clusters[0].user_map.ids, k=7)
     assert loaded.get_params() == model.get_params()
 
 

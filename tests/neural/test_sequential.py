@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 from recsys_fast.models.neural import samplers  # noqa: E402
 from recsys_fast.models.popularity import Popularity  # noqa: E402
 
-from .conftest import ndcg_at_10  # noqa: E402
+from .conftest import assert_same_recommendations, ndcg_at_10, saved_and_loaded  # noqa: E402
 
 SMALL = dict(n_threads=1, verbose=False, validation_fraction=0.0, embedding_size=16, batch_size=32)
 FACTORIES = {
@@ -62,23 +62,14 @@ def test_sampled_losses_learn_successor_chains(loss, sequences):
 def test_same_seed_same_scores(name, fitted, sequences):
     train, _ = sequences
     again = FACTORIES[name](seed=5).fit(train)
-    users = train.user_map.ids[:25]
-    a, b = fitted[name].recommend(users, k=10), again.recommend(users, k=10)
-    np.testing.assert_array_equal(a.items, b.items)
-    np.testing.assert_array_equal(a.scores, b.scores)
+    assert_same_recommendations(fitted[name], again, train.user_map.ids[:25], k=10)
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_save_load_round_trip(name, fitted, sequences, tmp_path):
-    from recsys_fast import bundle
-
     model = fitted[name]
-    model.save(tmp_path / "b")
-    loaded = type(model)._from_bundle(tmp_path / "b", bundle.read_manifest(tmp_path / "b"))
-    users = sequences[0].user_map.ids
-    a, b = model.recommend(users, k=7), loaded.recommend(users, k=7)
-    np.testing.assert_array_equal(a.items, b.items)
-    np.testing.assert_array_equal(a.scores, b.scores)
+    loaded = saved_and_loaded(model, tmp_path / "b")
+    assert_same_recommendations(model, loaded, sequences[0].user_map.ids, k=7)
 
 
 def _time_ordered(train, user_index):
