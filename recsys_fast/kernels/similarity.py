@@ -111,22 +111,21 @@ def _select_into(cand_s, cand_i, n_cand, k, hist, keys, out_i, out_s):
     # the buckets above the threshold hold ``seen`` < k keys, nearly sorted: insertion sort. So
     # does the threshold bucket unless it is large (ties on binary data): then a full sort of it,
     # ascending, so insertion sort never meets a long unsorted run
-    n_last = m - seen if m - seen > _INSERTION_MAX else 0
-    above = sorted_keys[:m - n_last]
-    for a in range(1, m - n_last):
-        key = above[a]
+    n_head = seen if m - seen > _INSERTION_MAX else m  # keys ordered by insertion sort
+    head = sorted_keys[:n_head]
+    for a in range(1, n_head):
+        key = head[a]
         j = a - 1
-        while j >= 0 and above[j] < key:
-            above[j + 1] = above[j]
+        while j >= 0 and head[j] < key:
+            head[j + 1] = head[j]
             j -= 1
-        above[j + 1] = key
-    last = sorted_keys[m - n_last:m]
+        head[j + 1] = key
+    last = sorted_keys[n_head:m]
     last.sort()
-    seen = m - n_last
     out_bits = out_s.view(np.int32)
     size = min(k, m)
     for t in range(size):
-        key = above[t] if t < seen else last[m - 1 - t]
+        key = head[t] if t < n_head else last[m - 1 - t]
         out_i[t] = np.int32(_LOW - (key & _LOW))
         out_bits[t] = np.int32(key >> 32)
     return size
