@@ -4,7 +4,7 @@ Synthetic data (``recsys_fast.datasets.synthetic``; default size M: 100k users x
 interactions), both models fitted with the same neighbour count (ItemKNN ``k = K - 1``: implicit
 counts the item itself). Timed: top-``n`` for every user with seen items excluded —
 ``ItemKNN.recommend(all user ids)`` (public API, id mapping included) and its scoring step alone
-(``_recommend_rows`` on prebuilt request rows: the kNN kernel on the popularity-numbered graph),
+(``recommend_indices``: the index-level protocol, no id mapping),
 vs implicit's batch ``recommend(userids, user_items, N=n, filter_already_liked_items=True)``.
 Data build and fit are outside the timed part; one warm-up call each compiles/loads first, then
 the contenders run interleaved. Reports the median of ``--repeats`` runs, the load average, the ratio, and how many users implicit returned fewer than ``n``
@@ -68,11 +68,10 @@ def main(argv=None):
         imp.fit(m.astype(np.float64).tocsr(), show_progress=False)
         user_ids = data.user_map.ids
         rows = np.arange(data.n_users)
-        batch, _ = ours._build_rows(user_ids, True, None, None, "raise")  # request rows, built untimed
 
         medians, cpu, runs, outs = interleaved({
             "api": lambda: ours.recommend(user_ids, k=args.n),
-            "kernel": lambda: ours._recommend_rows(batch, args.n),
+            "kernel": lambda: ours.recommend_indices(rows, args.n, exclude="seen"),
             "implicit": lambda: imp.recommend(rows, m, N=args.n, filter_already_liked_items=True),
         }, args.repeats)
     t_api, t_kernel, t_imp = medians["api"], medians["kernel"], medians["implicit"]

@@ -113,7 +113,7 @@ def _make_model(kind: str, params: dict[str, dict], strict: bool = False):
     from .models.registry import model_class
 
     cls = model_class(kind)
-    allowed = set(cls._param_names())
+    allowed = set(cls.param_names())
     targeted = params.get(kind, {})
     shared = params.get("", {})
     unknown = (set(targeted) | (set(shared) if strict else set())) - allowed
@@ -152,7 +152,7 @@ def cmd_models(args) -> int:
     for kind in sorted(MODELS):
         try:
             cls = model_class(kind)
-            params = ", ".join(cls._param_names())
+            params = ", ".join(cls.param_names())
         except ImportError as exc:
             params = f"(unavailable: {exc})"
         print(f"{kind:14s} {params}")

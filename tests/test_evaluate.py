@@ -171,8 +171,7 @@ def test_batch_path_matches_recommend(split):
     train, _ = split
     model = Popularity().fit(train)
     users = model.user_map_.ids[::3]
-    batch = model._batch_for_users(model.user_map_.to_index(users), train.matrix)
-    idx, scores = model._recommend_rows(batch, 12)
+    idx, scores = model.recommend_indices(model.user_map_.to_index(users), 12, exclude=train.matrix)
     recs = model.recommend(users, k=12)
     np.testing.assert_array_equal(model.item_map_.to_external(idx), recs.items)
     np.testing.assert_array_equal(scores, recs.scores)
@@ -197,7 +196,7 @@ def test_metric_selection_and_errors(split):
     with pytest.raises(TypeError, match="model must be a recsys_fast Recommender, got str"):
         evaluate("popularity", train, test)
     with pytest.raises(ValueError, match=re.escape(f"exclude must have the model's shape {model.seen_.shape}")):
-        model._batch_for_users(np.array([0]), test.matrix[:, :5])
+        model.recommend_indices(np.array([0]), 10, exclude=test.matrix[:, :5])
     with pytest.raises(RuntimeError, match="Popularity is not fitted"):
         evaluate(Popularity(), train, test)
 

@@ -94,7 +94,7 @@ def evaluate(model, train: Interactions | None, test: Interactions, k=(10, 20), 
 
     if not isinstance(model, Recommender):
         raise TypeError(f"model must be a recsys_fast Recommender, got {type(model).__name__}")
-    model._check_fitted()
+    model.check_fitted()
     for name, data in (("train", train), ("test", test)):
         if not (isinstance(data, Interactions) or (name == "train" and data is None)):
             raise TypeError(f"{name} must be recsys_fast.Interactions, got {type(data).__name__}")
@@ -157,7 +157,7 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
     values = np.empty((len(RANKING_METRICS), len(users), len(ks)), dtype=np.float64)
     covered = np.zeros((len(ks), n_items), dtype=bool)
     from ..kernels.metrics import ranking_metrics as _kernel
-    from ..models.base import gather_rows
+    from ..data.csr import gather_rows
 
     starts = range(0, len(users), batch_size)
     if progress:
@@ -166,8 +166,7 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
         starts = tqdm(starts, desc=f"evaluating {type(model).__name__}", unit="batch")
     for start in starts:
         rows = users[start:start + batch_size]
-        batch = model._batch_for_users(rows, excl)
-        recs, _ = model._recommend_rows(batch, kmax)
+        recs, _ = model.recommend_indices(rows, kmax, exclude=excl)
         recs = np.ascontiguousarray(recs, dtype=np.int32)
         t_indptr, t_indices, _ = gather_rows(test_m.indptr, test_m.indices, test_m.data, rows)
         values[:, start:start + len(rows), :] = _kernel(recs, t_indptr, t_indices, ks)
@@ -202,7 +201,7 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
     }
     if "rmse" in wanted or "mae" in wanted:
         pairs_u = aligned_test.row_of_nnz()
-        pred = model._predict_pairs(pairs_u.astype(np.int64), test_m.indices.astype(np.int64))
+        pred = model.predict_indices(pairs_u, test_m.indices)
         errs = rating_errors(pred, aligned_test.ratings)
         for name in ("rmse", "mae"):
             if name in wanted:

@@ -4,6 +4,14 @@ A subclass implements ``_fit(train)`` and either ``_score_rows`` (dense scores f
 rows; the base selects the top-k with the kernels) or ``_recommend_rows`` (its own top-k, as the
 kNN models do), plus ``_get_state``/``_set_state`` for bundles. Everything a user passes and
 receives is in external ids; internal indices stay inside.
+
+Underneath the external-id API sits the **index-level protocol** that every layer above
+``models/`` (evaluation, batch scoring, serving, the CLI, the benches) uses, and nothing else:
+
+- ``recommend_indices(user_index, k, exclude=None, allowed=None) -> (items, scores)``
+- ``predict_indices(user_index, item_index) -> ratings`` (rating models)
+- ``param_names()``, ``get_params()``, ``is_fitted``, ``check_fitted()``, ``n_users``, ``n_items``, ``user_map_``,
+  ``item_map_``, ``seen_`` (the training matrix, model users x items).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import bundle
+from ..data.csr import gather_rows
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
 from ..errors import BundleError, NotFittedError, UnknownIdError
@@ -83,12 +92,13 @@ class Recommender:
 
     # ------------------------------------------------------------------ parameters
     @classmethod
-    def _param_names(cls) -> list[str]:
+    def param_names(cls) -> list[str]:
+        """The constructor's parameter names, in order."""
         sig = inspect.signature(cls.__init__)
         return [p for p in sig.parameters if p != "self"]
 
     def get_params(self) -> dict:
-        return {name: getattr(self, name) for name in self._param_names()}
+        return {name: getattr(self, name) for name in self.param_names()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -112,14 +122,64 @@ class Recommender:
     def is_fitted(self) -> bool:
         return hasattr(self, "seen_")
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
+        """Raise ``NotFittedError`` unless the model is fitted (or loaded)."""
         if not self.is_fitted:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(train) or recsys_fast.load(path)")
 
     @property
     def n_items(self) -> int:
-        self._check_fitted()
+        self.check_fitted()
         return len(self.item_map_)
+
+    @property
+    def n_users(self) -> int:
+        self.check_fitted()
+        return len(self.user_map_)
+
+    # ------------------------------------------------------------------ index-level protocol
+    def recommend_indices(self, user_index, k: int, exclude=None, allowed=None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` for training users given by internal index: the protocol of the layers above.
+
+        ``user_index``: int array (n,) of internal user indices, ``0 <= u < n_users``.
+        ``exclude``: None (exclude nothing), ``"seen"`` (each user's training items) or a CSR
+        matrix with the model's shape ``(n_users, n_items)`` and sorted indices whose rows are the
+        items to exclude (e.g. an evaluation's train split aligned to the model).
+        ``allowed``: None (every item) or a bool mask over the ``n_items`` items.
+        Returns ``(items, scores)``: int32 internal item indices and float32 scores, shape (n, k),
+        best first, rows padded at the end with -1 / -inf when fewer than k items qualify.
+        """
+        self.check_fitted()
+        k = _check_k(k)
+        user_index = np.asarray(user_index, dtype=np.int64).reshape(-1)
+        if len(user_index) and (user_index.min() < 0 or user_index.max() >= self.n_users):
+            bad = user_index[(user_index < 0) | (user_index >= self.n_users)][0]
+            raise IndexError(f"user index {int(bad)} is out of range for {self.n_users} users")
+        if isinstance(exclude, str):
+            if exclude != "seen":
+                raise ValueError(f"exclude must be None, 'seen' or a CSR matrix, got {exclude!r}")
+            exclude = self.seen_
+        if allowed is None:
+            allowed = np.zeros(0, dtype=np.bool_)
+        else:
+            allowed = np.asarray(allowed, dtype=np.bool_)
+            if allowed.shape != (self.n_items,):
+                raise ValueError(f"allowed must be a bool mask of shape ({self.n_items},), got {allowed.shape}")
+        batch = self._batch_for_users(user_index, exclude)
+        batch = RowBatch(batch.user_index, batch.hist_indptr, batch.hist_indices, batch.hist_data,
+                         batch.excl_indptr, batch.excl_indices, allowed)
+        return self._recommend_rows(batch, k)
+
+    def predict_indices(self, user_index, item_index) -> np.ndarray:
+        """Predicted ratings (float) for (user, item) pairs of internal indices (rating models)."""
+        self.check_fitted()
+        if not self.predicts_ratings:
+            raise TypeError(f"{type(self).__name__} ranks items and does not predict ratings")
+        u = np.asarray(user_index, dtype=np.int64).reshape(-1)
+        i = np.asarray(item_index, dtype=np.int64).reshape(-1)
+        if len(u) != len(i):
+            raise ValueError(f"user_index and item_index must have equal length, got {len(u)} and {len(i)}")
+        return self._predict_pairs(u, i)
 
     # ------------------------------------------------------------------ recommending
     def recommend(self, users, k: int = 10, exclude_seen: bool = True, items=None, history: dict | None = None,
@@ -132,7 +192,7 @@ class Recommender:
         user it replaces the training history. Unknown users raise ``UnknownIdError``
         (``on_unknown="raise"``) or get an all-padding row (``on_unknown="pad"``).
         """
-        self._check_fitted()
+        self.check_fitted()
         k = _check_k(k)
         if on_unknown not in ("raise", "pad"):
             raise ValueError(f"on_unknown must be 'raise' or 'pad', got {on_unknown!r}")
@@ -211,7 +271,7 @@ class Recommender:
 
         This is the evaluation path: no external-id round trip, no per-user Python loop.
         """
-        self._check_fitted()
+        self.check_fitted()
         user_index = np.asarray(user_index, dtype=np.int64)
         seen = self.seen_
         hist_indptr, hist_indices, hist_data = gather_rows(seen.indptr, seen.indices, seen.data, user_index)
@@ -254,14 +314,14 @@ class Recommender:
     # ------------------------------------------------------------------ ratings
     def predict(self, users, items) -> np.ndarray:
         """Predicted ratings for (user, item) pairs of external ids (rating models only)."""
-        self._check_fitted()
+        self.check_fitted()
         if not self.predicts_ratings:
             raise TypeError(f"{type(self).__name__} ranks items and does not predict ratings")
         u = self.user_map_.to_index(np.atleast_1d(np.asarray(users)))
         i = self.item_map_.to_index(np.atleast_1d(np.asarray(items)))
         if len(u) != len(i):
             raise ValueError(f"users and items must have equal length, got {len(u)} and {len(i)}")
-        return self._predict_pairs(u, i)
+        return self.predict_indices(u, i)
 
     def _predict_pairs(self, user_index: np.ndarray, item_index: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -269,7 +329,7 @@ class Recommender:
     # ------------------------------------------------------------------ warm-up
     def prepare(self) -> "Recommender":
         """Compile kernels on a tiny batch so the first real request is not the slow one."""
-        self._check_fitted()
+        self.check_fitted()
         if len(self.user_map_):
             self.recommend(self.user_map_.ids[:1], k=1)
         return self
@@ -277,7 +337,7 @@ class Recommender:
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> Path:
         """Write the fitted model as a bundle directory (atomic; no pickle)."""
-        self._check_fitted()
+        self.check_fitted()
         arrays = {
             "user_ids": self.user_map_.ids, "item_ids": self.item_map_.ids,
             "seen_indptr": self.seen_.indptr, "seen_indices": self.seen_.indices, "seen_data": self.seen_.data,
@@ -301,7 +361,7 @@ class Recommender:
     @classmethod
     def _from_bundle(cls, path, manifest: dict) -> "Recommender":
         params = manifest["params"]
-        unknown = set(params) - set(cls._param_names())
+        unknown = set(params) - set(cls.param_names())
         if unknown:
             raise BundleError(f"{path}: parameters {sorted(unknown)} are not parameters of {cls.__name__}")
         model = cls(**params)
@@ -313,25 +373,6 @@ class Recommender:
         names = [f[:-4] for f in manifest["files"] if f.endswith(".npy")]
         model._set_state({n: get(n) for n in names}, manifest.get("meta", {}))
         return model
-
-
-def gather_rows(indptr, indices, data, rows):
-    """CSR rows ``rows`` of a matrix as a CSR (indptr int64, indices int32, data float32); a row
-    index of -1 gives an empty row. Vectorised: no Python loop over rows. When ``rows`` is every
-    row in order (scoring all users) the input arrays come back uncopied: read them only."""
-    rows = np.asarray(rows, dtype=np.int64)
-    n_src = len(indptr) - 1
-    if len(rows) == n_src and n_src > 0 and rows[0] == 0 and np.array_equal(rows, np.arange(n_src)):
-        return (np.asarray(indptr).astype(np.int64, copy=False), np.asarray(indices).astype(np.int32, copy=False),
-                np.asarray(data).astype(np.float32, copy=False))
-    safe = np.where(rows >= 0, rows, 0)
-    starts = np.asarray(indptr, dtype=np.int64)[safe]
-    lens = np.where(rows >= 0, np.asarray(indptr, dtype=np.int64)[safe + 1] - starts, 0)
-    out_indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lens, out=out_indptr[1:])
-    pos = np.arange(out_indptr[-1], dtype=np.int64) + np.repeat(starts - out_indptr[:-1], lens)
-    return (out_indptr, np.asarray(indices)[pos].astype(np.int32, copy=False),
-            np.asarray(data)[pos].astype(np.float32, copy=False))
 
 
 def _slice_batch(batch: RowBatch, start: int, stop: int) -> RowBatch:

@@ -31,7 +31,8 @@ import scipy.sparse as sp
 
 from ..data.interactions import Interactions
 from ..kernels.knn import knn_topk, neighbour_average, similar_rows
-from .base import Recommender, RowBatch, gather_rows
+from ..data.csr import gather_rows
+from .base import Recommender, RowBatch
 
 SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine", "dot")
 WEIGHTINGS = (None, "tfidf", "bm25")
@@ -168,7 +169,7 @@ class _NeighbourhoodModel(Recommender):
     def _neighbours(self, graph: sp.csr_matrix, id_map, ids, k: int) -> Neighbours:
         from .base import _check_k
 
-        self._check_fitted()
+        self.check_fitted()
         k = _check_k(k)
         ids = np.atleast_1d(np.asarray(ids))
         rows = id_map.to_index(ids) if len(ids) else np.zeros(0, np.int64)
@@ -267,7 +268,7 @@ class ItemKNN(_NeighbourhoodModel):
 
     def similar_items(self, items, k: int = 10) -> Neighbours:
         """The ``k`` most similar items of each of ``items`` (at most the fitted ``k`` are stored)."""
-        self._check_fitted()
+        self.check_fitted()
         return self._neighbours(self.graph_, self.item_map_, items, k)
 
     def _predict_pairs(self, user_index, item_index):
@@ -285,7 +286,7 @@ class ItemKNN(_NeighbourhoodModel):
         """
         import pandas as pd
 
-        self._check_fitted()
+        self.check_fitted()
         j = int(self.item_map_.to_index([item])[0])
         if history is not None:
             h_items = self.item_map_.to_index(np.atleast_1d(np.asarray(history)), on_unknown="mask")
@@ -348,7 +349,7 @@ class UserKNN(_NeighbourhoodModel):
 
     def similar_users(self, users, k: int = 10) -> Neighbours:
         """The ``k`` most similar training users of each of ``users`` (at most the fitted ``k``)."""
-        self._check_fitted()
+        self.check_fitted()
         return self._neighbours(self.graph_, self.user_map_, users, k)
 
     # ------------------------------------------------------------------ fold-in

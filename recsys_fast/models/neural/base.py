@@ -136,7 +136,7 @@ class NeuralRecommender(Recommender):
         """The fitted scoring network: a ``torch.nn.Module`` in eval mode whose ``forward`` takes
         the tensors of ``_scoring_inputs`` (user indices, a user row, or a left-padded item-id
         sequence; see the model's docstring) and returns float scores over all items."""
-        self._check_fitted()
+        self.check_fitted()
         return self.module_
 
     def _scoring_inputs(self, batch: RowBatch) -> tuple:

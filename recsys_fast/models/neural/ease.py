@@ -57,7 +57,7 @@ class EASE(Recommender):
 
     def scoring_module(self):
         """A torch ``nn.Module`` computing ``rows (b, n_items) float -> rows @ B`` (for ONNX export)."""
-        self._check_fitted()
+        self.check_fitted()
         from ._torch import torch
 
         t = torch()

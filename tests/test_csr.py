@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys_fast.models.base import gather_rows
+from recsys_fast.data.csr import gather_rows
 
 
 @pytest.mark.parametrize("rows", [[2, 0, -1, 2, 3], [0, 1, 2, 3], [3, 2, 1, 0], [], [-1, -1]])
