@@ -32,6 +32,22 @@ class DataError(RecsysError, ValueError):
         self.source, self.row, self.column = source, row, column
 
 
+class ParameterError(RecsysError, ValueError):
+    """A bad argument of a public function or constructor.
+
+    ``name`` is the parameter, ``value`` what was given and ``allowed`` what is accepted; all
+    three are in the message (``k must be an integer >= 1, got 0``). Raised from
+    ``recsys_fast.validation`` so that every check words its message the same way.
+    """
+
+    def __init__(self, name: str, value, allowed: str, hint: str = ""):
+        message = f"{name} must be {allowed}, got {_plain(value)!r}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+        self.name, self.value, self.allowed = name, value, allowed
+
+
 class UnknownIdError(RecsysError, KeyError):
     """A user or item id that the model (or id map) has never seen."""
 

@@ -1,0 +1,64 @@
+"""The one validator of arguments: every public function and constructor checks through here.
+
+Each check returns the value coerced to its plain Python type, or raises ``ParameterError``
+naming the parameter, the value given and what is allowed, worded the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+from .errors import ParameterError
+
+
+def integer(name: str, value, minimum: int | None = None, maximum: int | None = None,
+            allow_none: bool = False) -> int | None:
+    """An int (numpy ints too, never bool or float) within ``[minimum, maximum]``."""
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, Integral) and not isinstance(value, bool)
+    if ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
+        return int(value)
+    raise ParameterError(name, value, _range_text("an integer", minimum, maximum, allow_none))
+
+
+def number(name: str, value, minimum: float | None = None, maximum: float | None = None,
+           min_inclusive: bool = True, max_inclusive: bool = True, allow_none: bool = False) -> float | None:
+    """A finite real number (not bool) within the given bounds."""
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
+    if ok:
+        v = float(value)
+        low_ok = minimum is None or (v >= minimum if min_inclusive else v > minimum)
+        high_ok = maximum is None or (v <= maximum if max_inclusive else v < maximum)
+        if low_ok and high_ok:
+            return v
+    raise ParameterError(name, value, _range_text("a finite number", minimum, maximum, allow_none,
+                                                  min_inclusive, max_inclusive))
+
+
+def choice(name: str, value, choices) -> object:
+    """One of ``choices`` (compared with ==; None may be one of them)."""
+    for c in choices:
+        if value == c and type(value) is type(c):
+            return value
+    raise ParameterError(name, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def boolean(name: str, value) -> bool:
+    """True or False (numpy bools too)."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise ParameterError(name, value, "True or False")
+
+
+def _range_text(kind, minimum, maximum, allow_none, min_inclusive=True, max_inclusive=True) -> str:
+    parts = []
+    if minimum is not None:
+        parts.append(f"{'>=' if min_inclusive else '>'} {minimum}")
+    if maximum is not None:
+        parts.append(f"{'<=' if max_inclusive else '<'} {maximum}")
+    text = kind + (" " + " and ".join(parts) if parts else "")
+    return text + (" or None" if allow_none else "")
