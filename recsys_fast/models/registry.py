@@ -36,6 +36,8 @@ def load(path):
     """Load any saved model bundle (hashes checked, no pickle)."""
     manifest = bundle.read_manifest(path)
     kind = manifest.get("kind")
+    if kind == "onnx":
+        raise BundleError(f"{path} is an exported serving bundle (ONNX); load it with recsys_fast.serving.load")
     if kind not in MODELS:
         raise BundleError(f"{path}: bundle holds a model of kind {kind!r}, which this recsys_fast does not know "
                           f"(known: {', '.join(sorted(MODELS))})")

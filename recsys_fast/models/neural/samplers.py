@@ -106,6 +106,18 @@ def pad_sequences(indptr: np.ndarray, items: np.ndarray, rows: np.ndarray, max_l
     return out
 
 
+def batch_sequences(seq_indptr: np.ndarray, seq_items: np.ndarray, user_index: np.ndarray,
+                    hist_indptr: np.ndarray, hist_indices: np.ndarray, max_len: int) -> np.ndarray:
+    """(rows, max_len) padded sequences of a recommend batch: the stored time order for fitted
+    users (``user_index >= 0``), the given history in the order given for rows with index -1."""
+    users = np.asarray(user_index, dtype=np.int64)
+    out = pad_sequences(seq_indptr, seq_items, np.maximum(users, 0), max_len)
+    for r in np.flatnonzero(users < 0):
+        given = hist_indices[hist_indptr[r]:hist_indptr[r + 1]].astype(np.int64)
+        out[r] = pad_sequences(np.array([0, len(given)]), given, np.array([0]), max_len)[0]
+    return out
+
+
 def random_crop_ends(indptr: np.ndarray, rows: np.ndarray, window: int, rng: np.random.Generator) -> np.ndarray:
     """For each row, how many trailing items to drop so that a ``window``-long crop ends at a
     uniformly random position among those that fill the window (0 for rows no longer than it):

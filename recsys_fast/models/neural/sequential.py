@@ -94,18 +94,20 @@ class SequentialRecommender(NeuralRecommender):
         return losses.bce(pos_s, neg_s)
 
     # ------------------------------------------------------------------ scoring inputs
+    def sequences(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every fitted user's training items in time order, CSR-like ``(indptr int64 (n_users + 1,),
+        items int64)``: what the scoring network sees (its last ``max_len`` items, ids +1) for them."""
+        self.check_fitted()
+        return self._seq_indptr, self._seq_items
+
     def _user_inputs(self, users):
         return (self._tensor(samplers.pad_sequences(self._seq_indptr, self._seq_items, users, self.max_len)),)
 
     def _sequences_for(self, batch: RowBatch) -> np.ndarray:
         """(rows, max_len) padded sequences: stored time order for fitted users, given order for
         rows scored from a ``history=``."""
-        users = batch.user_index
-        out = samplers.pad_sequences(self._seq_indptr, self._seq_items, np.maximum(users, 0), self.max_len)
-        for r in np.flatnonzero(users < 0):
-            given = batch.hist_indices[batch.hist_indptr[r]:batch.hist_indptr[r + 1]].astype(np.int64)
-            out[r] = samplers.pad_sequences(np.array([0, len(given)]), given, np.array([0]), self.max_len)[0]
-        return out
+        return samplers.batch_sequences(self._seq_indptr, self._seq_items, batch.user_index, batch.hist_indptr,
+                                        batch.hist_indices, self.max_len)
 
     def _scoring_inputs(self, batch: RowBatch):
         return (self._tensor(self._sequences_for(batch)),)

@@ -1,0 +1,242 @@
+"""Runtimes: one object per loaded bundle with the model's recommend contract, no torch.
+
+- ``OnnxRuntime``: an exported neural bundle (``recsys_fast.export.to_onnx``) through onnxruntime.
+  It is a ``Recommender`` whose row scoring is one session run, so the external-id API, the
+  ``history=`` fold-in, ``on_unknown`` and the index-level protocol (``recommend_indices``) are
+  the same code as the trained model's.
+- ``ModelRuntime``: a bundle saved with ``model.save`` by a model that needs no torch
+  (Popularity, ItemKNN, UserKNN, EASE), served by the model itself (Numba kernels).
+
+Both are immutable after loading and safe to call from many threads at once (an onnxruntime
+session's ``run`` is thread-safe; the models keep no per-request state).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .. import bundle
+from ..data.idmap import IdMap
+from ..errors import BundleError, MissingExtraError, ParameterError
+from ..models.base import Recommender, RowBatch
+from ..models.neural.samplers import batch_sequences
+
+
+class OnnxRuntime(Recommender):
+    """A neural model exported to ONNX, served by onnxruntime. Load with ``recsys_fast.serving.load``."""
+
+    kind = "onnx"
+
+    def __init__(self):  # built by from_bundle; no parameters of its own
+        pass
+
+    @classmethod
+    def from_bundle(cls, path, manifest: dict, n_threads: int | None = None, providers=None) -> "OnnxRuntime":
+        meta = manifest.get("meta", {})
+        family = meta.get("input_family")
+        if family not in ("users", "rows", "history", "sequence", "sequence_users"):
+            raise BundleError(f"{path}: ONNX bundle has an unknown input family {family!r}")
+        rt = cls()
+        get = lambda name: bundle.load_array(path, name, manifest)  # noqa: E731
+        rt.user_map_ = IdMap(get("user_ids"), "user")
+        rt.item_map_ = IdMap(get("item_ids"), "item")
+        rt.seen_ = sp.csr_matrix((get("seen_data"), get("seen_indices"), get("seen_indptr")),
+                                 shape=(len(rt.user_map_), len(rt.item_map_)))
+        rt.family_ = family
+        rt.supports_history = bool(meta.get("supports_history", False))
+        rt.chunk_rows_ = int(meta.get("chunk_rows", 1024))
+        if family.startswith("sequence"):
+            rt.seq_indptr_, rt.seq_items_ = get("seq_indptr").astype(np.int64), get("seq_items").astype(np.int64)
+            rt.max_len_ = int(meta["max_len"])
+        rt.session_ = _session(bundle.load_file(path, "model.onnx", manifest), n_threads, providers)
+        rt.path_ = str(Path(path))
+        rt.n_threads_ = n_threads
+        rt.metadata_ = {"path": rt.path_, "kind": manifest["kind"], "model_kind": meta.get("model_kind"),
+                        "params": manifest.get("params", {}), "n_users": len(rt.user_map_),
+                        "n_items": len(rt.item_map_), "supports_history": rt.supports_history,
+                        "similar_items": False, "providers": rt.session_.get_providers(), "n_threads": n_threads,
+                        **{key: meta[key] for key in ("opset", "exporter", "versions", "quantization") if key in meta}}
+        return rt
+
+    @property
+    def metadata(self) -> dict:
+        """What was loaded: path, kinds, parameters, sizes, providers, opset and versions."""
+        return dict(self.metadata_)
+
+    def _fit(self, train):
+        raise TypeError("a serving runtime is not trained: fit the model, export it, load the export")
+
+    def similar_items(self, items, k: int = 10):
+        raise TypeError(f"the exported {self.metadata_['model_kind']} graph has no item-item scores; "
+                        "similar_items is served for ItemKNN/UserKNN bundles")
+
+    def _recommend_rows(self, batch: RowBatch, k: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(batch.user_index)
+        k_eff = min(k, self.n_items)
+        items = np.empty((n, k), dtype=np.int32)
+        scores = np.empty((n, k), dtype=np.float32)
+        kk = np.array([k_eff], dtype=np.int64)
+        for start in range(0, n, self.chunk_rows_):
+            stop = min(n, start + self.chunk_rows_)
+            sub = batch if (start == 0 and stop == n) else _slice(batch, start, stop)
+            feeds = self._model_inputs(sub)
+            feeds["exclude"] = _padded_exclusions(stop - start, sub.excl_indptr, sub.excl_indices, sub.allowed)
+            feeds["k"] = kk
+            top_i, top_s = self.session_.run(("items", "scores"), feeds)
+            items[start:stop, :k_eff] = top_i
+            scores[start:stop, :k_eff] = top_s
+        if k_eff < k:
+            items[:, k_eff:] = -1
+            scores[:, k_eff:] = -np.inf
+        items[~(scores > -np.inf)] = -1  # excluded, disallowed or NaN: padding
+        scores[items < 0] = -np.inf
+        return items, scores
+
+    def _model_inputs(self, batch: RowBatch) -> dict[str, np.ndarray]:
+        users = batch.user_index
+        family = self.family_
+        if family == "users":
+            return {"users": np.maximum(users, 0).astype(np.int64)}
+        if family.startswith("sequence"):
+            feeds = {"sequence": batch_sequences(self.seq_indptr_, self.seq_items_, users, batch.hist_indptr,
+                                                 batch.hist_indices, self.max_len_)}
+            if family == "sequence_users":
+                feeds["users"] = np.where(users >= 0, users, self.n_users).astype(np.int64)
+            return feeds
+        indptr, indices = batch.hist_indptr, batch.hist_indices
+        if (users < 0).any():  # a given history may repeat items: rows are binary
+            m = sp.csr_matrix((np.ones(len(indices), np.float32), indices.copy(), indptr.copy()),
+                              shape=(len(users), self.n_items))
+            m.sum_duplicates()
+            indptr, indices = m.indptr, m.indices
+        if family == "rows":
+            rows = np.zeros((len(users), self.n_items), dtype=np.float32)
+            rows[np.repeat(np.arange(len(users)), np.diff(indptr)), indices] = 1.0
+            return {"rows": rows}
+        return {"history": _padded(len(users), indptr, indices, pad=self.n_items)}
+
+
+class ModelRuntime:
+    """A torch-free saved model (Popularity, ItemKNN, UserKNN, EASE) served as it is."""
+
+    def __init__(self, model: Recommender, manifest: dict, path, n_threads: int | None = None):
+        self.model = model
+        self.n_threads_ = n_threads
+        self.supports_history = model.supports_history
+        self.metadata_ = {"path": str(Path(path)), "kind": manifest["kind"], "model_kind": manifest["kind"],
+                          "params": manifest.get("params", {}), "n_users": model.n_users, "n_items": model.n_items,
+                          "supports_history": model.supports_history,
+                          "similar_items": hasattr(model, "similar_items"), "providers": ["numba"],
+                          "n_threads": n_threads}
+
+    @property
+    def metadata(self) -> dict:
+        return dict(self.metadata_)
+
+    # the index-level protocol, and the model's attributes it rests on
+    @property
+    def user_map_(self):
+        return self.model.user_map_
+
+    @property
+    def item_map_(self):
+        return self.model.item_map_
+
+    @property
+    def seen_(self):
+        return self.model.seen_
+
+    @property
+    def n_users(self) -> int:
+        return self.model.n_users
+
+    @property
+    def n_items(self) -> int:
+        return self.model.n_items
+
+    def recommend_indices(self, user_index, k: int, exclude=None, allowed=None):
+        with _limited(self.n_threads_):
+            return self.model.recommend_indices(user_index, k, exclude=exclude, allowed=allowed)
+
+    def recommend(self, users, k: int = 10, exclude_seen: bool = True, items=None, history=None,
+                  on_unknown: str = "raise"):
+        with _limited(self.n_threads_):
+            return self.model.recommend(users, k=k, exclude_seen=exclude_seen, items=items, history=history,
+                                        on_unknown=on_unknown)
+
+    def similar_items(self, items, k: int = 10):
+        if not hasattr(self.model, "similar_items"):
+            raise TypeError(f"{type(self.model).__name__} has no item-item scores; similar_items is served for "
+                            "ItemKNN/UserKNN bundles")
+        return self.model.similar_items(items, k=k)
+
+    def prepare(self) -> "ModelRuntime":
+        self.model.prepare()
+        return self
+
+
+def _limited(n_threads):
+    from .. import threads
+
+    return threads.limit(n_threads)
+
+
+def _session(model_bytes: bytes, n_threads: int | None, providers):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingExtraError("onnxruntime", "serve") from None
+    options = _session_options(ort, n_threads)
+    providers = list(providers) if providers else ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise ParameterError("providers", missing, f"providers of this onnxruntime build ({', '.join(available)})",
+                             hint="CUDAExecutionProvider needs the onnxruntime-gpu package and a CUDA device")
+    return ort.InferenceSession(model_bytes, sess_options=options, providers=providers)
+
+
+def _session_options(ort, n_threads: int | None):
+    from .. import threads
+
+    if hasattr(threads, "onnxruntime_session_options"):
+        return threads.onnxruntime_session_options(n_threads)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if n_threads is not None:
+        options.intra_op_num_threads = int(n_threads)
+    return options
+
+
+def _padded(n: int, indptr: np.ndarray, indices: np.ndarray, pad: int, extra: np.ndarray | None = None) -> np.ndarray:
+    """(n, width) int64: row r's ``indices[indptr[r]:indptr[r+1]]`` (then ``extra``), padded with ``pad``;
+    width >= 1 so that the graph always gets a 2-d tensor."""
+    counts = np.diff(indptr) if len(indptr) else np.zeros(n, dtype=np.int64)
+    n_extra = 0 if extra is None else len(extra)
+    width = max(1, int(counts.max(initial=0)) + n_extra)
+    out = np.full((n, width), pad, dtype=np.int64)
+    total = int(counts.sum())
+    if total:
+        rows = np.repeat(np.arange(n), counts)
+        cols = np.arange(total) - np.repeat(indptr[:-1] - indptr[0], counts)
+        out[rows, cols] = indices[indptr[0]:indptr[0] + total]
+    if n_extra:
+        out[:, width - n_extra:] = extra
+    return out
+
+
+def _padded_exclusions(n, excl_indptr, excl_indices, allowed) -> np.ndarray:
+    """The graph's ``exclude`` input: each row's excluded items, plus every item outside ``allowed``."""
+    extra = np.flatnonzero(~allowed) if len(allowed) else None
+    return _padded(n, excl_indptr, excl_indices, pad=-1, extra=extra)
+
+
+def _slice(batch: RowBatch, start: int, stop: int) -> RowBatch:
+    from ..models.base import _slice_batch
+
+    return _slice_batch(batch, start, stop)
