@@ -23,11 +23,12 @@ _LAZY = {
     "NeuMF": "recsys_fast.models.neural.neumf:NeuMF",
     "LightGCN": "recsys_fast.models.neural.lightgcn:LightGCN",
     "MultVAE": "recsys_fast.models.neural.multvae:MultVAE",
-    "EASE": "recsys_fast.models.neural.ease:EASE",
+    "EASE": "recsys_fast.models.ease:EASE",
     "SASRec": "recsys_fast.models.neural.sasrec:SASRec",
     "GRU4Rec": "recsys_fast.models.neural.gru4rec:GRU4Rec",
     "Caser": "recsys_fast.models.neural.caser:Caser",
     "Recommendations": "recsys_fast.models.base:Recommendations",
+    "Neighbours": "recsys_fast.models.base:Neighbours",
     "load": "recsys_fast.models.registry:load",
     "evaluate": "recsys_fast.evaluation.protocol:evaluate",
 }

@@ -109,12 +109,6 @@ def load_array(path, name: str, manifest: dict) -> np.ndarray:
         raise BundleError(f"{path}: array {name!r} could not be read ({exc})") from None
 
 
-def load_file(path, fname: str, manifest: dict) -> bytes:
-    if fname not in manifest["files"]:
-        raise BundleError(f"{path}: bundle has no file {fname!r}")
-    return (Path(path) / fname).read_bytes()
-
-
 def _describe(fpath: Path) -> dict:
     h = hashlib.sha256()
     with open(fpath, "rb") as fh:

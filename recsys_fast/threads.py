@@ -53,12 +53,6 @@ def parallel_calls_are_safe() -> bool:
     return layer in ("threadsafe", "safe", "tbb", "omp") and bool(_available_layers())
 
 
-def numba_threads() -> int:
-    import numba
-
-    return numba.get_num_threads()
-
-
 @contextlib.contextmanager
 def limit(n_threads: int | None):
     """Run the body with at most ``n_threads`` threads in every pool we know; restore after.

@@ -272,7 +272,7 @@ def test_rmse_and_mae_for_rating_models(rng):
 @pytest.fixture
 def ml_small():
     try:
-        from recsys_fast.data.datasets import find_dataset
+        from recsys_fast.datasets import find_dataset
     except ImportError:  # before the data layer lands: the copy shipped in the repo
         path = Path(__file__).resolve().parents[1] / "data" / "ml-latest-small"
         path = path if (path / "ratings.csv").is_file() else None
@@ -328,7 +328,7 @@ def test_cold_recall_matches_a_direct_count():
     import pandas as pd
 
     from recsys_fast.data.features import ItemFeatures
-    from recsys_fast.data.split import cold_items, holdout
+    from recsys_fast.split import cold_items, holdout
     from recsys_fast.models.content import ContentKNN
     from recsys_fast.models.knn import ItemKNN
 

@@ -93,7 +93,7 @@ def test_duplicate_item_and_bad_parameters(frame):
 
 
 def test_movielens_titles_genres_tags(ml_latest_small_path):
-    from recsys_fast.data.datasets import load_movielens
+    from recsys_fast.datasets import load_movielens
 
     data, items = load_movielens(ml_latest_small_path)
     tags = pd.read_csv(ml_latest_small_path / "tags.csv")

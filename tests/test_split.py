@@ -263,7 +263,7 @@ def test_splits_of_synthetic_data_at_scale():
 
 
 def test_cold_items_moves_every_interaction_of_the_drawn_items():
-    from recsys_fast.data.split import cold_items
+    from recsys_fast.split import cold_items
 
     rng = np.random.default_rng(3)
     users = rng.integers(0, 50, 800)

@@ -219,7 +219,7 @@ def _text_block(values, col, weighting, min_df, max_features, source):
 
         m.sort_indices()
         m.data = bm25_weight(m.indptr, m.indices, m.data.astype(np.float32), m.shape[0], m.shape[1],
-                             K1=1.2, B=0.75)
+                             k1=1.2, b=0.75)
         m.data = np.maximum(m.data, 0)  # a word in every document has idf <= 0: no signal
     return m, vec.get_feature_names_out()
 

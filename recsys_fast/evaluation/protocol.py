@@ -139,8 +139,8 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
     if user_map == test.user_map and item_map == test.item_map:
         aligned_test, known_u, known_i = test, np.ones(test.n_users, bool), np.ones(test.n_items, bool)
     else:
-        known_u = user_map.to_index(test.user_map.ids, on_unknown="mask") >= 0 if test.n_users else np.zeros(0, bool)
-        known_i = item_map.to_index(test.item_map.ids, on_unknown="mask") >= 0 if test.n_items else np.zeros(0, bool)
+        known_u = user_map.to_index(test.user_map.ids, on_unknown="pad") >= 0 if test.n_users else np.zeros(0, bool)
+        known_i = item_map.to_index(test.item_map.ids, on_unknown="pad") >= 0 if test.n_items else np.zeros(0, bool)
         aligned_test, _ = test.remap(user_map, item_map)
     nnz_user_known = known_u[test.row_of_nnz()]
     nnz_item_known = known_i[test.matrix.indices]

@@ -36,11 +36,17 @@ class ContentKNN(ItemKNN):
     """
 
     kind = "content_knn"
+    _RENAMED = {}
+    # ItemKNN's interaction weighting does not apply: features come weighted (see ItemFeatures)
+    weighting, k1, b = None, 100.0, 0.8
 
     def __init__(self, k: int = 100, similarity: str = "cosine", shrink: float = 0.0, min_support: int = 1,
-                 alpha: float = 0.5, fill: str | None = "popularity"):
-        super().__init__(k=k, similarity=similarity, shrink=shrink, min_support=min_support, alpha=alpha,
-                         fill=fill)
+                 alpha: float = 0.5, fill: str | None = "popularity", n_threads: int | None = None):
+        self._init_params(locals())
+
+    def _check_params(self, p: dict) -> dict:
+        checked = super()._check_params({**p, "weighting": None, "k1": self.k1, "b": self.b})
+        return {name: checked[name] for name in p}
 
     def fit(self, train: Interactions, features: ItemFeatures | None = None) -> "ContentKNN":
         """Learn the item graph from ``features`` and the users' histories from ``train``."""

@@ -17,7 +17,7 @@ MODELS: dict[str, str] = {
     "neumf": "recsys_fast.models.neural.neumf:NeuMF",
     "lightgcn": "recsys_fast.models.neural.lightgcn:LightGCN",
     "multvae": "recsys_fast.models.neural.multvae:MultVAE",
-    "ease": "recsys_fast.models.neural.ease:EASE",
+    "ease": "recsys_fast.models.ease:EASE",
     "sasrec": "recsys_fast.models.neural.sasrec:SASRec",
     "gru4rec": "recsys_fast.models.neural.gru4rec:GRU4Rec",
     "caser": "recsys_fast.models.neural.caser:Caser",
