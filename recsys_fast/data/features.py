@@ -142,12 +142,12 @@ class ItemFeatures:
         ``cold_items`` (featured items without interactions)."""
         imap = interactions.item_map
         has_events = np.bincount(interactions.matrix.indices, minlength=len(imap)) > 0
-        featured = self.item_map.to_index(imap.ids, on_unknown="mask") >= 0 if len(imap) else np.zeros(0, bool)
+        featured = self.item_map.to_index(imap.ids, on_unknown="pad") >= 0 if len(imap) else np.zeros(0, bool)
         lacking = has_events & ~featured
         per_item = np.bincount(interactions.matrix.indices, minlength=len(imap))
         in_events = np.zeros(len(self.item_map), bool)
         if len(imap):
-            idx = imap.to_index(self.item_map.ids, on_unknown="mask")
+            idx = imap.to_index(self.item_map.ids, on_unknown="pad")
             in_events[idx >= 0] = has_events[idx[idx >= 0]]
         return {
             "items_with_interactions": int(has_events.sum()),
@@ -161,7 +161,7 @@ class ItemFeatures:
         """The feature rows in ``item_map``'s order (all-zero rows for items without features)."""
         if item_map == self.item_map:
             return self.matrix
-        pos = self.item_map.to_index(item_map.ids, on_unknown="mask") if len(item_map) else np.zeros(0, np.int64)
+        pos = self.item_map.to_index(item_map.ids, on_unknown="pad") if len(item_map) else np.zeros(0, np.int64)
         has = pos >= 0
         from .csr import gather_rows
 

@@ -240,14 +240,14 @@ def _cold_targets(train, test, user_map, item_map, known_u) -> dict | None:
     item`` of those the model can rank. None without train or without cold test interactions."""
     if train is None or test.nnz == 0:
         return None
-    in_train = train.item_map.to_index(test.item_map.ids, on_unknown="mask") if test.n_items else np.zeros(0, np.int64)
+    in_train = train.item_map.to_index(test.item_map.ids, on_unknown="pad") if test.n_items else np.zeros(0, np.int64)
     train_count = np.bincount(train.matrix.indices, minlength=train.n_items)
     is_cold = (in_train < 0) | (train_count[np.maximum(in_train, 0)] == 0)
     nnz_cold = is_cold[test.matrix.indices] & known_u[test.row_of_nnz()]
     if not nnz_cold.any():
         return None
     u = user_map.to_index(test.user_map.ids[test.row_of_nnz()[nnz_cold]])
-    i = item_map.to_index(test.item_map.ids[test.matrix.indices[nnz_cold]], on_unknown="mask")
+    i = item_map.to_index(test.item_map.ids[test.matrix.indices[nnz_cold]], on_unknown="pad")
     count = np.bincount(u, minlength=len(user_map))
     users = np.flatnonzero(count > 0).astype(np.int64)
     n_items = len(item_map)
@@ -255,7 +255,7 @@ def _cold_targets(train, test, user_map, item_map, known_u) -> dict | None:
     return {"users": users, "count": count[users].astype(np.float64),
             "keys": np.unique(u[i >= 0] * n_items + i[i >= 0]),
             "n_items": int(len(cold_test_items)),
-            "n_unknown": int((item_map.to_index(test.item_map.ids[cold_test_items], on_unknown="mask") < 0).sum())}
+            "n_unknown": int((item_map.to_index(test.item_map.ids[cold_test_items], on_unknown="pad") < 0).sum())}
 
 
 def _count_cold_hits(recs, rows, cold, ks, n_items, out) -> None:
