@@ -148,7 +148,7 @@ def test_explain_sums_to_score():
             assert not frame.empty and np.all(np.diff(frame["contribution"]) <= 0)
             np.testing.assert_allclose(frame["contribution"].sum(), score, rtol=1e-5)
             seen = set(data.item_map.ids[list(_excluded(data.matrix, [data.user_map.to_index([u])[0]])[0])])
-            assert set(frame["item"]) <= seen
+            assert set(frame["id"]) <= seen and set(frame["via"]) == {"item"}
             checked += 1
     assert checked > 10
 
@@ -303,7 +303,7 @@ def test_explain_from_history_matches_fold_in(data):
         frame = model.explain(None, item, history=history)
         if score > 0:
             np.testing.assert_allclose(frame["contribution"].sum(), score, rtol=1e-5)
-            assert set(frame["item"]) <= set(history)
+            assert set(frame["id"]) <= set(history)
         else:
             assert frame.empty
 
@@ -371,3 +371,26 @@ def test_concurrent_recommend_from_eight_threads(data, cls):
     for t, (batch, one) in got.items():
         np.testing.assert_array_equal(batch.items, want_batch.items)
         np.testing.assert_array_equal(one.items, want_one[t].items)
+
+
+@pytest.mark.parametrize("use_history", [False, True])
+def test_user_knn_explain_sums_to_score(use_history):
+    data = random_interactions(4, ratings=True)
+    model = UserKNN(k=6).fit(data)
+    users = data.user_map.ids[:8]
+    checked = 0
+    for u in users:
+        row = data.user_map.to_index([u])[0]
+        items = data.item_map.ids[data.matrix.indices[data.matrix.indptr[row]:data.matrix.indptr[row + 1]]]
+        history = items.tolist() if use_history else None
+        recs = model.recommend(["x"], k=5, history={"x": history}) if use_history else model.recommend([u], k=5)
+        for item, score in zip(recs.items[0], recs.scores[0]):
+            frame = model.explain(u, item, history=history)
+            assert list(frame.columns) == ["component", "via", "id", "weight", "similarity", "contribution"]
+            if score <= 0:
+                assert frame.empty
+                continue
+            assert set(frame["via"]) == {"user"} and set(frame["component"]) == {"user_knn"}
+            np.testing.assert_allclose(frame["contribution"].sum(), score, rtol=1e-5)
+            checked += 1
+    assert checked > 10

@@ -158,6 +158,20 @@ class _NeighbourhoodModel(Recommender):
     def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
         raise NotImplementedError
 
+    def _explanation(self, via: str, id_map, index, weights, sims):
+        """The ``explain`` frame shared by the kNN models (and, per component, by Hybrid)."""
+        import pandas as pd
+
+        frame = pd.DataFrame({
+            "component": self.kind, "via": via,
+            "id": id_map.to_external(np.asarray(index, dtype=np.int64)),
+            "weight": np.asarray(weights, dtype=np.float32),
+            "similarity": np.asarray(sims, dtype=np.float32),
+        })
+        frame["contribution"] = (frame["weight"].astype(np.float64) * frame["similarity"]).astype(np.float32)
+        return frame.sort_values(["contribution", "id"], ascending=[False, True], kind="stable",
+                                 ignore_index=True)
+
     # ------------------------------------------------------------------ ratings
     def _finish_prediction(self, pred, found, base_index, base_means, other_index, other_means):
         """Apply the documented fallbacks (baseline mean, other mean, global mean) and clip."""
@@ -243,13 +257,13 @@ class ItemKNN(_NeighbourhoodModel):
         return self._finish_prediction(pred, found, item_index, self.item_means_, user_index, self.user_means_)
 
     def explain(self, user, item, history=None):
-        """The training items of ``user`` (or the given ``history``) that contributed to ``item``'s
-        score, with their contributions ``w(u, i) s(i, item)``, largest first; the contributions
-        sum to the neighbourhood score ``recommend`` gives the item. Returns a DataFrame with
-        columns item, weight, similarity, contribution (empty when no neighbour contributed).
+        """Why ``item`` scores what it does for ``user`` ("because you liked ..."): the user's
+        training items (or the given ``history``) i whose neighbours include ``item``, with
+        ``weight`` w(u, i), ``similarity`` s(i, item) and ``contribution`` w * s, largest first;
+        the contributions sum to the neighbourhood score ``recommend`` gives the item. Returns a
+        DataFrame with columns component (the model kind), via ("item"), id (the user's item),
+        weight, similarity, contribution; empty when no neighbour contributed (a filled item).
         """
-        import pandas as pd
-
         self.check_fitted()
         j = int(self.item_map_.to_index([item])[0])
         if history is not None:
@@ -269,14 +283,7 @@ class ItemKNN(_NeighbourhoodModel):
                 items.append(i)
                 weights.append(w)
                 sims.append(float(g.data[lo + hit[0]]))
-        frame = pd.DataFrame({
-            "item": self.item_map_.to_external(np.asarray(items, dtype=np.int64)),
-            "weight": np.asarray(weights, dtype=np.float32),
-            "similarity": np.asarray(sims, dtype=np.float32),
-        })
-        frame["contribution"] = (frame["weight"].astype(np.float64) * frame["similarity"]).astype(np.float32)
-        return frame.sort_values(["contribution", "item"], ascending=[False, True], kind="stable",
-                                 ignore_index=True)
+        return self._explanation("item", self.item_map_, items, weights, sims)
 
 
 class UserKNN(_NeighbourhoodModel):
@@ -315,6 +322,33 @@ class UserKNN(_NeighbourhoodModel):
         """The ``k`` most similar training users of each of ``users`` (at most the fitted ``k``)."""
         self.check_fitted()
         return self._neighbours(self.graph_, self.user_map_, users, k)
+
+    def explain(self, user, item, history=None):
+        """Why ``item`` scores what it does for ``user``: the user's neighbours v (fitted, or
+        folded in from the given ``history``) who interacted with ``item``, with ``similarity``
+        s(u, v), ``weight`` w(v, item) and ``contribution`` s * w, largest first; they sum to the
+        score ``recommend`` gives the item. Same columns as ``ItemKNN.explain``, via "user" and
+        id the neighbour's user id."""
+        self.check_fitted()
+        j = int(self.item_map_.to_index([item])[0])
+        if history is not None:
+            h = self.item_map_.to_index(np.atleast_1d(np.asarray(history)), on_unknown="pad")
+            h = h[h >= 0].astype(np.int32)
+            ptr, nbrs, sims = self.fold_in(np.array([0, len(h)], np.int64), h, np.ones(len(h), np.float32), self.k)
+        else:
+            u = int(self.user_map_.to_index([user])[0])
+            g = self.graph_
+            nbrs, sims = g.indices[g.indptr[u]:g.indptr[u + 1]], g.data[g.indptr[u]:g.indptr[u + 1]]
+        seen = self.seen_
+        users, weights, kept = [], [], []
+        for v, s in zip(nbrs.tolist(), sims.tolist()):
+            lo, hi = seen.indptr[v], seen.indptr[v + 1]
+            hit = np.flatnonzero(seen.indices[lo:hi] == j)
+            if len(hit):
+                users.append(v)
+                weights.append(float(seen.data[lo + hit[0]]))
+                kept.append(s)
+        return self._explanation("user", self.user_map_, users, weights, kept)
 
     # ------------------------------------------------------------------ fold-in
     def _with_folded_rows(self, a, folded, batch):
