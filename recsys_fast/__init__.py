@@ -13,9 +13,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "Interactions": "recsys_fast.data.interactions:Interactions",
     "IdMap": "recsys_fast.data.idmap:IdMap",
+    "ItemFeatures": "recsys_fast.data.features:ItemFeatures",
     "Popularity": "recsys_fast.models.popularity:Popularity",
     "ItemKNN": "recsys_fast.models.knn:ItemKNN",
     "UserKNN": "recsys_fast.models.knn:UserKNN",
+    "ContentKNN": "recsys_fast.models.content:ContentKNN",
+    "Hybrid": "recsys_fast.models.hybrid:Hybrid",
     "BPRMF": "recsys_fast.models.neural.bprmf:BPRMF",
     "NeuMF": "recsys_fast.models.neural.neumf:NeuMF",
     "LightGCN": "recsys_fast.models.neural.lightgcn:LightGCN",

@@ -1,4 +1,5 @@
-"""Train/test splits of ``Interactions``: per-user random holdout, leave-last-out, temporal, user folds.
+"""Train/test splits of ``Interactions``: per-user random holdout, leave-last-out, temporal, user folds,
+cold items.
 
 Every split returns ``Interactions`` that share the input's id maps (built with
 ``Interactions.select``), so train and test index the same users and items; weights, ratings and
@@ -100,6 +101,29 @@ def user_folds(data: Interactions, n_folds: int = 5, seed: int = 42,
         test = held & (fold_of_nnz == k)
         out.append((data.select(~test), data.select(test)))
     return out
+
+
+def cold_items(data: Interactions, fraction: float = 0.1, seed: int = 42) -> tuple[Interactions, Interactions]:
+    """Cold-start split over items: a random ``fraction`` of the items with interactions become
+    cold, and all their interactions go to test; every other interaction stays in train.
+
+    ``round(fraction * n)`` items (at least 1, at most n - 1) of the n items with interactions are
+    drawn uniformly without replacement. Train keeps the full id maps, so cold items are in
+    ``train.item_map`` with empty columns; users whose every interaction is cold have empty train
+    rows. ``evaluate`` reports ``cold_recall@k`` over the test items that have no train
+    interaction; a model that learns only from interactions cannot rank them above the rest.
+    """
+    _check_data(data)
+    _check_fraction(fraction, "fraction")
+    counts = np.bincount(data.matrix.indices, minlength=data.n_items)
+    active = np.flatnonzero(counts > 0)
+    if len(active) < 2:
+        raise DataError(f"only {len(active)} item(s) have interactions; cold_items needs at least 2")
+    n_cold = min(len(active) - 1, max(1, int(math.floor(fraction * len(active) + 0.5))))
+    cold = np.zeros(data.n_items, dtype=bool)
+    cold[np.random.default_rng(seed).choice(active, size=n_cold, replace=False)] = True
+    test = cold[data.matrix.indices]
+    return data.select(~test), data.select(test)
 
 
 # ---------------------------------------------------------------------- helpers

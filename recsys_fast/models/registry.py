@@ -11,6 +11,8 @@ MODELS: dict[str, str] = {
     "popularity": "recsys_fast.models.popularity:Popularity",
     "item_knn": "recsys_fast.models.knn:ItemKNN",
     "user_knn": "recsys_fast.models.knn:UserKNN",
+    "content_knn": "recsys_fast.models.content:ContentKNN",
+    "hybrid": "recsys_fast.models.hybrid:Hybrid",
     "bprmf": "recsys_fast.models.neural.bprmf:BPRMF",
     "neumf": "recsys_fast.models.neural.neumf:NeuMF",
     "lightgcn": "recsys_fast.models.neural.lightgcn:LightGCN",
