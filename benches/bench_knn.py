@@ -33,7 +33,7 @@ K = 100
 
 @pytest.fixture(scope="module", params=SELECTED)
 def data(request):
-    from recsys_fast.data.datasets import synthetic
+    from recsys_fast.datasets import synthetic
 
     return request.param, synthetic(*SIZES[request.param], seed=0, with_timestamps=False)
 

@@ -66,7 +66,7 @@ SAMPLE = 500  # items whose neighbours are checked against the exact answer
 
 
 def make_data(size: str, path: Path, values: str = "binary", user_alpha: float = 0.5) -> None:
-    from recsys_fast.data.datasets import synthetic
+    from recsys_fast.datasets import synthetic
 
     data = synthetic(*SIZES[size], seed=0, with_timestamps=False, ratings=values == "ratings",
                      user_alpha=user_alpha)
@@ -163,7 +163,7 @@ def _recommend_fn(method: str, ui: sp.csr_matrix, k: int, threads: int, n: int =
         def run():
             with pools.limit(threads):
                 recs = model.recommend(users, k=n)
-            idx = data.item_map.to_index(recs.items.ravel(), on_unknown="mask").reshape(recs.items.shape)
+            idx = data.item_map.to_index(recs.items.ravel(), on_unknown="pad").reshape(recs.items.shape)
             return data.user_map.to_index(users), idx
         return run
     if method == "implicit_rec":

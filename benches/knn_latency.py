@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from recsys_fast.data.datasets import synthetic
+from recsys_fast.datasets import synthetic
 from recsys_fast.models.knn import ItemKNN, UserKNN
 
 

@@ -21,8 +21,8 @@ import warnings
 import numpy as np
 
 from recsys_fast import threads
-from recsys_fast.data.datasets import find_dataset, load_movielens
-from recsys_fast.data.split import holdout
+from recsys_fast.datasets import find_dataset, load_movielens
+from recsys_fast.split import holdout
 from recsys_fast.evaluation import evaluate
 from recsys_fast.models.base import Recommender
 from recsys_fast.models.knn import ItemKNN, UserKNN
@@ -80,20 +80,20 @@ def main(argv=None):
     models = {
         "ItemKNN cosine k=50": ItemKNN(k=50),
         "implicit CosineRecommender K=50": ImplicitItemItem(lambda: CosineRecommender(K=50)),
-        "ItemKNN bm25 cosine k=100 (K1=1.2, B=0.75)": ItemKNN(k=100, weighting="bm25", K1=1.2, B=0.75),
-        "ItemKNN bm25 dot k=100 (K1=1.2, B=0.75)": ItemKNN(k=100, similarity="dot", weighting="bm25", K1=1.2,
-                                                           B=0.75),
-        "ItemKNN bm25 dot k=99 (K1=1.2, B=0.75)": ItemKNN(k=99, similarity="dot", weighting="bm25", K1=1.2,
-                                                          B=0.75),
-        "ItemKNN bm25 cosine k=100 (K1=100, B=0.8)": ItemKNN(k=100, weighting="bm25"),
-        "implicit BM25Recommender K=100 (K1=1.2, B=0.75)": ImplicitItemItem(lambda: BM25Recommender(K=100)),
+        "ItemKNN bm25 cosine k=100 (k1=1.2, b=0.75)": ItemKNN(k=100, weighting="bm25", k1=1.2, b=0.75),
+        "ItemKNN bm25 dot k=100 (k1=1.2, b=0.75)": ItemKNN(k=100, similarity="dot", weighting="bm25", k1=1.2,
+                                                           b=0.75),
+        "ItemKNN bm25 dot k=99 (k1=1.2, b=0.75)": ItemKNN(k=99, similarity="dot", weighting="bm25", k1=1.2,
+                                                          b=0.75),
+        "ItemKNN bm25 cosine k=100 (k1=100, b=0.8)": ItemKNN(k=100, weighting="bm25"),
+        "implicit BM25Recommender K=100 (k1=1.2, b=0.75)": ImplicitItemItem(lambda: BM25Recommender(K=100)),
         "ItemKNN cosine k=49": ItemKNN(k=49),
         "ItemKNN tfidf k=50": ItemKNN(k=50, weighting="tfidf"),
         "ItemKNN tfidf k=49": ItemKNN(k=49, weighting="tfidf"),
         "implicit TFIDFRecommender K=50": ImplicitItemItem(lambda: TFIDFRecommender(K=50)),
         "UserKNN cosine k=50": UserKNN(k=50),
         "UserKNN cosine k=100": UserKNN(k=100),
-        "UserKNN bm25 cosine k=50": UserKNN(k=50, weighting="bm25", K1=1.2, B=0.75),
+        "UserKNN bm25 cosine k=50": UserKNN(k=50, weighting="bm25", k1=1.2, b=0.75),
         "UserKNN tfidf k=50": UserKNN(k=50, weighting="tfidf"),
     }
     results = {}

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from recsys_fast import threads
-from recsys_fast.data.datasets import synthetic
+from recsys_fast.datasets import synthetic
 from recsys_fast.models.knn import ItemKNN
 
 
@@ -83,7 +83,7 @@ def main(argv=None):
     for r in range(data.n_users):
         got = imp_ids[r][imp_ids[r] >= 0]
         seen_returned += bool(np.isin(got, m.indices[m.indptr[r]:m.indptr[r + 1]]).any())
-    our_idx = data.item_map.to_index(recs.items.ravel(), on_unknown="mask").reshape(recs.items.shape)
+    our_idx = data.item_map.to_index(recs.items.ravel(), on_unknown="pad").reshape(recs.items.shape)
     ours_short = int((our_idx < 0).any(axis=1).sum())
     agree = np.mean([len(set(a[a >= 0]) & set(b[b >= 0])) / max(1, min(args.n, (b >= 0).sum()))
                      for a, b in zip(our_idx, imp_ids)])

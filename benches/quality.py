@@ -37,8 +37,8 @@ import time
 import numpy as np
 
 from recsys_fast.cli import parse_params
-from recsys_fast.data.datasets import find_dataset, load_movielens
-from recsys_fast.data.split import holdout, leave_last_out
+from recsys_fast.datasets import find_dataset, load_movielens
+from recsys_fast.split import holdout, leave_last_out
 from recsys_fast.evaluation import evaluate
 from recsys_fast.models.base import Recommender
 
@@ -55,7 +55,7 @@ GRIDS = {
     "neumf": {"embedding_size": [32, 64], "learning_rate": [0.001, 0.002]},
     "lightgcn": {"n_layers": [2, 3], "weight_decay": [1e-4, 1e-3]},
     "multvae": {"dropout": [0.5], "anneal_cap": [0.2, 0.5], "hidden_size": [600]},
-    "ease": {"regularization": [100.0, 250.0, 500.0, 1000.0, 2000.0]},
+    "ease": {"weight_decay": [100.0, 250.0, 500.0, 1000.0, 2000.0]},
     "itemknn": {"k": [20, 50, 100, 200]},
     "userknn": {"k": [20, 50, 100, 200]},
     "sasrec": {"max_len": [50, 100], "dropout": [0.2, 0.5]},
@@ -76,7 +76,7 @@ def make_model(name: str, seed: int, n_threads: int, **overrides) -> Recommender
         params = {"k": 50, "similarity": "cosine"} | overrides
         return (ItemKNN if name == "itemknn" else UserKNN)(**params)
     if name == "ease":
-        from recsys_fast.models.neural import EASE
+        from recsys_fast.models.ease import EASE
 
         return EASE(**overrides)
     if name in ("implicit-bpr", "implicit-als"):
@@ -125,7 +125,7 @@ def fit_and_score(model, train, test, protocol, n_threads):
     model.fit(train)
     fit_s = time.perf_counter() - started
     result = evaluate(model, train, test, k=10, metrics=metrics_for(protocol), n_threads=n_threads)
-    history = getattr(model, "history_", [])
+    history = getattr(model, "training_log_", [])
     row = {f"{m}@10": float(result.means[f"{m}@10"]) for m in metrics_for(protocol)}
     row.update(fit_seconds=fit_s, epochs=len(history),
                seconds_per_epoch=float(np.mean([h["seconds"] for h in history])) if history else None)

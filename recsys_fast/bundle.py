@@ -30,7 +30,8 @@ def write_bundle(path, kind: str, params: dict, arrays: dict[str, np.ndarray], m
     """Atomically write a bundle at ``path`` (replacing an existing bundle there).
 
     ``arrays`` are saved as ``<name>.npy`` (object arrays are refused: they would need pickle);
-    ``files`` are raw extra files (e.g. ``model.onnx``) stored byte for byte.
+    ``files`` are raw extra files (e.g. ``model.onnx``) stored byte for byte; their names may hold
+    sub-folders (``components/0/manifest.json``: a bundle of bundles), every file hashed here.
     """
     path = Path(path)
     if path.exists() and not (path / MANIFEST).is_file():
@@ -47,6 +48,10 @@ def write_bundle(path, kind: str, params: dict, arrays: dict[str, np.ndarray], m
             np.save(tmp / fname, arr, allow_pickle=False)
             entries[fname] = _describe(tmp / fname)
         for fname, data in (files or {}).items():
+            parts = Path(fname).parts
+            if not parts or Path(fname).is_absolute() or ".." in parts:
+                raise BundleError(f"file name {fname!r} must be a relative path inside the bundle")
+            (tmp / fname).parent.mkdir(parents=True, exist_ok=True)  # "components/0/...": nested bundles
             (tmp / fname).write_bytes(data)
             entries[fname] = _describe(tmp / fname)
         manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "kind": kind,
@@ -107,12 +112,6 @@ def load_array(path, name: str, manifest: dict) -> np.ndarray:
         return np.load(Path(path) / fname, allow_pickle=False)
     except ValueError as exc:
         raise BundleError(f"{path}: array {name!r} could not be read ({exc})") from None
-
-
-def load_file(path, fname: str, manifest: dict) -> bytes:
-    if fname not in manifest["files"]:
-        raise BundleError(f"{path}: bundle has no file {fname!r}")
-    return (Path(path) / fname).read_bytes()
 
 
 def _describe(fpath: Path) -> dict:

@@ -61,7 +61,7 @@ def _add_split_options(p: argparse.ArgumentParser) -> None:
 
 
 def _load_data(args):
-    from .data.datasets import find_dataset, load_movielens
+    from .datasets import find_dataset, load_movielens
     from .data.interactions import Interactions
 
     path = Path(args.data)
@@ -79,7 +79,7 @@ def _load_data(args):
 
 
 def _split(data, args):
-    from .data import split
+    from . import split
 
     if args.split == "holdout":
         return split.holdout(data, test_fraction=args.test_fraction, seed=args.seed)
@@ -221,7 +221,7 @@ def cmd_recommend(args) -> int:
     else:
         users = list(model.user_map_.ids[: args.first])
     recs = model.recommend(users, k=args.k, exclude_seen=not args.include_seen, on_unknown=args.on_unknown)
-    df = recs.to_pandas()
+    df = recs.to_pandas().rename(columns={"query": "user", "id": "item"})  # the CLI's file columns
     if args.out:
         out = Path(args.out)
         tmp = out.with_name(out.name + ".tmp")
@@ -237,8 +237,8 @@ def cmd_recommend(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .data import split
-    from .data.datasets import find_dataset, load_movielens
+    from . import split
+    from .datasets import find_dataset, load_movielens
 
     t_start = time.perf_counter()
     path = Path(args.data) if args.data else find_dataset("ml-latest-small")

@@ -72,6 +72,11 @@ class BundleError(RecsysError, ValueError):
     """A saved model bundle that is missing, truncated, tampered with or of another kind."""
 
 
+class DataWarning(UserWarning):
+    """Input that is usable but incomplete, reported rather than dropped silently (e.g. interactions
+    naming items that have no features)."""
+
+
 class MissingExtraError(RecsysError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 

@@ -38,6 +38,19 @@ def contract_data(n_users: int = 40, n_items: int = 30, seed: int = 7) -> Intera
                                     np.array(times))
 
 
+def contract_features(data: Interactions):
+    """Item features for ``contract_data``'s items: the taste half as a category, plus labels."""
+    import pandas as pd
+
+    from .data.features import ItemFeatures
+
+    ids = data.item_map.ids
+    half = (ids - ids.min()) >= (ids.max() - ids.min() + 1) // 2
+    frame = pd.DataFrame({"item": ids, "half": np.where(half, "second", "first"),
+                          "labels": [f"l{i % 3}|l{3 + i % 5}" for i in ids]})
+    return ItemFeatures.from_pandas(frame, categorical=["half"], multi_label={"labels": "|"})
+
+
 class RecommenderContract:
     """Mixin of contract tests; subclasses implement ``make_model()`` returning an unfitted model."""
 
@@ -49,10 +62,15 @@ class RecommenderContract:
     def data(cls):
         return contract_data()
 
+    def fit_model(self, model, data):
+        """Fit ``model`` on ``data``; override to pass more (``model.fit(data, features=...)``)."""
+        return model.fit(data)
+
     @pytest.fixture(scope="class")
     @classmethod
     def fitted(cls, data):
-        return cls().make_model().fit(data)
+        suite = cls()
+        return suite.fit_model(suite.make_model(), data)
 
     # -------------------------------------------------------------- helpers
     @staticmethod

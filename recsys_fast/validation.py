@@ -62,3 +62,28 @@ def _range_text(kind, minimum, maximum, allow_none, min_inclusive=True, max_incl
         parts.append(f"{'<=' if max_inclusive else '<'} {maximum}")
     text = kind + (" " + " and ".join(parts) if parts else "")
     return text + (" or None" if allow_none else "")
+
+
+ON_UNKNOWN = ("raise", "pad")  # what an unknown id does, everywhere: raise UnknownIdError, or pad (-1)
+
+
+def on_unknown(value) -> str:
+    """The ``on_unknown=`` choice of id lookups and ``recommend``: "raise" or "pad" (index -1, an
+    all-padding row). The old IdMap spelling "mask" is refused with a message naming "pad"."""
+    if value == "mask":
+        raise ParameterError("on_unknown", value, "one of 'raise', 'pad'", hint="'mask' was renamed 'pad'")
+    return choice("on_unknown", value, ON_UNKNOWN)
+
+
+def renamed(owner: str, given: dict, renames: dict[str, str]) -> None:
+    """Refuse keyword arguments passed under an old name, naming the new one.
+
+    ``given`` holds the keywords a function collected in ``**kwargs`` (only old names belong
+    there); ``renames`` maps old name -> new name. Any other stray keyword gets the TypeError
+    Python would raise. Every rename is listed in the README's "Renames" table.
+    """
+    for name in given:
+        if name in renames:
+            raise TypeError(f"{owner}: {name!r} was renamed to {renames[name]!r}; pass {renames[name]}= instead")
+    if given:
+        raise TypeError(f"{owner} got an unexpected keyword argument {next(iter(given))!r}")

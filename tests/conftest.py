@@ -13,7 +13,7 @@ def rng():
 
 @pytest.fixture(scope="session")
 def ml_latest_small_path():
-    from recsys_fast.data.datasets import find_dataset
+    from recsys_fast.datasets import find_dataset
 
     path = find_dataset("ml-latest-small")
     if path is None:
@@ -23,7 +23,7 @@ def ml_latest_small_path():
 
 @pytest.fixture(scope="session")
 def ml_100k_path():
-    from recsys_fast.data.datasets import find_dataset
+    from recsys_fast.datasets import find_dataset
 
     path = find_dataset("ml-100k")
     if path is None:

@@ -237,7 +237,7 @@ def test_synthetic_bad_arguments(args, pattern):
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 3000), st.floats(0.0, 2.5), st.integers(0, 2**32 - 1))
 def test_guide_table_sampler_equals_searchsorted(n, alpha, seed):
-    from recsys_fast.data.datasets import _inverse_cdf_sampler
+    from recsys_fast.datasets import _inverse_cdf_sampler
 
     cdf = np.cumsum(np.arange(1, n + 1, dtype=np.float64) ** -alpha)
     cdf /= cdf[-1]

@@ -272,7 +272,7 @@ def test_rmse_and_mae_for_rating_models(rng):
 @pytest.fixture
 def ml_small():
     try:
-        from recsys_fast.data.datasets import find_dataset
+        from recsys_fast.datasets import find_dataset
     except ImportError:  # before the data layer lands: the copy shipped in the repo
         path = Path(__file__).resolve().parents[1] / "data" / "ml-latest-small"
         path = path if (path / "ratings.csv").is_file() else None
@@ -308,6 +308,8 @@ def test_nothing_to_evaluate_gives_nan_and_says_why():
     model = Popularity().fit(train)
     test = Interactions.from_arrays([5, 1], [1, 9])  # user 5 unknown; user 1's only item unknown
     result = evaluate(model, train, test, k=2)
+    # item 9 has no train interaction: a cold item the model cannot rank, a miss for cold_recall
+    assert result.means.pop("cold_recall@2") == 0.0 and result.protocol["n_cold_items_unknown"] == 1
     assert all(np.isnan(v) for v in result.means.values())
     assert len(result.per_user) == 0
     p = result.protocol
@@ -320,3 +322,46 @@ def test_id_type_mismatch_is_named():
     model = Popularity().fit(train)
     with pytest.raises(ValueError, match="test user ids are strings but the model's are integers"):
         evaluate(model, train, Interactions.from_arrays(["a"], [1]))
+
+
+def test_cold_recall_matches_a_direct_count():
+    import pandas as pd
+
+    from recsys_fast.data.features import ItemFeatures
+    from recsys_fast.split import cold_items, holdout
+    from recsys_fast.models.content import ContentKNN
+    from recsys_fast.models.knn import ItemKNN
+
+    rng = np.random.default_rng(5)
+    n_items = 60
+    genre = np.arange(n_items) % 3
+    users, items = [], []
+    for u in range(40):
+        liked = np.flatnonzero(genre == u % 3)
+        for i in rng.choice(liked, size=8, replace=False):
+            users.append(u)
+            items.append(int(i))
+    data = Interactions.from_arrays(np.array(users), np.array(items))
+    train, test = cold_items(data, fraction=0.2, seed=1)
+    feats = ItemFeatures.from_pandas(pd.DataFrame({"item": np.arange(n_items), "g": genre.astype(str)}),
+                                     categorical=["g"])
+    content = ContentKNN(k=20).fit(train, features=feats)
+    res = evaluate(content, train, test, k=[5, 10])
+    cold = set(np.unique(test.matrix.indices).tolist())
+    assert res.protocol["n_cold_items"] == len(cold)
+    recs = content.recommend(data.user_map.ids, k=10)
+    for kk in (5, 10):
+        vals = []
+        for r, u in enumerate(data.user_map.ids):
+            row = data.user_map.to_index([u])[0]
+            t = set(data.item_map.ids[test.matrix.indices[test.matrix.indptr[row]:test.matrix.indptr[row + 1]]])
+            if t:
+                vals.append(len(t & set(recs.items[r][:kk].tolist())) / len(t))
+        np.testing.assert_allclose(res.means[f"cold_recall@{kk}"], np.mean(vals), rtol=1e-12)
+    assert res.means["cold_recall@10"] > 0.3
+    cf = evaluate(ItemKNN(k=20).fit(train), train, test, k=[10])
+    assert cf.means["cold_recall@10"] == 0.0  # cold items have no neighbours and come last in the fill
+    # a warm holdout has no cold items: no cold metric, no cold protocol entry
+    tr, te = holdout(data, test_fraction=0.2, seed=0)
+    warm = evaluate(ItemKNN(k=20).fit(tr), tr, te, k=[10])
+    assert "cold_recall@10" not in warm.means and "n_cold_items" not in warm.protocol

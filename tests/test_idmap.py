@@ -51,15 +51,18 @@ def test_unknown_raises_naming_the_id():
         m.to_index(8)
 
 
-def test_unknown_mask():
+def test_unknown_pad():
     m, _ = IdMap.from_values(["a", "c"])
-    assert m.to_index(["c", "b", "a"], on_unknown="mask").tolist() == [1, -1, 0]
+    assert m.to_index(["c", "b", "a"], on_unknown="pad").tolist() == [1, -1, 0]
 
 
 def test_bad_on_unknown():
     m, _ = IdMap.from_values([1])
-    with pytest.raises(ValueError, match="on_unknown"):
+    with pytest.raises(ValueError, match="on_unknown must be one of 'raise', 'pad', got 'skip'"):
         m.to_index([2], on_unknown="skip")
+    # the old spelling names the new one (one vocabulary with recommend(on_unknown=))
+    with pytest.raises(ValueError, match="'mask' was renamed 'pad'"):
+        m.to_index([2], on_unknown="mask")
 
 
 def test_int_map_accepts_integral_floats_and_numeric_strings():
@@ -76,7 +79,7 @@ def test_int_map_rejects_non_integral_lookup():
 
 def test_empty_map():
     m = IdMap(np.zeros(0, dtype=np.int64))
-    assert m.to_index([1], on_unknown="mask").tolist() == [-1]
+    assert m.to_index([1], on_unknown="pad").tolist() == [-1]
     with pytest.raises(UnknownIdError):
         m.to_index([1])
 

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from recsys_fast.data.interactions import Interactions
-from recsys_fast.errors import UnknownIdError
+from recsys_fast.errors import ParameterError, UnknownIdError
 from recsys_fast.models import registry
 from recsys_fast.models.knn import ItemKNN, UserKNN
 from recsys_fast.testing import RecommenderContract
@@ -24,7 +24,7 @@ class TestItemKNNContract(RecommenderContract):
 
 class TestItemKNNBM25Contract(RecommenderContract):
     def make_model(self):
-        return ItemKNN(k=5, weighting="bm25", K1=1.2, B=0.75, fill="popularity")
+        return ItemKNN(k=5, weighting="bm25", k1=1.2, b=0.75, fill="popularity")
 
 
 class TestUserKNNContract(RecommenderContract):
@@ -148,7 +148,7 @@ def test_explain_sums_to_score():
             assert not frame.empty and np.all(np.diff(frame["contribution"]) <= 0)
             np.testing.assert_allclose(frame["contribution"].sum(), score, rtol=1e-5)
             seen = set(data.item_map.ids[list(_excluded(data.matrix, [data.user_map.to_index([u])[0]])[0])])
-            assert set(frame["item"]) <= seen
+            assert set(frame["id"]) <= seen and set(frame["via"]) == {"item"}
             checked += 1
     assert checked > 10
 
@@ -197,8 +197,8 @@ def test_predict_matches_formula(cls):
 
 @pytest.fixture(scope="module")
 def ml100k_split(ml_100k_path):
-    from recsys_fast.data.datasets import load_movielens
-    from recsys_fast.data.split import holdout
+    from recsys_fast.datasets import load_movielens
+    from recsys_fast.split import holdout
 
     data, _ = load_movielens(ml_100k_path)
     return holdout(data, test_fraction=0.2, seed=42)
@@ -233,22 +233,35 @@ def test_save_load_keeps_predict_and_graph(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"k": 0}, "k .* must be a positive integer"),
-    ({"k": 2.5}, "k .* must be a positive integer"),
-    ({"similarity": "euclid"}, "unknown similarity 'euclid'; valid: cosine, jaccard, asymmetric_cosine"),
-    ({"shrink": -1}, "shrink must be a finite number >= 0"),
-    ({"shrink": float("inf")}, "shrink must be a finite number >= 0"),
+    ({"k": 0}, "k must be an integer >= 1, got 0"),
+    ({"k": 2.5}, "k must be an integer >= 1, got 2.5"),
+    ({"similarity": "euclid"}, "similarity must be one of 'cosine', 'jaccard', 'asymmetric_cosine', .*'dot', "
+                               "got 'euclid'"),
+    ({"shrink": -1}, "shrink must be a finite number >= 0.0, got -1"),
+    ({"shrink": float("inf")}, "shrink must be a finite number >= 0.0, got inf"),
     ({"min_support": 0}, "min_support must be an integer >= 1"),
-    ({"weighting": "idf"}, "unknown weighting 'idf'; valid: None, 'tfidf', 'bm25'"),
-    ({"alpha": 1.5}, r"alpha must be a number in \[0, 1\]"),
-    ({"fill": "random"}, "unknown fill 'random'; valid: 'popularity', None"),
-    ({"K1": -1.0}, "K1 .* must be a finite number >= 0"),
-    ({"B": 2.0}, r"B .* must be a number in \[0, 1\]"),
+    ({"weighting": "idf"}, "weighting must be one of None, 'tfidf', 'bm25', got 'idf'"),
+    ({"alpha": 1.5}, r"alpha must be a finite number >= 0.0 and <= 1.0, got 1.5"),
+    ({"fill": "random"}, "fill must be one of 'popularity', None, got 'random'"),
+    ({"k1": -1.0}, "k1 must be a finite number >= 0.0, got -1.0"),
+    ({"b": 2.0}, r"b must be a finite number >= 0.0 and <= 1.0, got 2.0"),
+    ({"n_threads": 0}, "n_threads must be an integer >= 1 or None, got 0"),
 ])
 @pytest.mark.parametrize("cls", [ItemKNN, UserKNN])
 def test_bad_parameters(cls, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ParameterError, match=match):
         cls(**kwargs)
+    with pytest.raises(ParameterError, match=match):  # set_params validates the same way
+        cls().set_params(**kwargs)
+
+
+@pytest.mark.parametrize("old, new", [("K1", "k1"), ("B", "b")])
+@pytest.mark.parametrize("cls", [ItemKNN, UserKNN])
+def test_old_parameter_names_name_the_new_ones(cls, old, new):
+    with pytest.raises(TypeError, match=f"'{old}' was renamed to '{new}'"):
+        cls(**{old: 1.0})
+    with pytest.raises(TypeError, match=f"'{old}' was renamed to '{new}'"):
+        cls().set_params(**{old: 1.0})
 
 
 @pytest.mark.parametrize("weighting", [None, "bm25"])
@@ -259,7 +272,7 @@ def test_dot_similarity_is_the_plain_dot_product(weighting):
     if weighting == "bm25":
         from recsys_fast.kernels.weighting import bm25_weight
 
-        x.data = bm25_weight(x.indptr, x.indices, x.data, *x.shape, K1=100.0, B=0.8)
+        x.data = bm25_weight(x.indptr, x.indices, x.data, *x.shape, k1=100.0, b=0.8)
     dense = (x @ x.T).toarray().astype(np.float64)
     co = ((x != 0).astype(np.float64) @ (x != 0).T.astype(np.float64)).toarray()
     g = model.graph_
@@ -290,7 +303,7 @@ def test_explain_from_history_matches_fold_in(data):
         frame = model.explain(None, item, history=history)
         if score > 0:
             np.testing.assert_allclose(frame["contribution"].sum(), score, rtol=1e-5)
-            assert set(frame["item"]) <= set(history)
+            assert set(frame["id"]) <= set(history)
         else:
             assert frame.empty
 
@@ -358,3 +371,26 @@ def test_concurrent_recommend_from_eight_threads(data, cls):
     for t, (batch, one) in got.items():
         np.testing.assert_array_equal(batch.items, want_batch.items)
         np.testing.assert_array_equal(one.items, want_one[t].items)
+
+
+@pytest.mark.parametrize("use_history", [False, True])
+def test_user_knn_explain_sums_to_score(use_history):
+    data = random_interactions(4, ratings=True)
+    model = UserKNN(k=6).fit(data)
+    users = data.user_map.ids[:8]
+    checked = 0
+    for u in users:
+        row = data.user_map.to_index([u])[0]
+        items = data.item_map.ids[data.matrix.indices[data.matrix.indptr[row]:data.matrix.indptr[row + 1]]]
+        history = items.tolist() if use_history else None
+        recs = model.recommend(["x"], k=5, history={"x": history}) if use_history else model.recommend([u], k=5)
+        for item, score in zip(recs.items[0], recs.scores[0]):
+            frame = model.explain(u, item, history=history)
+            assert list(frame.columns) == ["component", "via", "id", "weight", "similarity", "contribution"]
+            if score <= 0:
+                assert frame.empty
+                continue
+            assert set(frame["via"]) == {"user"} and set(frame["component"]) == {"user_knn"}
+            np.testing.assert_allclose(frame["contribution"].sum(), score, rtol=1e-5)
+            checked += 1
+    assert checked > 10

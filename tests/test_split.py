@@ -260,3 +260,25 @@ def test_splits_of_synthetic_data_at_scale():
     d = synthetic(2000, 500, 40_000, seed=0)
     for train, test in (holdout(d, seed=0), leave_last_out(d, 2), temporal(d, 0.5)):
         assert train.nnz + test.nnz == d.nnz and train.nnz > 0 and test.nnz > 0
+
+
+def test_cold_items_moves_every_interaction_of_the_drawn_items():
+    from recsys_fast.split import cold_items
+
+    rng = np.random.default_rng(3)
+    users = rng.integers(0, 50, 800)
+    items = rng.integers(0, 120, 800)
+    data = Interactions.from_arrays(users, items)
+    train, test = cold_items(data, fraction=0.1, seed=42)
+    assert train.nnz + test.nnz == data.nnz
+    assert train.item_map == data.item_map and test.user_map == data.user_map
+    cold = np.unique(test.matrix.indices)
+    active = np.unique(data.matrix.indices)
+    assert len(cold) == int(np.floor(0.1 * len(active) + 0.5))
+    assert not np.isin(train.matrix.indices, cold).any(), "no train interaction with a cold item"
+    again = cold_items(data, fraction=0.1, seed=42)[1]
+    np.testing.assert_array_equal(again.matrix.indices, test.matrix.indices)
+    other = cold_items(data, fraction=0.1, seed=7)[1]
+    assert not np.array_equal(np.unique(other.matrix.indices), cold)
+    with pytest.raises(ValueError, match="fraction must be a number strictly between 0 and 1"):
+        cold_items(data, fraction=1.0)

@@ -45,7 +45,7 @@ def test_tfidf_matches_reference(m):
 @given(m=count_matrices(), k1=st.sampled_from([100.0, 1.2, 0.0]), b=st.sampled_from([0.8, 0.75, 0.0, 1.0]))
 def test_bm25_matches_reference(m, k1, b):
     dense, indptr, indices, data = m
-    got = bm25_weight(indptr, indices, data, *dense.shape, K1=k1, B=b)
+    got = bm25_weight(indptr, indices, data, *dense.shape, k1=k1, b=b)
     np.testing.assert_allclose(got, _values_at(bm25_reference(dense, k1, b), indptr, indices),
                                rtol=1e-5, atol=1e-6)
 
@@ -60,7 +60,7 @@ def test_matches_implicit_numerically():
     args = (x.indptr, x.indices, x.data, *x.shape)
     np.testing.assert_allclose(tfidf_weight(*args), nn.tfidf_weight(x).tocsr().data, rtol=1e-6)
     np.testing.assert_allclose(bm25_weight(*args), nn.bm25_weight(x).tocsr().data, rtol=1e-6)
-    np.testing.assert_allclose(bm25_weight(*args, K1=1.2, B=0.75),
+    np.testing.assert_allclose(bm25_weight(*args, k1=1.2, b=0.75),
                                nn.bm25_weight(x, K1=1.2, B=0.75).tocsr().data, rtol=1e-6)
     np.testing.assert_allclose(l2_normalize_rows(*args), nn.normalize(x).tocsr().data, rtol=1e-6)
 
@@ -82,7 +82,9 @@ def test_negative_weights_raise():
 
 
 def test_bad_parameters_raise():
-    with pytest.raises(ValueError, match=r"B must be in \[0, 1\], got 2"):
-        bm25_weight([0, 1], [0], [1.0], 1, 1, B=2)
+    with pytest.raises(ValueError, match=r"b must be a finite number >= 0.0 and <= 1.0, got 2"):
+        bm25_weight([0, 1], [0], [1.0], 1, 1, b=2)
+    with pytest.raises(TypeError, match="'K1' was renamed to 'k1'"):
+        bm25_weight([0, 1], [0], [1.0], 1, 1, K1=2.0)
     with pytest.raises(DataError, match="indices and data must have the same length"):
         tfidf_weight([0, 1], [0], [1.0, 2.0], 1, 1)

@@ -1,4 +1,7 @@
-"""Raw events to ``Interactions``: id maps, loaders, splits, synthetic data."""
+"""The data model: ``Interactions`` (a user x item CSR with id maps), ``IdMap`` and CSR utilities.
+
+Loaders and the synthetic generator are in ``recsys_fast.datasets``, splits in ``recsys_fast.split``.
+"""
 
 from .idmap import IdMap
 from .interactions import Interactions

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import validation
 from ..errors import DataError, UnknownIdError
 
 
@@ -52,7 +53,10 @@ class IdMap:
         return self.ids.dtype.kind == "U"
 
     def to_index(self, values, on_unknown: str = "raise") -> np.ndarray:
-        """Internal indices of ``values``; unknown ids raise (``"raise"``) or map to -1 (``"mask"``)."""
+        """Internal indices of ``values``; unknown ids raise ``UnknownIdError`` (``"raise"``) or map
+        to the padding index -1 (``"pad"``), the same vocabulary as ``recommend(on_unknown=)``."""
+        if on_unknown != "raise":
+            on_unknown = validation.on_unknown(on_unknown)
         values = self._coerce(values)
         if len(self.ids) == 0:
             pos = np.zeros(len(values), dtype=np.int64)
@@ -65,8 +69,6 @@ class IdMap:
         if not found.all():
             if on_unknown == "raise":
                 raise UnknownIdError(self.kind, values[~found])
-            if on_unknown != "mask":
-                raise ValueError(f"on_unknown must be 'raise' or 'mask', got {on_unknown!r}")
         out = pos.astype(np.int64)
         out[~found] = -1
         return out

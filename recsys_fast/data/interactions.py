@@ -239,8 +239,8 @@ class Interactions:
         """
         if user_map == self.user_map and item_map == self.item_map:
             return self, {"unknown_users": 0, "unknown_items": 0, "dropped": 0}
-        u_new = user_map.to_index(self.user_map.ids, on_unknown="mask") if len(self.user_map) else np.array([], np.int64)
-        i_new = item_map.to_index(self.item_map.ids, on_unknown="mask") if len(self.item_map) else np.array([], np.int64)
+        u_new = user_map.to_index(self.user_map.ids, on_unknown="pad") if len(self.user_map) else np.array([], np.int64)
+        i_new = item_map.to_index(self.item_map.ids, on_unknown="pad") if len(self.item_map) else np.array([], np.int64)
         rows = u_new[self.row_of_nnz()]
         cols = i_new[self.matrix.indices]
         keep = (rows >= 0) & (cols >= 0)

@@ -4,7 +4,9 @@ Definitions (T: a user's test items, R: the top-k list, rel_i = 1 when the item 
 precision@k = |R∩T| / k; recall@k = |R∩T| / |T|; F1@k = 2PR / (P + R), 0 when both are 0;
 NDCG@k = DCG / IDCG with DCG = sum_{i<=k} rel_i / log2(i + 1) and IDCG over min(k, |T|) ones;
 MAP@k = (1 / min(k, |T|)) * sum_{i<=k} precision@i * rel_i; MRR@k = 1 / rank of the first hit
-(0 if none); hit_rate@k = 1 if any hit; coverage@k = distinct recommended items / n_items.
+(0 if none); hit_rate@k = 1 if any hit; coverage@k = distinct recommended items / n_items;
+cold_recall@k = |R∩C| / |C| with C the user's test items that have no interaction in train
+(cold items; those the model does not know count as misses), mean over users with C non-empty.
 Padding (-1) never counts as a hit, and an item repeated in R counts once.
 """
 
@@ -17,7 +19,8 @@ from ..kernels.metrics import METRIC_NAMES
 
 RANKING_METRICS = METRIC_NAMES  # per-user metrics at a cutoff
 RATING_METRICS = ("rmse", "mae")
-ALL_METRICS = RANKING_METRICS + ("coverage",) + RATING_METRICS
+COLD_METRICS = ("cold_recall",)  # over test items without train interactions (needs train)
+ALL_METRICS = RANKING_METRICS + ("coverage",) + COLD_METRICS + RATING_METRICS
 
 
 def check_ks(k) -> np.ndarray:

@@ -75,6 +75,10 @@ class EvaluationResult:
         if p.get("n_train_interactions_ignored"):
             lines.append(f"  train interactions outside the model's id maps (not excluded): "
                          f"{p['n_train_interactions_ignored']}")
+        if "n_cold_items" in p:
+            lines.append(f"  cold items (in test, no train interaction): {p['n_cold_items']} with "
+                         f"{p['n_cold_test_interactions']} test interactions of {p['n_cold_users']} users"
+                         f" ({p['n_cold_items_unknown']} items unknown to the model, counted as misses)")
         if "n_rating_pairs" in p:
             lines.append(f"  rating pairs (rmse, mae): {p['n_rating_pairs']}")
         return lines
@@ -86,8 +90,9 @@ def evaluate(model, train: Interactions | None, test: Interactions, k=(10, 20), 
     """Evaluate a fitted ``model`` on ``test`` by full ranking, excluding each user's ``train`` items.
 
     ``k``: one cutoff or several. ``metrics``: names from precision, recall, f1, ndcg, map, mrr,
-    hit_rate, coverage, rmse, mae (None: all that apply; rmse and mae need a model that
-    ``predicts_ratings`` and test ratings). ``train=None`` excludes nothing. ``n_threads`` bounds
+    hit_rate, coverage, cold_recall, rmse, mae (None: all that apply; rmse and mae need a model
+    that ``predicts_ratings`` and test ratings; cold_recall needs ``train`` and is reported when
+    test holds cold items, items without a train interaction, as ``cold_items`` splits make). ``train=None`` excludes nothing. ``n_threads`` bounds
     every thread pool for the call. See the module docstring for the protocol.
     """
     from ..models.base import Recommender
@@ -116,6 +121,8 @@ def evaluate(model, train: Interactions | None, test: Interactions, k=(10, 20), 
                else "test has no ratings (build it with a weight/rating column)")
         raise ValueError(f"rmse and mae cannot be computed: {why}")
     wanted = tuple(m for m in wanted if rating_ok or m not in ("rmse", "mae"))
+    if explicit and train is None and "cold_recall" in wanted:
+        raise ValueError("cold_recall needs train: cold items are the test items without a train interaction")
 
     with threads.limit(n_threads):
         return _evaluate(model, train, test, ks, wanted, int(batch_size), progress)
@@ -132,8 +139,8 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
     if user_map == test.user_map and item_map == test.item_map:
         aligned_test, known_u, known_i = test, np.ones(test.n_users, bool), np.ones(test.n_items, bool)
     else:
-        known_u = user_map.to_index(test.user_map.ids, on_unknown="mask") >= 0 if test.n_users else np.zeros(0, bool)
-        known_i = item_map.to_index(test.item_map.ids, on_unknown="mask") >= 0 if test.n_items else np.zeros(0, bool)
+        known_u = user_map.to_index(test.user_map.ids, on_unknown="pad") >= 0 if test.n_users else np.zeros(0, bool)
+        known_i = item_map.to_index(test.item_map.ids, on_unknown="pad") >= 0 if test.n_items else np.zeros(0, bool)
         aligned_test, _ = test.remap(user_map, item_map)
     nnz_user_known = known_u[test.row_of_nnz()]
     nnz_item_known = known_i[test.matrix.indices]
@@ -151,6 +158,9 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
         excl = aligned_train.matrix
         n_train_ignored = info["dropped"]
     overlap = 0 if excl is None else int(test_m.multiply(excl).count_nonzero())
+    cold = _cold_targets(train, test, user_map, item_map, known_u) if "cold_recall" in wanted else None
+    rows_all = users if cold is None else np.union1d(users, cold["users"])
+    main_row = np.isin(rows_all, users)
 
     # --- recommend in batches, score each batch with the kernel
     kmax = int(ks[-1])
@@ -159,17 +169,24 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
     from ..kernels.metrics import ranking_metrics as _kernel
     from ..data.csr import gather_rows
 
-    starts = range(0, len(users), batch_size)
+    cold_hits = np.zeros((0 if cold is None else len(cold["users"]), len(ks)), dtype=np.float64)
+    starts = range(0, len(rows_all), batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc=f"evaluating {type(model).__name__}", unit="batch")
+    done = 0  # rows of ``users`` evaluated so far
     for start in starts:
-        rows = users[start:start + batch_size]
-        recs, _ = model.recommend_indices(rows, kmax, exclude=excl)
-        recs = np.ascontiguousarray(recs, dtype=np.int32)
+        rows_b = rows_all[start:start + batch_size]
+        recs_b, _ = model.recommend_indices(rows_b, kmax, exclude=excl)
+        recs_b = np.ascontiguousarray(recs_b, dtype=np.int32)
+        if cold is not None:
+            _count_cold_hits(recs_b, rows_b, cold, ks, n_items, cold_hits)
+        main = main_row[start:start + batch_size]
+        rows, recs = rows_b[main], np.ascontiguousarray(recs_b[main])
         t_indptr, t_indices, _ = gather_rows(test_m.indptr, test_m.indices, test_m.data, rows)
-        values[:, start:start + len(rows), :] = _kernel(recs, t_indptr, t_indices, ks)
+        values[:, done:done + len(rows), :] = _kernel(recs, t_indptr, t_indices, ks)
+        done += len(rows)
         for j, kk in enumerate(ks):
             top = recs[:, :kk]
             covered[j, top[top >= 0]] = True
@@ -186,6 +203,8 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
                 means[f"{name}@{kk}"] = float(col.mean()) if len(col) else float("nan")
             elif name == "coverage":
                 means[f"coverage@{kk}"] = float(covered[j].sum()) / n_items if len(users) else float("nan")
+            elif name == "cold_recall" and cold is not None and len(cold["users"]):
+                means[f"cold_recall@{kk}"] = float(np.mean(cold_hits[:, j] / cold["count"]))
     protocol = {
         "ranking": f"full ranking over {n_items} items, "
                    + ("train items excluded" if train is not None else "nothing excluded"),
@@ -199,6 +218,9 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
         "n_test_items_in_train": overlap,
         "n_train_interactions_ignored": int(n_train_ignored),
     }
+    if cold is not None:
+        protocol.update({"n_cold_items": cold["n_items"], "n_cold_test_interactions": int(cold["count"].sum()),
+                         "n_cold_users": len(cold["users"]), "n_cold_items_unknown": cold["n_unknown"]})
     if "rmse" in wanted or "mae" in wanted:
         pairs_u = aligned_test.row_of_nnz()
         pred = model.predict_indices(pairs_u, test_m.indices)
@@ -210,6 +232,45 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
     per_user = pd.DataFrame({c: v for c, v in columns.items()
                              if c in ("user", "n_test") or c.split("@")[0] in wanted})
     return EvaluationResult(means=means, per_user=per_user, protocol=protocol, k=tuple(int(x) for x in ks))
+
+
+def _cold_targets(train, test, user_map, item_map, known_u) -> dict | None:
+    """Test interactions with cold items (no interaction in ``train``) of users the model knows:
+    per evaluated user (model index, sorted) their count, and the sorted keys ``user * n_items +
+    item`` of those the model can rank. None without train or without cold test interactions."""
+    if train is None or test.nnz == 0:
+        return None
+    in_train = train.item_map.to_index(test.item_map.ids, on_unknown="pad") if test.n_items else np.zeros(0, np.int64)
+    train_count = np.bincount(train.matrix.indices, minlength=train.n_items)
+    is_cold = (in_train < 0) | (train_count[np.maximum(in_train, 0)] == 0)
+    nnz_cold = is_cold[test.matrix.indices] & known_u[test.row_of_nnz()]
+    if not nnz_cold.any():
+        return None
+    u = user_map.to_index(test.user_map.ids[test.row_of_nnz()[nnz_cold]])
+    i = item_map.to_index(test.item_map.ids[test.matrix.indices[nnz_cold]], on_unknown="pad")
+    count = np.bincount(u, minlength=len(user_map))
+    users = np.flatnonzero(count > 0).astype(np.int64)
+    n_items = len(item_map)
+    cold_test_items = np.unique(test.matrix.indices[nnz_cold])
+    return {"users": users, "count": count[users].astype(np.float64),
+            "keys": np.unique(u[i >= 0] * n_items + i[i >= 0]),
+            "n_items": int(len(cold_test_items)),
+            "n_unknown": int((item_map.to_index(test.item_map.ids[cold_test_items], on_unknown="pad") < 0).sum())}
+
+
+def _count_cold_hits(recs, rows, cold, ks, n_items, out) -> None:
+    """Add, per cold user among ``rows`` and cutoff, the cold test items in its top-k to ``out``."""
+    pos = np.searchsorted(cold["users"], rows)
+    pos_c = np.minimum(pos, len(cold["users"]) - 1)
+    is_cold_user = cold["users"][pos_c] == rows
+    if not is_cold_user.any():
+        return
+    keys = rows[is_cold_user, None] * n_items + recs[is_cold_user].astype(np.int64)
+    at = np.minimum(np.searchsorted(cold["keys"], keys), max(len(cold["keys"]) - 1, 0))
+    hit = (recs[is_cold_user] >= 0) & (cold["keys"][at] == keys) if len(cold["keys"]) else np.zeros(keys.shape, bool)
+    cum = np.cumsum(hit, axis=1)
+    for j, kk in enumerate(ks):
+        out[pos_c[is_cold_user], j] += cum[:, min(int(kk), recs.shape[1]) - 1]
 
 
 def compare(results: dict, columns=None) -> str:

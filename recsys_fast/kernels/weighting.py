@@ -9,8 +9,8 @@ item-kNN pass items x users, as implicit does (its ``TFIDFRecommender`` weights
 - ``idf[c] = log(n_rows) - log1p(df[c])``, ``df[c]`` = stored entries in column ``c``
   (may be negative when a column is in every row, as in implicit);
 - TF-IDF: ``sqrt(x) * idf[c]``;
-- BM25: ``x * (K1 + 1) / (K1 * length_norm[r] + x) * idf[c]`` with
-  ``length_norm[r] = (1 - B) + B * row_sum[r] / mean(row_sum)`` (mean over all rows,
+- BM25: ``x * (k1 + 1) / (k1 * length_norm[r] + x) * idf[c]`` with
+  ``length_norm[r] = (1 - b) + b * row_sum[r] / mean(row_sum)`` (mean over all rows,
   empty ones included).
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import validation
 from ._config import kernel
 from ._csr_checks import check_csr
 
@@ -85,20 +86,17 @@ def tfidf_weight(indptr, indices, data, n_rows: int, n_cols: int) -> np.ndarray:
     return _tfidf(indptr, indices, data, int(n_rows), int(n_cols))
 
 
-def bm25_weight(indptr, indices, data, n_rows: int, n_cols: int, K1: float = 100.0,
-                B: float = 0.8) -> np.ndarray:
-    """BM25 weights (implicit's definition and defaults ``K1=100, B=0.8``); float32 data.
-
-    ``K1`` and ``B`` keep implicit's spelling so values carry over from it unchanged.
-    """
+def bm25_weight(indptr, indices, data, n_rows: int, n_cols: int, k1: float = 100.0,
+                b: float = 0.8, **renamed) -> np.ndarray:
+    """BM25 weights (implicit's definition and defaults: its ``K1=100, B=0.8`` are ``k1``, ``b``
+    here); float32 data."""
+    validation.renamed("bm25_weight", renamed, {"K1": "k1", "B": "b"})
+    k1 = validation.number("k1", k1, minimum=0.0)
+    b = validation.number("b", b, minimum=0.0, maximum=1.0)
     indptr, indices, data = check_csr(indptr, indices, data, n_rows, n_cols, name="bm25_weight")
-    if not K1 >= 0:
-        raise ValueError(f"bm25_weight: K1 must be >= 0, got {K1}")
-    if not 0.0 <= B <= 1.0:
-        raise ValueError(f"bm25_weight: B must be in [0, 1], got {B}")
     if data.size and float(data.min()) < 0:
         raise _negative("bm25_weight", data)
-    return _bm25(indptr, indices, data, int(n_rows), int(n_cols), float(K1), float(B))
+    return _bm25(indptr, indices, data, int(n_rows), int(n_cols), k1, b)
 
 
 def l2_normalize_rows(indptr, indices, data, n_rows: int, n_cols: int) -> np.ndarray:

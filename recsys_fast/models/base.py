@@ -24,44 +24,80 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from .. import bundle
+from .. import bundle, validation
 from ..data.csr import gather_rows
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
-from ..errors import BundleError, NotFittedError, UnknownIdError
+from ..errors import BundleError, NotFittedError, ParameterError, UnknownIdError
 
 SCORE_CHUNK_ROWS = 1024  # dense score rows per batch: bounds memory at chunk x n_items floats
 
 
-@dataclass(frozen=True)
-class Recommendations:
-    """Top-k lists for a batch of users, in external ids.
+class Ranked:
+    """Top-k results for a batch of query ids, in external ids: what ``recommend``,
+    ``similar_items`` and ``similar_users`` return (one vocabulary for all of them).
 
-    ``users`` has shape (n,), ``items`` and ``scores`` (n, k). When fewer than k items qualify
-    for a user, the row is padded at the end with item -1 (``""`` for string item ids) and
-    score -inf.
+    ``query`` has shape (n,): the ids asked about (users for ``recommend``); ``ids`` and
+    ``scores`` (n, k), best first: the recommended (or most similar) ids and their scores. When
+    fewer than k ids qualify, a row is padded at the end with id -1 (``""`` for string ids) and
+    score -inf. Read-only.
     """
 
-    users: np.ndarray
-    items: np.ndarray
-    scores: np.ndarray
+    __slots__ = ("query", "ids", "scores")
+    _RENAMED: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, query=None, ids=None, scores=None, **renamed):
+        validation.renamed(type(self).__name__, renamed, self._RENAMED)
+        if query is None or ids is None or scores is None:
+            raise TypeError(f"{type(self).__name__} needs query, ids and scores")
+        object.__setattr__(self, "query", np.asarray(query))
+        object.__setattr__(self, "ids", np.asarray(ids))
+        object.__setattr__(self, "scores", np.asarray(scores))
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is read-only")
 
     def __len__(self) -> int:
-        return len(self.users)
+        return len(self.query)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n={len(self)}, k={self.ids.shape[1] if self.ids.ndim == 2 else 0})"
 
     def to_pandas(self):
-        """Long format: one row per (user, rank) with columns user, rank (1-based), item, score;
+        """Long format: one row per (query, rank) with columns query, rank (1-based), id, score;
         padding entries are left out."""
         import pandas as pd
 
-        n, k = self.items.shape
-        valid = self.scores > -np.inf
+        n, k = self.ids.shape
+        valid = (self.scores > -np.inf).ravel()
         return pd.DataFrame({
-            "user": np.repeat(self.users, k)[valid.ravel()],
-            "rank": np.tile(np.arange(1, k + 1), n)[valid.ravel()],
-            "item": self.items.ravel()[valid.ravel()],
-            "score": self.scores.ravel()[valid.ravel()],
+            "query": np.repeat(self.query, k)[valid],
+            "rank": np.tile(np.arange(1, k + 1), n)[valid],
+            "id": self.ids.ravel()[valid],
+            "score": self.scores.ravel()[valid],
         })
+
+
+class Recommendations(Ranked):
+    """Top-k items for a batch of users (``recommend``'s result): ``query`` the users, ``ids`` the
+    items, ``scores``; ``users`` and ``items`` are the same arrays under their own names."""
+
+    __slots__ = ()
+    _RENAMED = {"users": "query", "items": "ids"}
+
+    @property
+    def users(self) -> np.ndarray:
+        return self.query
+
+    @property
+    def items(self) -> np.ndarray:
+        return self.ids
+
+
+class Neighbours(Ranked):
+    """The most similar ids of a batch of query ids (``similar_items``, ``similar_users``)."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True)
@@ -91,14 +127,50 @@ class Recommender:
     predicts_ratings: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ parameters
+    # Parameters are validated in one place per model, ``_check_params``, when the model is built
+    # and on every ``set_params``; what it returns is stored, returned by ``get_params`` and
+    # recorded in bundles. Old parameter names (``_RENAMED``: old -> new) raise a TypeError naming
+    # the new one.
+    _RENAMED: ClassVar[dict[str, str]] = {}
+
     @classmethod
     def param_names(cls) -> list[str]:
         """The constructor's parameter names, in order."""
         sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
+        return [name for name, p in sig.parameters.items()
+                if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
 
     def get_params(self) -> dict:
+        """The validated parameters, by name (scikit-learn's ``get_params``)."""
         return {name: getattr(self, name) for name in self.param_names()}
+
+    def set_params(self, **params) -> "Recommender":
+        """Change parameters (validated again, all together); returns self. A fitted model keeps its
+        learned state until the next ``fit``."""
+        names = self.param_names()
+        for name in params:
+            if name in self._RENAMED:
+                validation.renamed(type(self).__name__, {name: None}, self._RENAMED)
+            if name not in names:
+                raise ParameterError("parameter name", name, "one of " + ", ".join(names),
+                                     hint=f"{type(self).__name__} has no parameter {name!r}")
+        self._apply_params({**self.get_params(), **params})
+        return self
+
+    def _init_params(self, values: dict, renamed: dict | None = None) -> None:
+        """For ``__init__``: validate and store the constructor's arguments (``locals()``)."""
+        validation.renamed(type(self).__name__, renamed or {}, self._RENAMED)
+        self._apply_params({name: values[name] for name in self.param_names()})
+
+    def _apply_params(self, params: dict) -> None:
+        checked = self._check_params(dict(params))
+        for name in self.param_names():
+            object.__setattr__(self, name, checked[name])
+
+    def _check_params(self, params: dict) -> dict:
+        """The model's one validator: every parameter checked (through ``recsys_fast.validation``)
+        and coerced; returns the dict to store. Subclasses extend it."""
+        return params
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -194,19 +266,18 @@ class Recommender:
         """
         self.check_fitted()
         k = _check_k(k)
-        if on_unknown not in ("raise", "pad"):
-            raise ValueError(f"on_unknown must be 'raise' or 'pad', got {on_unknown!r}")
+        on_unknown = validation.on_unknown(on_unknown)
         users = np.atleast_1d(np.asarray(users))
         batch, padded = self._build_rows(users, exclude_seen, items, history, on_unknown)
         idx, scores = self._recommend_rows(batch, k)
         if padded.any():
             idx[padded] = -1
             scores[padded] = -np.inf
-        return Recommendations(users=users, items=self.item_map_.to_external(idx), scores=scores)
+        return Recommendations(users, self.item_map_.to_external(idx), scores)
 
     def _build_rows(self, users, exclude_seen, items, history, on_unknown):
         history = history or {}
-        uidx = self.user_map_.to_index(users, on_unknown="mask") if len(users) else np.zeros(0, np.int64)
+        uidx = self.user_map_.to_index(users, on_unknown="pad") if len(users) else np.zeros(0, np.int64)
         if not history:  # fast path for large batches: no Python loop over users
             unknown = uidx < 0
             self._raise_unknown(users, unknown, on_unknown)
@@ -232,7 +303,7 @@ class Recommender:
         seen = self.seen_
         for r, u in enumerate(users):
             if in_history[r]:
-                hi = self.item_map_.to_index(np.asarray(hist_by_key[_key(u)]), on_unknown="mask")
+                hi = self.item_map_.to_index(np.asarray(hist_by_key[_key(u)]), on_unknown="pad")
                 hi = hi[hi >= 0].astype(np.int32)
                 hd = np.ones(len(hi), dtype=np.float32)
                 uidx[r] = -1
@@ -387,9 +458,7 @@ def _slice_batch(batch: RowBatch, start: int, stop: int) -> RowBatch:
 
 
 def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
+    return validation.integer("k", k, minimum=1)
 
 
 def _key(user):

@@ -23,49 +23,19 @@ ratings. Predictions are clipped to the training ratings' range. Ratings are
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.sparse as sp
 
+from .. import threads, validation
 from ..data.interactions import Interactions
 from ..kernels.knn import knn_topk, neighbour_average, similar_rows
+from ..kernels.similarity import SIMILARITIES as KERNEL_SIMILARITIES
 from ..data.csr import gather_rows
-from .base import Recommender, RowBatch
+from .base import Neighbours, Recommender, RowBatch
 
-SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine", "dot")
+SIMILARITIES = KERNEL_SIMILARITIES + ("dot",)  # "dot": scored through asymmetric_cosine, rescaled
 WEIGHTINGS = (None, "tfidf", "bm25")
 FILLS = ("popularity", None)
-
-
-@dataclass(frozen=True)
-class Neighbours:
-    """The most similar ids of a batch of query ids (external ids).
-
-    ``query`` (n,), ``ids`` and ``scores`` (n, k), best first; a row is padded at the end with id
-    -1 (``""`` for string ids) and score -inf when fewer than k neighbours are stored.
-    """
-
-    query: np.ndarray
-    ids: np.ndarray
-    scores: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.query)
-
-    def to_pandas(self):
-        """Long format: columns query, rank (1-based), id, score; padding left out."""
-        import pandas as pd
-
-        n, k = self.ids.shape
-        valid = (self.scores > -np.inf).ravel()
-        return pd.DataFrame({
-            "query": np.repeat(self.query, k)[valid],
-            "rank": np.tile(np.arange(1, k + 1), n)[valid],
-            "id": self.ids.ravel()[valid],
-            "score": self.scores.ravel()[valid],
-        })
 
 
 class _NeighbourhoodModel(Recommender):
@@ -73,41 +43,32 @@ class _NeighbourhoodModel(Recommender):
 
     predicts_ratings = True
 
+    _RENAMED = {"K1": "k1", "B": "b"}
+
     def __init__(self, k: int = 100, similarity: str = "cosine", shrink: float = 0.0, min_support: int = 1,
                  weighting: str | None = None, alpha: float = 0.5, fill: str | None = "popularity",
-                 K1: float = 100.0, B: float = 0.8):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k (neighbours kept per row) must be a positive integer, got {k!r}")
-        if similarity not in SIMILARITIES:
-            raise ValueError(f"unknown similarity {similarity!r}; valid: {', '.join(SIMILARITIES)}")
-        if not _is_number(shrink) or not (math.isfinite(shrink) and shrink >= 0):
-            raise ValueError(f"shrink must be a finite number >= 0, got {shrink!r}")
-        if isinstance(min_support, bool) or not isinstance(min_support, (int, np.integer)) or min_support < 1:
-            raise ValueError(f"min_support must be an integer >= 1, got {min_support!r}")
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {weighting!r}; valid: None, 'tfidf', 'bm25'")
-        if not _is_number(alpha) or not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
-        if fill not in FILLS:
-            raise ValueError(f"unknown fill {fill!r}; valid: 'popularity', None")
-        if not _is_number(K1) or not (math.isfinite(K1) and K1 >= 0):
-            raise ValueError(f"K1 (BM25 term saturation) must be a finite number >= 0, got {K1!r}")
-        if not _is_number(B) or not 0.0 <= B <= 1.0:
-            raise ValueError(f"B (BM25 length normalisation) must be a number in [0, 1], got {B!r}")
-        self.k = int(k)
-        self.similarity = similarity
-        self.shrink = float(shrink)
-        self.min_support = int(min_support)
-        self.weighting = weighting
-        self.alpha = float(alpha)
-        self.fill = fill
-        self.K1 = float(K1)
-        self.B = float(B)
+                 k1: float = 100.0, b: float = 0.8, n_threads: int | None = None, **renamed):
+        self._init_params(locals(), renamed)
+
+    def _check_params(self, p: dict) -> dict:
+        return {
+            "k": validation.integer("k", p["k"], minimum=1),
+            "similarity": validation.choice("similarity", p["similarity"], SIMILARITIES),
+            "shrink": validation.number("shrink", p["shrink"], minimum=0.0),
+            "min_support": validation.integer("min_support", p["min_support"], minimum=1),
+            "weighting": validation.choice("weighting", p["weighting"], WEIGHTINGS),
+            "alpha": validation.number("alpha", p["alpha"], minimum=0.0, maximum=1.0),
+            "fill": validation.choice("fill", p["fill"], FILLS),
+            "k1": validation.number("k1", p["k1"], minimum=0.0),
+            "b": validation.number("b", p["b"], minimum=0.0, maximum=1.0),
+            "n_threads": validation.integer("n_threads", p["n_threads"], minimum=1, allow_none=True),
+        }
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, train: Interactions) -> None:
         rows = self._compared_rows(train.matrix)
-        self.graph_ = self._neighbour_graph(rows)
+        with threads.limit(self.n_threads):
+            self.graph_ = self._neighbour_graph(rows)
         self.popularity_ = np.bincount(train.matrix.indices, minlength=train.n_items).astype(np.float32)
         ratings = train.matrix.data if train.ratings is None else train.ratings
         self.ratings_ = np.ascontiguousarray(ratings, dtype=np.float32)
@@ -131,7 +92,7 @@ class _NeighbourhoodModel(Recommender):
         elif self.weighting == "bm25":
             from ..kernels.weighting import bm25_weight
 
-            data = bm25_weight(rows.indptr, rows.indices, data, n_rows, n_cols, K1=self.K1, B=self.B)
+            data = bm25_weight(rows.indptr, rows.indices, data, n_rows, n_cols, k1=self.k1, b=self.b)
         if self.similarity == "dot":
             # x_i.x_j = |x_i|^2 * asymmetric cosine with alpha=1 (x_i.x_j / |x_i|^2): same order within a
             # row, so the kernel's top-k is the dot product's top-k; rescale the kept values after.
@@ -189,10 +150,27 @@ class _NeighbourhoodModel(Recommender):
         return self
 
     def _recommend_rows(self, batch: RowBatch, k: int):
-        return self._recommend_rows_with(batch, k, None)
+        if self.n_threads is None:
+            return self._recommend_rows_with(batch, k, None)
+        with threads.limit(self.n_threads):
+            return self._recommend_rows_with(batch, k, None)
 
     def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
         raise NotImplementedError
+
+    def _explanation(self, via: str, id_map, index, weights, sims):
+        """The ``explain`` frame shared by the kNN models (and, per component, by Hybrid)."""
+        import pandas as pd
+
+        frame = pd.DataFrame({
+            "component": self.kind, "via": via,
+            "id": id_map.to_external(np.asarray(index, dtype=np.int64)),
+            "weight": np.asarray(weights, dtype=np.float32),
+            "similarity": np.asarray(sims, dtype=np.float32),
+        })
+        frame["contribution"] = (frame["weight"].astype(np.float64) * frame["similarity"]).astype(np.float32)
+        return frame.sort_values(["contribution", "id"], ascending=[False, True], kind="stable",
+                                 ignore_index=True)
 
     # ------------------------------------------------------------------ ratings
     def _finish_prediction(self, pred, found, base_index, base_means, other_index, other_means):
@@ -224,7 +202,7 @@ class ItemKNN(_NeighbourhoodModel):
     ``k`` neighbours other than the item itself are kept per item, by ``similarity`` ("cosine",
     "jaccard", "asymmetric_cosine" with ``alpha``, "pearson", "adjusted_cosine", or "dot": the plain
     dot product, as implicit's BM25Recommender uses) computed over the items' user vectors after
-    ``weighting`` (None, "tfidf", or "bm25" with ``K1``, ``B``), with ``shrink`` and
+    ``weighting`` (None, "tfidf", or "bm25" with ``k1``, ``b``), with ``shrink`` and
     ``min_support`` (minimum co-count). implicit's ``K`` counts the item itself, so its ``K=n``
     corresponds to ``k=n-1`` here. A user's score for item j is
     ``sum_i w(u, i) s(i, j)`` over the user's items i whose neighbours include j, with w the
@@ -279,17 +257,17 @@ class ItemKNN(_NeighbourhoodModel):
         return self._finish_prediction(pred, found, item_index, self.item_means_, user_index, self.user_means_)
 
     def explain(self, user, item, history=None):
-        """The training items of ``user`` (or the given ``history``) that contributed to ``item``'s
-        score, with their contributions ``w(u, i) s(i, item)``, largest first; the contributions
-        sum to the neighbourhood score ``recommend`` gives the item. Returns a DataFrame with
-        columns item, weight, similarity, contribution (empty when no neighbour contributed).
+        """Why ``item`` scores what it does for ``user`` ("because you liked ..."): the user's
+        training items (or the given ``history``) i whose neighbours include ``item``, with
+        ``weight`` w(u, i), ``similarity`` s(i, item) and ``contribution`` w * s, largest first;
+        the contributions sum to the neighbourhood score ``recommend`` gives the item. Returns a
+        DataFrame with columns component (the model kind), via ("item"), id (the user's item),
+        weight, similarity, contribution; empty when no neighbour contributed (a filled item).
         """
-        import pandas as pd
-
         self.check_fitted()
         j = int(self.item_map_.to_index([item])[0])
         if history is not None:
-            h_items = self.item_map_.to_index(np.atleast_1d(np.asarray(history)), on_unknown="mask")
+            h_items = self.item_map_.to_index(np.atleast_1d(np.asarray(history)), on_unknown="pad")
             h_items = h_items[h_items >= 0]
             h_weights = np.ones(len(h_items), dtype=np.float32)
         else:
@@ -305,14 +283,7 @@ class ItemKNN(_NeighbourhoodModel):
                 items.append(i)
                 weights.append(w)
                 sims.append(float(g.data[lo + hit[0]]))
-        frame = pd.DataFrame({
-            "item": self.item_map_.to_external(np.asarray(items, dtype=np.int64)),
-            "weight": np.asarray(weights, dtype=np.float32),
-            "similarity": np.asarray(sims, dtype=np.float32),
-        })
-        frame["contribution"] = (frame["weight"].astype(np.float64) * frame["similarity"]).astype(np.float32)
-        return frame.sort_values(["contribution", "item"], ascending=[False, True], kind="stable",
-                                 ignore_index=True)
+        return self._explanation("item", self.item_map_, items, weights, sims)
 
 
 class UserKNN(_NeighbourhoodModel):
@@ -352,6 +323,33 @@ class UserKNN(_NeighbourhoodModel):
         self.check_fitted()
         return self._neighbours(self.graph_, self.user_map_, users, k)
 
+    def explain(self, user, item, history=None):
+        """Why ``item`` scores what it does for ``user``: the user's neighbours v (fitted, or
+        folded in from the given ``history``) who interacted with ``item``, with ``similarity``
+        s(u, v), ``weight`` w(v, item) and ``contribution`` s * w, largest first; they sum to the
+        score ``recommend`` gives the item. Same columns as ``ItemKNN.explain``, via "user" and
+        id the neighbour's user id."""
+        self.check_fitted()
+        j = int(self.item_map_.to_index([item])[0])
+        if history is not None:
+            h = self.item_map_.to_index(np.atleast_1d(np.asarray(history)), on_unknown="pad")
+            h = h[h >= 0].astype(np.int32)
+            ptr, nbrs, sims = self.fold_in(np.array([0, len(h)], np.int64), h, np.ones(len(h), np.float32), self.k)
+        else:
+            u = int(self.user_map_.to_index([user])[0])
+            g = self.graph_
+            nbrs, sims = g.indices[g.indptr[u]:g.indptr[u + 1]], g.data[g.indptr[u]:g.indptr[u + 1]]
+        seen = self.seen_
+        users, weights, kept = [], [], []
+        for v, s in zip(nbrs.tolist(), sims.tolist()):
+            lo, hi = seen.indptr[v], seen.indptr[v + 1]
+            hit = np.flatnonzero(seen.indices[lo:hi] == j)
+            if len(hit):
+                users.append(v)
+                weights.append(float(seen.data[lo + hit[0]]))
+                kept.append(s)
+        return self._explanation("user", self.user_map_, users, weights, kept)
+
     # ------------------------------------------------------------------ fold-in
     def _with_folded_rows(self, a, folded, batch):
         """Rows ``a`` with rows ``folded`` replaced by the fold-in of their histories."""
@@ -377,8 +375,8 @@ class UserKNN(_NeighbourhoodModel):
             x.data = np.sqrt(x.data) * st["idf"][x.indices]
         elif self.weighting == "bm25":
             rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
-            length = (1.0 - self.B) + self.B * np.asarray(x.sum(axis=1)).ravel() / st["mean_row_sum"]
-            x.data = x.data * (self.K1 + 1.0) / (self.K1 * length[rows] + x.data) * st["idf"][x.indices]
+            length = (1.0 - self.b) + self.b * np.asarray(x.sum(axis=1)).ravel() / st["mean_row_sum"]
+            x.data = x.data * (self.k1 + 1.0) / (self.k1 * length[rows] + x.data) * st["idf"][x.indices]
         x.eliminate_zeros()
         left = _scaled(x, self.similarity, self.alpha, st["col_means"], side="left")
         dots = (left @ st["right_t"]).tocsr()
@@ -422,7 +420,7 @@ class UserKNN(_NeighbourhoodModel):
 
             args = (seen.indptr, seen.indices, seen.data.astype(np.float32), n_users, n_items)
             w.data = (tfidf_weight(*args) if self.weighting == "tfidf"
-                      else bm25_weight(*args, K1=self.K1, B=self.B)).astype(np.float64)
+                      else bm25_weight(*args, k1=self.k1, b=self.b)).astype(np.float64)
         w.eliminate_zeros()
         col_means = _means(w.indices, w.data, n_items) if self.similarity == "adjusted_cosine" else None
         binary = w.copy()
@@ -479,7 +477,3 @@ def _means(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     count = np.bincount(groups, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import validation
 from ..data.interactions import Interactions
 from ..kernels.topk import ranked_topk
 from .base import Recommender, RowBatch
@@ -20,9 +21,10 @@ class Popularity(Recommender):
     supports_history = True
 
     def __init__(self, weighting: str = "count"):
-        if weighting not in ("count", "sum"):
-            raise ValueError(f"weighting must be 'count' or 'sum', got {weighting!r}")
-        self.weighting = weighting
+        self._init_params(locals())
+
+    def _check_params(self, p: dict) -> dict:
+        return {"weighting": validation.choice("weighting", p["weighting"], ("count", "sum"))}
 
     def _fit(self, train: Interactions) -> None:
         m = train.matrix

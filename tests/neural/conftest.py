@@ -84,7 +84,7 @@ def ndcg_at_10(model, train: Interactions, test: Interactions) -> float:
     """Mean NDCG@10 over test users, full ranking, training items excluded (textbook formula)."""
     users = np.flatnonzero(np.diff(test.matrix.indptr) > 0)
     recs = model.recommend(train.user_map.ids[users], k=10)
-    item_idx = train.item_map.to_index(recs.items.ravel(), on_unknown="mask").reshape(recs.items.shape)
+    item_idx = train.item_map.to_index(recs.items.ravel(), on_unknown="pad").reshape(recs.items.shape)
     total = 0.0
     for r, u in enumerate(users):
         relevant = set(test.matrix.indices[test.matrix.indptr[u]:test.matrix.indptr[u + 1]])

@@ -37,11 +37,6 @@ class TestMultVAEContract(RecommenderContract):
         return _cls("MultVAE")(hidden_size=16, **SMALL)
 
 
-class TestEASEContract(RecommenderContract):
-    def make_model(self):
-        return _cls("EASE")(regularization=5.0)
-
-
 class TestSASRecContract(RecommenderContract):
     def make_model(self):
         return _cls("SASRec")(max_len=6, n_blocks=1, **SMALL)

@@ -43,7 +43,7 @@ def test_learns_successor_chains(name, fitted, sequences):
     pop = ndcg_at_10(Popularity().fit(train), train, test)
     score = ndcg_at_10(model, train, test)
     assert score > pop + 0.3, (name, score, pop)
-    losses = [r["loss"] for r in model.history_]
+    losses = [r["loss"] for r in model.training_log_]
     assert losses[-1] < 0.8 * losses[0]
 
 

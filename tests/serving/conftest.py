@@ -23,7 +23,7 @@ TINY = {
 
 @pytest.fixture(scope="session")
 def ml_small(ml_latest_small_path):
-    from recsys_fast.data.datasets import load_movielens
+    from recsys_fast.datasets import load_movielens
 
     data, _ = load_movielens(ml_latest_small_path)
     return data
@@ -45,7 +45,9 @@ def tiny_model(name: str, data):
     from recsys_fast.models import neural
 
     if name == "EASE":
-        return neural.EASE(regularization=200.0).fit(data)
+        from recsys_fast.models.ease import EASE
+
+        return EASE(regularization=200.0).fit(data)
     params = dict(epochs=1, validation_fraction=0.0, n_threads=1, seed=0, device="cpu", **TINY[name])
     return getattr(neural, name)(**params).fit(data)
 

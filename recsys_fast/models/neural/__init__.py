@@ -1,8 +1,8 @@
 """Deep recommenders on one training loop (extra ``train``: torch).
 
 Importing this package does not import torch; each class resolves on first use:
-``BPRMF``, ``NeuMF``, ``LightGCN``, ``MultVAE``, ``EASE`` (numpy only), ``SASRec``,
-``GRU4Rec``, ``Caser``.
+``BPRMF``, ``NeuMF``, ``LightGCN``, ``MultVAE``, ``SASRec``, ``GRU4Rec``, ``Caser``.
+(EASE, closed form in NumPy, is ``recsys_fast.models.ease``.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ _LAZY = {
     "NeuMF": "neumf",
     "LightGCN": "lightgcn",
     "MultVAE": "multvae",
-    "EASE": "ease",
     "SASRec": "sasrec",
     "GRU4Rec": "gru4rec",
     "Caser": "caser",

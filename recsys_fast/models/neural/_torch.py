@@ -22,10 +22,6 @@ def torch():
     return _torch
 
 
-def nn():
-    return torch().nn
-
-
 def resolve_device(device: str):
     """``"auto"`` -> cuda when available, else cpu; ``"cuda"`` without a GPU is an error."""
     t = torch()

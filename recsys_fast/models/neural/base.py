@@ -17,11 +17,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from ... import threads
+from ... import threads, validation
 from ...data.interactions import Interactions
 from ..base import Recommender, RowBatch
 from . import samplers
-from ._torch import resolve_device, sanitise, seeded, to_numpy, torch
+from ._torch import DEVICES, resolve_device, sanitise, seeded, to_numpy, torch
 from .trainer import Trainer, best_epoch, holdout_validation, last_item_validation
 
 INFERENCE_CHUNK = 512  # rows per forward pass when scoring
@@ -38,7 +38,7 @@ class NeuralRecommender(Recommender):
     (torch/BLAS threads while fitting and scoring; None leaves the pools alone), verbose (progress
     bar with loss and validation NDCG@10).
 
-    After ``fit``: ``history_`` lists per-epoch loss, validation NDCG@10 and seconds;
+    After ``fit``: ``training_log_`` lists per-epoch loss, validation NDCG@10 and seconds;
     ``best_epoch_`` is the epoch whose weights were kept (the last one without validation). To
     train on all of the data once early stopping has chosen: refit with
     ``validation_fraction=0, epochs=model.best_epoch_``.
@@ -49,28 +49,33 @@ class NeuralRecommender(Recommender):
     optimizer: ClassVar[str] = "adam"
     decay_in_optimizer: ClassVar[bool] = True  # False: the model applies weight_decay in its loss
 
-    def _set_common(self, embedding_size, epochs, learning_rate, weight_decay, batch_size, n_negatives, seed,
-                    device, early_stopping_patience, validation_fraction, n_threads, verbose):
-        for name, value in (("embedding_size", embedding_size), ("epochs", epochs), ("batch_size", batch_size),
-                            ("n_negatives", n_negatives)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-        if not 0 <= validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
-        if early_stopping_patience is not None and early_stopping_patience < 1:
-            raise ValueError(f"early_stopping_patience must be >= 1 or None, got {early_stopping_patience!r}")
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-        if n_threads is not None and n_threads < 1:
-            raise ValueError(f"n_threads must be >= 1 or None, got {n_threads!r}")
-        self.embedding_size, self.epochs, self.learning_rate = int(embedding_size), int(epochs), float(learning_rate)
-        self.weight_decay, self.batch_size, self.n_negatives = float(weight_decay), int(batch_size), int(n_negatives)
-        self.seed, self.device, self.early_stopping_patience = seed, device, early_stopping_patience
-        self.validation_fraction, self.n_threads, self.verbose = float(validation_fraction), n_threads, verbose
+    def _check_params(self, p: dict) -> dict:
+        """The shared hyper-parameters (those the model has); subclasses check their own after."""
+        v = validation
+        p = dict(p)
+        for name in ("embedding_size", "epochs", "batch_size", "n_negatives"):
+            if name in p:
+                p[name] = v.integer(name, p[name], minimum=1)
+        p["learning_rate"] = v.number("learning_rate", p["learning_rate"], minimum=0.0, min_inclusive=False)
+        p["weight_decay"] = v.number("weight_decay", p["weight_decay"], minimum=0.0)
+        p["seed"] = v.integer("seed", p["seed"], minimum=0, allow_none=True)
+        p["device"] = v.choice("device", p["device"], DEVICES)
+        p["early_stopping_patience"] = v.integer("early_stopping_patience", p["early_stopping_patience"], minimum=1,
+                                                 allow_none=True)
+        p["validation_fraction"] = v.number("validation_fraction", p["validation_fraction"], minimum=0.0,
+                                            maximum=1.0, max_inclusive=False)
+        p["n_threads"] = v.integer("n_threads", p["n_threads"], minimum=1, allow_none=True)
+        p["verbose"] = v.boolean("verbose", p["verbose"])
+        if "dropout" in p:
+            p["dropout"] = v.number("dropout", p["dropout"], minimum=0.0, maximum=1.0, max_inclusive=False)
+        if "negatives" in p:
+            p["negatives"] = v.choice("negatives", p["negatives"], ("uniform", "popularity"))
+        return p
+
+    @property
+    def history_(self):
+        raise AttributeError(f"{type(self).__name__}.history_ was renamed training_log_ (the per-epoch "
+                             "training log; history= is a user's items in recommend)")
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, train: Interactions) -> None:
@@ -86,8 +91,8 @@ class NeuralRecommender(Recommender):
             module = self._build_module().to(self.device_)
             trainer = Trainer(self.epochs, self.learning_rate, self.weight_decay if self.decay_in_optimizer else 0.0,
                               self.optimizer, self.early_stopping_patience, bool(self.verbose), type(self).__name__)
-            self.history_ = trainer.run(self, module, rng, validation)
-            self.best_epoch_ = best_epoch(self.history_)
+            self.training_log_ = trainer.run(self, module, rng, validation)
+            self.best_epoch_ = best_epoch(self.training_log_)
             self.module_ = self._finalize(module, train)
             self.module_.eval()
 
@@ -180,7 +185,7 @@ class NeuralRecommender(Recommender):
     def _get_meta(self):
         state_keys = {sanitise(key): key for key in self.module_.state_dict()}
         return {"state_keys": state_keys, "n_users": int(self.n_users_), "n_items": int(self.n_items_),
-                "history": getattr(self, "history_", [])}
+                "training_log": getattr(self, "training_log_", [])}
 
     def _set_state(self, arrays, meta):
         t = torch()
@@ -189,8 +194,8 @@ class NeuralRecommender(Recommender):
         if device == "cuda" and not t.cuda.is_available():
             device = "cpu"
         self.device_ = resolve_device(device)
-        self.history_ = meta.get("history", [])
-        self.best_epoch_ = best_epoch(self.history_)
+        self.training_log_ = meta.get("training_log", [])
+        self.best_epoch_ = best_epoch(self.training_log_)
         self._set_extra_state(arrays, meta)
         module = self._build_scoring_module()
         state = {key: t.from_numpy(np.array(arrays[name])) for name, key in meta["state_keys"].items()}

@@ -23,11 +23,7 @@ class BPRMF(NeuralRecommender):
                  weight_decay: float = 1e-4, batch_size: int = 1024, n_negatives: int = 1, seed: int | None = 0,
                  device: str = "auto", early_stopping_patience: int | None = 5, validation_fraction: float = 0.1,
                  n_threads: int | None = None, verbose: bool = False, negatives: str = "uniform"):
-        self._set_common(embedding_size, epochs, learning_rate, weight_decay, batch_size, n_negatives, seed,
-                         device, early_stopping_patience, validation_fraction, n_threads, verbose)
-        if negatives not in ("uniform", "popularity"):
-            raise ValueError(f"negatives must be 'uniform' or 'popularity', got {negatives!r}")
-        self.negatives = negatives
+        self._init_params(locals())
 
     def _prepare(self, fit_data: Interactions) -> None:
         self._sampler = PairSampler(fit_data.matrix, self.n_negatives, self.negatives)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ... import validation
+
 import numpy as np
 
 from ...data.interactions import Interactions
@@ -31,14 +33,13 @@ class Caser(SequentialRecommender):
                  device: str = "auto", early_stopping_patience: int | None = 3, validation_fraction: float = 0.1,
                  n_threads: int | None = None, verbose: bool = False, max_len: int = 5, n_horizontal: int = 16,
                  n_vertical: int = 4, dropout: float = 0.5, loss: str = "ce"):
-        self._set_common(embedding_size, epochs, learning_rate, weight_decay, batch_size, n_negatives, seed,
-                         device, early_stopping_patience, validation_fraction, n_threads, verbose)
-        self._set_sequence(max_len, loss)
-        if n_horizontal < 1 or n_vertical < 1:
-            raise ValueError(f"n_horizontal and n_vertical must be >= 1, got {n_horizontal}, {n_vertical}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.n_horizontal, self.n_vertical, self.dropout = int(n_horizontal), int(n_vertical), float(dropout)
+        self._init_params(locals())
+
+    def _check_params(self, p: dict) -> dict:
+        p = super()._check_params(p)
+        p["n_horizontal"] = validation.integer("n_horizontal", p["n_horizontal"], minimum=1)
+        p["n_vertical"] = validation.integer("n_vertical", p["n_vertical"], minimum=1)
+        return p
 
     def _build_module(self):
         from .seqnets import CaserNet

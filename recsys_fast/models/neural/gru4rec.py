@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ... import validation
+
 from .sequential import SequentialRecommender
 
 
@@ -22,16 +24,14 @@ class GRU4Rec(SequentialRecommender):
                  device: str = "auto", early_stopping_patience: int | None = 10, validation_fraction: float = 0.1,
                  n_threads: int | None = None, verbose: bool = False, max_len: int = 50, hidden_size: int = 128,
                  n_layers: int = 1, dropout: float = 0.2, cell: str = "gru", loss: str = "ce"):
-        self._set_common(embedding_size, epochs, learning_rate, weight_decay, batch_size, n_negatives, seed,
-                         device, early_stopping_patience, validation_fraction, n_threads, verbose)
-        self._set_sequence(max_len, loss)
-        if cell not in ("gru", "lstm"):
-            raise ValueError(f"cell must be 'gru' or 'lstm', got {cell!r}")
-        if hidden_size < 1 or n_layers < 1:
-            raise ValueError(f"hidden_size and n_layers must be >= 1, got {hidden_size}, {n_layers}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.hidden_size, self.n_layers, self.dropout, self.cell = int(hidden_size), int(n_layers), float(dropout), cell
+        self._init_params(locals())
+
+    def _check_params(self, p: dict) -> dict:
+        p = super()._check_params(p)
+        p["cell"] = validation.choice("cell", p["cell"], ("gru", "lstm"))
+        p["hidden_size"] = validation.integer("hidden_size", p["hidden_size"], minimum=1)
+        p["n_layers"] = validation.integer("n_layers", p["n_layers"], minimum=1)
+        return p
 
     def _build_module(self):
         from .seqnets import GRU4RecNet

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ... import validation
+
 from ...data.interactions import Interactions
 from .base import NeuralRecommender
 from .samplers import PairSampler, normalized_adjacency
@@ -24,11 +26,12 @@ class LightGCN(NeuralRecommender):
                  weight_decay: float = 1e-4, batch_size: int = 4096, n_negatives: int = 1, seed: int | None = 0,
                  device: str = "auto", early_stopping_patience: int | None = 5, validation_fraction: float = 0.1,
                  n_threads: int | None = None, verbose: bool = False, n_layers: int = 3):
-        self._set_common(embedding_size, epochs, learning_rate, weight_decay, batch_size, n_negatives, seed,
-                         device, early_stopping_patience, validation_fraction, n_threads, verbose)
-        if n_layers < 1:
-            raise ValueError(f"n_layers must be >= 1, got {n_layers!r}")
-        self.n_layers = n_layers
+        self._init_params(locals())
+
+    def _check_params(self, p: dict) -> dict:
+        p = super()._check_params(p)
+        p["n_layers"] = validation.integer("n_layers", p["n_layers"], minimum=1)
+        return p
 
     def _prepare(self, fit_data: Interactions) -> None:
         self._sampler = PairSampler(fit_data.matrix, self.n_negatives, "uniform")

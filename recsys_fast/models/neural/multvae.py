@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ... import validation
+
 import numpy as np
 
 from ...data.interactions import Interactions
@@ -27,14 +29,14 @@ class MultVAE(NeuralRecommender):
                  early_stopping_patience: int | None = 20, validation_fraction: float = 0.1,
                  n_threads: int | None = None, verbose: bool = False, hidden_size: int = 600,
                  dropout: float = 0.5, anneal_cap: float = 0.2, anneal_steps: int = 2000):
-        self._set_common(embedding_size, epochs, learning_rate, weight_decay, batch_size, 1, seed, device,
-                         early_stopping_patience, validation_fraction, n_threads, verbose)
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if hidden_size < 1 or anneal_steps < 0 or anneal_cap < 0:
-            raise ValueError("hidden_size must be >= 1, anneal_steps >= 0 and anneal_cap >= 0")
-        self.hidden_size, self.dropout = int(hidden_size), float(dropout)
-        self.anneal_cap, self.anneal_steps = float(anneal_cap), int(anneal_steps)
+        self._init_params(locals())
+
+    def _check_params(self, p: dict) -> dict:
+        p = super()._check_params(p)
+        p["hidden_size"] = validation.integer("hidden_size", p["hidden_size"], minimum=1)
+        p["anneal_cap"] = validation.number("anneal_cap", p["anneal_cap"], minimum=0.0)
+        p["anneal_steps"] = validation.integer("anneal_steps", p["anneal_steps"], minimum=0)
+        return p
 
     def _prepare(self, fit_data: Interactions) -> None:
         self._rows = fit_data.matrix

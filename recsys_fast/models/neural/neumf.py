@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ...errors import ParameterError
+
 from ...data.interactions import Interactions
 from .base import NeuralRecommender
 from .samplers import PairSampler
@@ -24,14 +26,17 @@ class NeuMF(NeuralRecommender):
                  device: str = "auto", early_stopping_patience: int | None = 3, validation_fraction: float = 0.1,
                  n_threads: int | None = None, verbose: bool = False, layers: tuple = (64, 32, 16),
                  dropout: float = 0.0, negatives: str = "uniform"):
-        self._set_common(embedding_size, epochs, learning_rate, weight_decay, batch_size, n_negatives, seed,
-                         device, early_stopping_patience, validation_fraction, n_threads, verbose)
-        layers = tuple(int(x) for x in layers)
-        if not layers or min(layers) < 1:
-            raise ValueError(f"layers must be a non-empty sequence of positive widths, got {layers!r}")
-        if negatives not in ("uniform", "popularity"):
-            raise ValueError(f"negatives must be 'uniform' or 'popularity', got {negatives!r}")
-        self.layers, self.dropout, self.negatives = layers, float(dropout), negatives
+        self._init_params(locals())
+
+    def _check_params(self, p: dict) -> dict:
+        p = super()._check_params(p)
+        layers = p["layers"]
+        ok = isinstance(layers, (tuple, list)) and len(layers) > 0 and all(
+            isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in layers)
+        if not ok:
+            raise ParameterError("layers", layers, "a non-empty sequence of positive integer widths")
+        p["layers"] = tuple(int(w) for w in layers)
+        return p
 
     def _prepare(self, fit_data: Interactions) -> None:
         self._sampler = PairSampler(fit_data.matrix, self.n_negatives, self.negatives)

@@ -148,11 +148,6 @@ def sliding_windows(indptr: np.ndarray, items: np.ndarray, window: int, rows: np
     return users, out, items[target_idx]
 
 
-def ragged_to_padded(indptr: np.ndarray, items: np.ndarray, max_len: int) -> np.ndarray:
-    """All rows of a ragged sequence set, padded as in ``pad_sequences``."""
-    return pad_sequences(indptr, items, np.arange(len(indptr) - 1), max_len)
-
-
 def row_batches(n_rows: int, batch_size: int, rng: np.random.Generator, rows: np.ndarray | None = None):
     """Yield shuffled batches of row indices (all rows, or the given ``rows``)."""
     rows = np.arange(n_rows, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)

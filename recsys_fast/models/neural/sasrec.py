@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ... import validation
+from ...errors import ParameterError
+
 from .sequential import SequentialRecommender
 
 
@@ -22,15 +25,15 @@ class SASRec(SequentialRecommender):
                  device: str = "auto", early_stopping_patience: int | None = 10, validation_fraction: float = 0.1,
                  n_threads: int | None = None, verbose: bool = False, max_len: int = 50, n_blocks: int = 2,
                  n_heads: int = 1, dropout: float = 0.2, loss: str = "ce"):
-        self._set_common(embedding_size, epochs, learning_rate, weight_decay, batch_size, n_negatives, seed,
-                         device, early_stopping_patience, validation_fraction, n_threads, verbose)
-        self._set_sequence(max_len, loss)
-        if n_blocks < 1 or n_heads < 1 or embedding_size % n_heads:
-            raise ValueError(f"n_blocks and n_heads must be >= 1 and n_heads must divide embedding_size "
-                             f"({embedding_size}), got n_blocks={n_blocks}, n_heads={n_heads}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.n_blocks, self.n_heads, self.dropout = int(n_blocks), int(n_heads), float(dropout)
+        self._init_params(locals())
+
+    def _check_params(self, p: dict) -> dict:
+        p = super()._check_params(p)
+        p["n_blocks"] = validation.integer("n_blocks", p["n_blocks"], minimum=1)
+        p["n_heads"] = validation.integer("n_heads", p["n_heads"], minimum=1)
+        if p["embedding_size"] % p["n_heads"]:
+            raise ParameterError("n_heads", p["n_heads"], f"a divisor of embedding_size ({p['embedding_size']})")
+        return p
 
     def _build_module(self):
         from .seqnets import SASRecNet

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import validation
 from ...data.interactions import Interactions
 from ..base import RowBatch
 from . import samplers
@@ -32,12 +33,11 @@ class SequentialRecommender(NeuralRecommender):
     sequential = True
     supports_history = True
 
-    def _set_sequence(self, max_len: int, loss: str):
-        if max_len < 1:
-            raise ValueError(f"max_len must be >= 1, got {max_len!r}")
-        if loss not in SEQUENCE_LOSSES:
-            raise ValueError(f"loss must be one of {SEQUENCE_LOSSES}, got {loss!r}")
-        self.max_len, self.loss = int(max_len), loss
+    def _check_params(self, p: dict) -> dict:
+        p = super()._check_params(p)
+        p["max_len"] = validation.integer("max_len", p["max_len"], minimum=1)
+        p["loss"] = validation.choice("loss", p["loss"], SEQUENCE_LOSSES)
+        return p
 
     # ------------------------------------------------------------------ data
     def _prepare(self, fit_data: Interactions) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ...data.interactions import Interactions
-from ..base import Recommender, RowBatch
+from .. import validation
+from ..data.interactions import Interactions
+from .base import Recommender, RowBatch
 
 
 class EASE(Recommender):
@@ -16,21 +17,24 @@ class EASE(Recommender):
     Memory: the Gram matrix, its inverse and B are dense n_items x n_items (``dtype`` floats,
     about 3 such matrices at the peak: 30,000 items in float64 is ~21 GB), and time grows as
     n_items^3. ``fit`` refuses catalogues above ``max_items`` with a clear error; raise it
-    knowingly. ``regularization`` is lambda. Scores users unseen in training from a
+    knowingly. ``weight_decay`` is lambda, the L2 penalty on B (the same name as the L2 penalty
+    of the neural models; it was ``regularization``). Scores users unseen in training from a
     ``history=`` (the row is the history).
     """
 
     kind = "ease"
     supports_history = True
+    _RENAMED = {"regularization": "weight_decay"}
 
-    def __init__(self, regularization: float = 500.0, max_items: int = 30_000, dtype: str = "float64"):
-        if not regularization > 0:
-            raise ValueError(f"regularization must be > 0, got {regularization!r}")
-        if dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        if max_items < 1:
-            raise ValueError(f"max_items must be >= 1, got {max_items!r}")
-        self.regularization, self.max_items, self.dtype = float(regularization), int(max_items), dtype
+    def __init__(self, weight_decay: float = 500.0, max_items: int = 30_000, dtype: str = "float64", **renamed):
+        self._init_params(locals(), renamed)
+
+    def _check_params(self, p: dict) -> dict:
+        return {
+            "weight_decay": validation.number("weight_decay", p["weight_decay"], minimum=0.0, min_inclusive=False),
+            "max_items": validation.integer("max_items", p["max_items"], minimum=1),
+            "dtype": validation.choice("dtype", p["dtype"], ("float32", "float64")),
+        }
 
     def _fit(self, train: Interactions) -> None:
         n = train.n_items
@@ -42,7 +46,7 @@ class EASE(Recommender):
         x = sp.csr_matrix(train.matrix, dtype=self.dtype, copy=True)
         x.data[:] = 1.0
         gram = (x.T @ x).toarray()
-        gram[np.diag_indices(n)] += self.regularization
+        gram[np.diag_indices(n)] += self.weight_decay
         p = _spd_inverse(gram)
         b = p / (-np.diag(p))[None, :]
         b[np.diag_indices(n)] = 0.0
@@ -58,7 +62,7 @@ class EASE(Recommender):
     def scoring_module(self):
         """A torch ``nn.Module`` computing ``rows (b, n_items) float -> rows @ B`` (for ONNX export)."""
         self.check_fitted()
-        from ._torch import torch
+        from .neural._torch import torch
 
         t = torch()
 
