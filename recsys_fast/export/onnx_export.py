@@ -43,19 +43,15 @@ INPUT_FAMILIES = {
 }
 FAMILY_INPUTS = {"users": ("users",), "rows": ("rows",), "history": ("history",), "sequence": ("sequence",),
                  "sequence_users": ("sequence", "users")}
-QUANTIZE = (None, "dynamic", "static")
 
 
-def to_onnx(model, path, quantize: str | None = None, calibration=None, max_ndcg_drop: float = 0.005) -> Path:
+def to_onnx(model, path) -> Path:
     """Export the fitted neural ``model`` as a serving bundle directory at ``path``; returns the path.
 
     The bundle holds ``model.onnx`` (checked with ``onnx.checker``), the id maps, the training rows
     (exclusion of seen items) and, for sequential models, the users' sequences; its manifest has
     kind ``"onnx"``, the model kind and parameters, the opset, exporter and library versions and
-    the sha256 of every file. ``quantize="dynamic"`` (int8 weights) or ``"static"`` (int8 weights
-    and activations, calibrated on ``calibration``, an ``Interactions`` over the model's ids) keeps
-    the int8 graph only when its NDCG@10 on a validation split of ``calibration`` drops by at most
-    ``max_ndcg_drop`` from the fp32 graph's (see ``recsys_fast.export.quantize``).
+    the sha256 of every file (fp32 graph; int8 quantization is not implemented).
     """
     model.check_fitted()
     kind = getattr(model, "kind", "")
@@ -63,11 +59,6 @@ def to_onnx(model, path, quantize: str | None = None, calibration=None, max_ndcg
         raise ParameterError("model", type(model).__name__, f"one of the neural models ({', '.join(sorted(INPUT_FAMILIES))})",
                              hint="kNN and popularity bundles are served as saved: model.save(dir), "
                                   "then recsys_fast.serving.load(dir)")
-    if quantize not in QUANTIZE:
-        raise ParameterError("quantize", quantize, "None, 'dynamic' or 'static'")
-    if quantize is not None and calibration is None:
-        raise ParameterError("calibration", None, "an Interactions over the model's users and items",
-                             hint="quantization measures NDCG@10 of the fp32 and int8 graphs on a validation split of it")
     family = INPUT_FAMILIES[kind]
     graph = export_graph(model, family)
     arrays = {"user_ids": model.user_map_.ids, "item_ids": model.item_map_.ids,
@@ -80,10 +71,6 @@ def to_onnx(model, path, quantize: str | None = None, calibration=None, max_ndcg
         indptr, items = model.sequences()
         arrays.update(seq_indptr=indptr, seq_items=items)
         meta["max_len"] = int(model.max_len)
-    if quantize is not None:
-        from .quantize import quantize_graph
-
-        graph, meta["quantization"] = quantize_graph(graph, quantize, arrays, meta, calibration, max_ndcg_drop)
     return bundle.write_bundle(path, BUNDLE_KIND, model.get_params(), arrays, meta=meta, files={MODEL_FILE: graph})
 
 

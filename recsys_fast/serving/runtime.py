@@ -51,7 +51,7 @@ class OnnxRuntime(Recommender):
         if family.startswith("sequence"):
             rt.seq_indptr_, rt.seq_items_ = get("seq_indptr").astype(np.int64), get("seq_items").astype(np.int64)
             rt.max_len_ = int(meta["max_len"])
-        rt.session_ = _session(bundle.load_file(path, "model.onnx", manifest), n_threads, providers)
+        rt.session_ = _session(_model_bytes(path, manifest), n_threads, providers)
         rt.path_ = str(Path(path))
         rt.n_threads_ = n_threads
         rt.metadata_ = {"path": rt.path_, "kind": manifest["kind"], "model_kind": meta.get("model_kind"),
@@ -240,3 +240,10 @@ def _slice(batch: RowBatch, start: int, stop: int) -> RowBatch:
     from ..models.base import _slice_batch
 
     return _slice_batch(batch, start, stop)
+
+
+def _model_bytes(path, manifest: dict) -> bytes:
+    """The ONNX graph of a checked bundle (its hash was verified by ``bundle.read_manifest``)."""
+    if "model.onnx" not in manifest.get("files", {}):
+        raise BundleError(f"{path}: ONNX bundle has no model.onnx")
+    return (Path(path) / "model.onnx").read_bytes()

@@ -47,7 +47,7 @@ def tiny_model(name: str, data):
     if name == "EASE":
         from recsys_fast.models.ease import EASE
 
-        return EASE(regularization=200.0).fit(data)
+        return EASE(weight_decay=200.0).fit(data)
     params = dict(epochs=1, validation_fraction=0.0, n_threads=1, seed=0, device="cpu", **TINY[name])
     return getattr(neural, name)(**params).fit(data)
 
