@@ -9,6 +9,7 @@ from recsys_fast import EASE
 from recsys_fast.models.popularity import Popularity
 from recsys_fast.testing import RecommenderContract
 
+from tests.fold_in import assert_history_matches_known_user
 from tests.neural.conftest import ndcg_at_10, planted_clusters, split_holdout
 
 
@@ -31,12 +32,7 @@ def test_learns_planted_structure(clusters):
 def test_history_for_new_user_matches_known_user(clusters):
     train, _ = clusters
     model = EASE(weight_decay=10.0).fit(train)
-    user = train.user_map.ids[5]
-    row = train.matrix.indices[train.matrix.indptr[5]:train.matrix.indptr[6]]
-    known = model.recommend([user], k=10)
-    new = model.recommend(["newcomer"], k=10, history={"newcomer": train.item_map.ids[row]})
-    np.testing.assert_array_equal(known.items, new.items)
-    np.testing.assert_allclose(known.scores, new.scores, rtol=1e-5)
+    assert_history_matches_known_user(model, train)
 
 
 def test_refuses_large_catalogues(clusters):

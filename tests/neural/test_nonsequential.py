@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.fold_in import assert_history_matches_known_user
+
 pytest.importorskip("torch")
 
 from recsys_fast.models.popularity import Popularity  # noqa: E402
@@ -90,12 +92,7 @@ def test_refit_on_everything_for_the_chosen_epochs(clusters):
 def test_history_for_new_user_matches_known_user(name, fitted, clusters):
     train, _ = clusters
     model = fitted[name]
-    user = train.user_map.ids[5]
-    row = train.matrix.indices[train.matrix.indptr[5]:train.matrix.indptr[6]]
-    known = model.recommend([user], k=10)
-    new = model.recommend(["newcomer"], k=10, history={"newcomer": train.item_map.ids[row]})
-    np.testing.assert_array_equal(known.items, new.items)
-    np.testing.assert_allclose(known.scores, new.scores, rtol=1e-5)
+    assert_history_matches_known_user(model, train)
 
 
 def test_fit_leaves_global_torch_rng_alone(clusters):
