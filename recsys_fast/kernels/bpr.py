@@ -47,6 +47,16 @@ def _adam(w, m, v, g, step, b1c, b2c):
     return w - step * m / (np.sqrt(v) + EPS), m, v
 
 
+@kernel
+def _prefetch_row(w, m, v, row):
+    """Ask for every cache line of ``row`` of the three tables (16 float32 a line)."""
+    dim = w.shape[1]
+    for c in range(0, dim, 16):
+        prefetch(w, row * dim + c)
+        prefetch(m, row * dim + c)
+        prefetch(v, row * dim + c)
+
+
 @kernel(parallel=True)
 def _bpr_epoch(user_f, item_f, item_b, user_m, user_v, item_m, item_v, bias_m, bias_v, user_t, item_t,
                indptr, indices, pos_users, pos_items, order, cdf, seed, block, n_negatives, lr, reg, max_tries,
@@ -69,8 +79,8 @@ def _bpr_epoch(user_f, item_f, item_b, user_m, user_v, item_m, item_v, bias_m, b
             i = pos_items[p]
             if s + 1 < stop:  # the next sample's rows come from DRAM while this one computes
                 q = order[s + 1]
-                prefetch(user_f, pos_users[q] * dim)
-                prefetch(item_f, np.int64(pos_items[q]) * dim)
+                _prefetch_row(user_f, user_m, user_v, pos_users[q])
+                _prefetch_row(item_f, item_m, item_v, np.int64(pos_items[q]))
             for _ in range(n_negatives):
                 state, j = draw_negative(state, indptr, indices, u, n_items, cdf, max_tries)
                 x = item_b[i] - item_b[j]

@@ -40,7 +40,7 @@ class ALS(FactorModel, Recommender):
     supports_history = True
     _RENAMED = {"factors": "embedding_size", "regularization": "weight_decay", "iterations": "epochs"}
 
-    def __init__(self, embedding_size: int = 64, weight_decay: float = 10.0, alpha: float = 2.0, epochs: int = 15,
+    def __init__(self, embedding_size: int = 64, weight_decay: float = 70.0, alpha: float = 3.0, epochs: int = 15,
                  cg_steps: int = 3, seed: int | None = 0, n_threads: int | None = None, **renamed):
         self._init_params(locals(), renamed)
 
