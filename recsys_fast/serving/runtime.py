@@ -81,7 +81,7 @@ class OnnxRuntime(Recommender):
         kk = np.array([k_eff], dtype=np.int64)
         for start in range(0, n, self.chunk_rows_):
             stop = min(n, start + self.chunk_rows_)
-            sub = batch if (start == 0 and stop == n) else _slice(batch, start, stop)
+            sub = batch if (start == 0 and stop == n) else batch.rows(start, stop)
             feeds = self._model_inputs(sub)
             feeds["exclude"] = _padded_exclusions(stop - start, sub.excl_indptr, sub.excl_indices, sub.allowed)
             feeds["k"] = kk
@@ -234,12 +234,6 @@ def _padded_exclusions(n, excl_indptr, excl_indices, allowed) -> np.ndarray:
     """The graph's ``exclude`` input: each row's excluded items, plus every item outside ``allowed``."""
     extra = np.flatnonzero(~allowed) if len(allowed) else None
     return _padded(n, excl_indptr, excl_indices, pad=-1, extra=extra)
-
-
-def _slice(batch: RowBatch, start: int, stop: int) -> RowBatch:
-    from ..models.base import _slice_batch
-
-    return _slice_batch(batch, start, stop)
 
 
 def _model_bytes(path, manifest: dict) -> bytes:
