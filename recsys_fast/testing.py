@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from .data.interactions import Interactions
-from .errors import BundleError, NotFittedError, UnknownIdError
+from .errors import BundleError, NotFittedError, ParameterError, UnknownIdError
 
 
 def contract_data(n_users: int = 40, n_items: int = 30, seed: int = 7) -> Interactions:
@@ -115,7 +115,7 @@ class RecommenderContract:
         users = data.user_map.ids[:8]
         k = data.n_items + 5
         recs = fitted.recommend(users, k=k)
-        assert recs.items.shape == (len(users), k)
+        assert recs.items.shape == (len(users), data.n_items), "k above the catalogue is clamped"
         for r, u in enumerate(users):
             valid = self._valid(recs.items[r], recs.scores[r])
             assert len(valid) == data.n_items - len(self._seen(data, u))
@@ -149,12 +149,56 @@ class RecommenderContract:
     def test_history_for_new_user(self, fitted, data):
         history = list(self._seen(data, data.user_map.ids[2]))
         if not fitted.supports_history:
-            with pytest.raises(ValueError, match="cannot score users from a given history"):
+            with pytest.raises(ParameterError, match="cannot score users from a given history"):
                 fitted.recommend(["brand-new"], k=5, history={"brand-new": history})
             return
         recs = fitted.recommend(["brand-new"], k=5, history={"brand-new": history})
         valid = self._valid(recs.items[0], recs.scores[0])
         assert len(valid) == 5 and not (set(valid) & set(history))
+
+    def test_history_with_unknown_items(self, fitted, data):
+        if not fitted.supports_history:
+            return
+        history = list(self._seen(data, data.user_map.ids[2]))
+        given = {"brand-new": history + ["no-such-item"]}
+        with pytest.raises(UnknownIdError, match="unknown item id: 'no-such-item'"):
+            fitted.recommend(["brand-new"], k=5, history=given)
+        ignored = fitted.recommend(["brand-new"], k=5, history=given, on_unknown_items="ignore")
+        plain = fitted.recommend(["brand-new"], k=5, history={"brand-new": history})
+        np.testing.assert_array_equal(ignored.items, plain.items)
+
+    def test_history_of_known_user_keeps_its_training_items_excluded(self, fitted, data):
+        if not fitted.supports_history:
+            return
+        u = data.user_map.ids[0]
+        extra = next(i for i in data.item_map.ids.tolist() if i not in self._seen(data, u))
+        recs = fitted.recommend([u], k=data.n_items, history={u: [extra]})
+        valid = set(self._valid(recs.items[0], recs.scores[0]))
+        assert valid and not (valid & (self._seen(data, u) | {extra}))
+
+    def test_bad_arguments_are_parameter_errors(self, fitted, data):
+        u = data.user_map.ids[:2]
+        for k in (0, -5, 2.5, "3", None, True, float("nan")):
+            with pytest.raises(ParameterError, match="k must be an integer >= 1"):
+                fitted.recommend(u, k=k)
+        for name, value in (("exclude_seen", "yes"), ("on_unknown", "skip"), ("on_unknown_items", "drop"),
+                            ("history", [1, 2])):
+            with pytest.raises(ParameterError, match=name):
+                fitted.recommend(u, k=3, **{name: value})
+        for users in ({"a": 1}, None, [[u[0]], [u[1]]]):
+            with pytest.raises(ParameterError, match="users must be one id or"):
+                fitted.recommend(users, k=3)
+        assert fitted.recommend([], k=3).items.shape == (0, 3)
+
+    def test_huge_k_is_clamped_and_large_results_are_refused(self, fitted, data, monkeypatch):
+        from . import limits
+        from .errors import LimitError
+
+        recs = fitted.recommend(data.user_map.ids[:2], k=10**9)
+        assert recs.items.shape == (2, data.n_items)
+        monkeypatch.setattr(limits, "MAX_RESULT_ENTRIES", 2 * data.n_items - 1)
+        with pytest.raises(LimitError, match="recommend: users x k = 2 x .* above the limit .*batch.score"):
+            fitted.recommend(data.user_map.ids[:2], k=10**9)
 
     def test_save_load_round_trip(self, fitted, data, tmp_path):
         from .models.registry import load

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from recsys_fast import EASE
+from recsys_fast.errors import LimitError
 from recsys_fast.models.popularity import Popularity
 from recsys_fast.testing import RecommenderContract
 
@@ -35,7 +36,7 @@ def test_history_for_new_user_matches_known_user(clusters):
 
 
 def test_refuses_large_catalogues(clusters):
-    with pytest.raises(MemoryError, match="max_items=10"):
+    with pytest.raises(LimitError, match=r"EASE items .* is above the limit of max_items=10 \(filter rare items"):
         EASE(max_items=10).fit(clusters[0])
 
 

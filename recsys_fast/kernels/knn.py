@@ -31,7 +31,7 @@ import threading
 import numpy as np
 from numba import prange
 
-from .. import threads
+from .. import threads, validation
 from ..errors import DataError
 from ._config import kernel
 from ._intrinsics import prefetch
@@ -247,10 +247,8 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
 
     Returns ``(items int32 (n, k), scores float32 (n, k))``.
     """
-    k = int(k)
-    n_items = int(n_items)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    k = validation.integer("k", k, minimum=1)
+    n_items = validation.integer("n_items", n_items, minimum=0)
     a_indptr = _as(a_indptr, np.int64, "a_indptr")
     a_indices = _as(a_indices, np.int32, "a_indices")
     a_data = _as(a_data, np.float32, "a_data")

@@ -45,6 +45,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from .. import validation
 from ..errors import DataError
 from ._config import kernel
 from ._csr_checks import check_csr, transpose
@@ -483,17 +484,11 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
     if n_rows < 0:
         raise DataError("indptr must have at least one entry", source="topk_similarity")
     indptr, indices, data = check_csr(indptr, indices, data, n_rows, n_cols, name="topk_similarity")
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"unknown similarity {similarity!r}; expected one of {', '.join(SIMILARITIES)}")
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if not (shrink >= 0 and np.isfinite(shrink)):
-        raise ValueError(f"shrink must be a finite number >= 0, got {shrink!r}")
-    if isinstance(min_support, (bool, np.bool_)) or not isinstance(min_support, (int, np.integer)) \
-            or min_support < 1:
-        raise ValueError(f"min_support must be an integer >= 1, got {min_support!r}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    validation.choice("similarity", similarity, SIMILARITIES)
+    k = validation.integer("k", k, minimum=1)
+    shrink = validation.number("shrink", shrink, minimum=0.0)
+    min_support = validation.integer("min_support", min_support, minimum=1)
+    alpha = validation.number("alpha", alpha, minimum=0.0, maximum=1.0)
     n_cols = int(n_cols)
     if n_rows == 0:
         return np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)

@@ -6,6 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import validation
+from ..errors import LimitError
 from ..data.interactions import Interactions
 from .base import Recommender, RowBatch
 
@@ -40,9 +41,9 @@ class EASE(Recommender):
         n = train.n_items
         if n > self.max_items:
             gb = 3 * n * n * np.dtype(self.dtype).itemsize / 1e9
-            raise MemoryError(f"EASE needs dense {n} x {n} item matrices (~{gb:.1f} GB at the peak) and this "
-                              f"data has {n} items > max_items={self.max_items}; filter rare items or pass a "
-                              f"larger max_items if the memory is there")
+            raise LimitError(f"EASE items (dense {n} x {n} matrices, ~{gb:.1f} GB at the peak)", n,
+                             f"max_items={self.max_items}",
+                             "filter rare items, or pass a larger max_items if the memory is there")
         x = sp.csr_matrix(train.matrix, dtype=self.dtype, copy=True)
         x.data[:] = 1.0
         gram = (x.T @ x).toarray()

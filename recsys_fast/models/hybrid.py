@@ -40,7 +40,7 @@ from .. import bundle, validation
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
 from ..errors import BundleError, ParameterError
-from .base import Recommender, RowBatch
+from .base import Recommender, RowBatch, check_train
 
 STRATEGIES = ("weighted", "switching")
 TUNING_METRIC = "ndcg@10"
@@ -95,8 +95,7 @@ class Hybrid(Recommender):
         """Fit the components (features go to those whose ``fit`` takes them) and the weights."""
         from ..data.features import ItemFeatures, union_item_map
 
-        if not isinstance(train, Interactions):
-            raise TypeError(f"fit expects recsys_fast.Interactions, got {type(train).__name__}")
+        check_train(train)
         if features is not None and not isinstance(features, ItemFeatures):
             raise ParameterError("features", features, "None or a recsys_fast.ItemFeatures")
         needs = [i for i, c in enumerate(self.components) if _takes_features(c)]

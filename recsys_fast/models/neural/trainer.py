@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ... import validation
 from ._torch import torch
 
 OPTIMIZERS = ("adam", "adamw")
@@ -105,8 +106,7 @@ class Trainer:
 
     def __init__(self, epochs: int, learning_rate: float, weight_decay: float = 0.0, optimizer: str = "adam",
                  patience: int | None = 3, verbose: bool = False, desc: str = "train"):
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        validation.choice("optimizer", optimizer, OPTIMIZERS)
         self.epochs, self.learning_rate, self.weight_decay = epochs, learning_rate, weight_decay
         self.optimizer, self.patience, self.verbose, self.desc = optimizer, patience, verbose, desc
 
