@@ -399,6 +399,8 @@ def _request_models(limits: ServiceLimits) -> dict:
             description="user id -> item ids: score these users from the given items (fold-in models)")
         on_unknown: Literal["raise", "pad"] = Field(
             "raise", description="unknown users: 404 (raise) or an empty list (pad)")
+        on_unknown_items: Literal["raise", "ignore"] = Field(
+            "raise", description="unknown item ids in a history: 404 (raise) or left out (ignore)")
 
     class SimilarRequest(Strict):
         items: list[Id] = Field(min_length=1, max_length=limits.max_users, description="external item ids")
@@ -455,9 +457,9 @@ def _recommend(runtime, generation: int, body) -> dict:
         users = _pad_non_integer(users, user_map)
     try:
         recs = runtime.recommend(users, k=body.k, exclude_seen=body.exclude_seen, items=body.items,
-                                 history=history, on_unknown=body.on_unknown)
+                                 history=history, on_unknown=body.on_unknown, on_unknown_items=body.on_unknown_items)
     except UnknownIdError as exc:
-        field = "users" if exc.kind == "user" else ("items" if body.items is not None else "history")
+        field = "users" if exc.kind == "user" else ("items" if _names_any(body.items, exc.ids) else "history")
         raise ServiceError(404, "unknown_id", exc.message, field) from None
     except (ParameterError, ValueError) as exc:
         field = getattr(exc, "name", None) or ("history" if body.history else None)
@@ -482,6 +484,12 @@ def _similar(runtime, generation: int, body) -> dict:
     rows = _rows(out.ids, out.scores)
     return {"similar": [{"item": q, "items": i, "scores": s} for q, (i, s) in zip(body.items, rows)],
             "generation": generation}
+
+
+def _names_any(given, ids) -> bool:
+    """Whether the request list ``given`` holds any of ``ids`` (compared as text)."""
+    wanted = {str(i) for i in ids}
+    return given is not None and any(str(g) in wanted for g in given)
 
 
 def _rows(ids: np.ndarray, scores: np.ndarray) -> list[tuple[list, list]]:

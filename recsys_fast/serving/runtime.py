@@ -162,10 +162,10 @@ class ModelRuntime:
             return self.model.recommend_indices(user_index, k, exclude=exclude, allowed=allowed)
 
     def recommend(self, users, k: int = 10, exclude_seen: bool = True, items=None, history=None,
-                  on_unknown: str = "raise"):
+                  on_unknown: str = "raise", on_unknown_items: str = "raise"):
         with _limited(self.n_threads_):
             return self.model.recommend(users, k=k, exclude_seen=exclude_seen, items=items, history=history,
-                                        on_unknown=on_unknown)
+                                        on_unknown=on_unknown, on_unknown_items=on_unknown_items)
 
     def similar_items(self, items, k: int = 10):
         if not hasattr(self.model, "similar_items"):

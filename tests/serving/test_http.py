@@ -142,6 +142,11 @@ def test_recommend_answers_what_the_runtime_answers(knn, knn_client):
     items = [int(i) for i in model.item_map_.ids[:200]]
     r = knn_client.post("/recommend", json={"users": users[:2], "k": 5, "items": items, "exclude_seen": False})
     check_answers(r, as_lists(model.recommend(users[:2], k=5, items=items, exclude_seen=False)))
+    r = knn_client.post("/recommend", json={"users": [-7], "k": 5, "history": {"-7": [items[0], 999_999_999]}})
+    assert r.status_code == 404 and r.json()["field"] == "history" and "999999999" in r.json()["message"], r.text
+    r = knn_client.post("/recommend", json={"users": [-7], "k": 5, "history": {"-7": [items[0], 999_999_999]},
+                                            "on_unknown_items": "ignore"})
+    check_answers(r, as_lists(model.recommend([-7], k=5, history={-7: [items[0]]})))
     history = {"-7": items[:10]}
     r = knn_client.post("/recommend", json={"users": [-7], "k": 5, "history": history})
     check_answers(r, as_lists(model.recommend([-7], k=5, history={-7: items[:10]})))
