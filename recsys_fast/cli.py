@@ -1,4 +1,4 @@
-"""The ``recsys-fast`` command line: demo, doctor, train, evaluate, recommend, serve.
+"""The ``recsys-fast`` command line: demo, doctor, train, evaluate, recommend, batch, serve.
 
 Every sub-command reads interactions from a MovieLens folder (ml-100k or ml-latest layout), a CSV
 file or a Parquet file; see ``recsys-fast <command> --help``.
@@ -236,6 +236,33 @@ def cmd_recommend(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from . import batch
+
+    users = None
+    if args.users_file:
+        lines = Path(args.users_file).read_text(encoding="utf-8").splitlines()
+        users = [_parse_id(line.strip()) for line in lines if line.strip()]
+    client = None
+    if args.scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            from .errors import MissingExtraError
+
+            raise MissingExtraError("distributed", "dist") from None
+        client = Client(args.scheduler)
+    try:
+        result = batch.score(args.bundle, users=users, k=args.k, out=args.out, exclude_seen=not args.include_seen,
+                             chunk_users=args.chunk_users, resume=not args.no_resume, client=client,
+                             progress=not args.quiet)
+    finally:
+        if client is not None:
+            client.close()
+    print(result.summary())
+    return 0
+
+
 def cmd_demo(args) -> int:
     from . import split
     from .datasets import find_dataset, load_movielens
@@ -339,6 +366,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unknown users: fail (raise) or return an empty padded list (pad)")
     p.add_argument("--out", default=None, help="write a .csv or .parquet file instead of printing")
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("batch", help="every user's top-k from a bundle to Parquet/CSV, resumable (Dask optional)")
+    p.add_argument("bundle", help="bundle directory that recsys_fast.serving.load serves (kNN, EASE, Popularity, "
+                                  "or an exported ONNX bundle)")
+    p.add_argument("--out", default="recs.parquet",
+                   help="output .parquet/.pq or .csv file; with --scheduler a Parquet dataset directory "
+                        "(default: recs.parquet)")
+    p.add_argument("--users-file", default=None, help="file of user ids, one a line (default: every training user)")
+    p.add_argument("--k", type=int, default=10, help="list length (default: 10)")
+    p.add_argument("--chunk-users", type=int, default=None,
+                   help="users per chunk: the unit of memory, progress and resume (default: ~1M rows per chunk)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="a dask.distributed scheduler, e.g. tcp://host:8786 (extra `dist`); the bundle path "
+                        "must be readable by every worker")
+    p.add_argument("--include-seen", action="store_true", help="do not exclude the users' training items")
+    p.add_argument("--no-resume", action="store_true", help="ignore finished chunks of an interrupted run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("serve", help="serve a bundle over HTTP (FastAPI + uvicorn; extra `serve`)",
                        description="Serve a bundle over HTTP: POST /recommend, POST /similar-items, GET /health, "

@@ -464,6 +464,15 @@ class Recommender:
         arrays.update(state)
         return bundle.write_bundle(path, self.kind, self.get_params(), arrays, meta=self._get_meta())
 
+    def fingerprint(self) -> str:
+        """A sha256 hex digest of the fitted model: kind, parameters, id maps, training matrix and
+        learned arrays (what a bundle of it holds). Batch jobs use it to resume only their own work."""
+        self.check_fitted()
+        seen = self.seen_
+        arrays = {"user_ids": self.user_map_.ids, "item_ids": self.item_map_.ids, "seen_indptr": seen.indptr,
+                  "seen_indices": seen.indices, "seen_data": seen.data, **self._get_state()}
+        return bundle.digest(self.kind, self.get_params(), arrays)
+
     def _get_state(self) -> dict[str, np.ndarray]:
         return {}
 

@@ -52,6 +52,7 @@ class OnnxRuntime(Recommender):
             rt.seq_indptr_, rt.seq_items_ = get("seq_indptr").astype(np.int64), get("seq_items").astype(np.int64)
             rt.max_len_ = int(meta["max_len"])
         rt.session_ = _session(_model_bytes(path, manifest), n_threads, providers)
+        rt.fingerprint_ = bundle.manifest_digest(manifest)
         rt.path_ = str(Path(path))
         rt.n_threads_ = n_threads
         rt.metadata_ = {"path": rt.path_, "kind": manifest["kind"], "model_kind": meta.get("model_kind"),
@@ -65,6 +66,10 @@ class OnnxRuntime(Recommender):
     def metadata(self) -> dict:
         """What was loaded: path, kinds, parameters, sizes, providers, opset and versions."""
         return dict(self.metadata_)
+
+    def fingerprint(self) -> str:
+        """Digest of the loaded bundle's manifest (which holds the sha256 of each of its files)."""
+        return self.fingerprint_
 
     def _fit(self, train):
         raise TypeError("a serving runtime is not trained: fit the model, export it, load the export")
@@ -125,6 +130,7 @@ class ModelRuntime:
     def __init__(self, model: Recommender, manifest: dict, path, n_threads: int | None = None):
         self.model = model
         self.n_threads_ = n_threads
+        self.fingerprint_ = bundle.manifest_digest(manifest)
         self.supports_history = model.supports_history
         self.metadata_ = {"path": str(Path(path)), "kind": manifest["kind"], "model_kind": manifest["kind"],
                           "params": manifest.get("params", {}), "n_users": model.n_users, "n_items": model.n_items,
@@ -135,6 +141,10 @@ class ModelRuntime:
     @property
     def metadata(self) -> dict:
         return dict(self.metadata_)
+
+    def fingerprint(self) -> str:
+        """Digest of the loaded bundle's manifest (which holds the sha256 of each of its files)."""
+        return self.fingerprint_
 
     # the index-level protocol, and the model's attributes it rests on
     @property
