@@ -1,4 +1,4 @@
-"""The ``recsys-fast`` command line: demo, doctor, train, evaluate, recommend, batch.
+"""The ``recsys-fast`` command line: demo, doctor, train, evaluate, recommend, batch, serve.
 
 Every sub-command reads interactions from a MovieLens folder (ml-100k or ml-latest layout), a CSV
 file or a Parquet file; see ``recsys-fast <command> --help``.
@@ -303,6 +303,17 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serving.http import ServiceLimits, serve
+
+    limits = ServiceLimits(max_users=args.max_users, max_k=args.max_k, max_body_bytes=args.max_body_bytes,
+                           max_concurrency=args.max_concurrency, workers=args.workers, timeout_s=args.timeout)
+    providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
+    serve(args.bundle, host=args.host, port=args.port, n_threads=args.threads, limits=limits, providers=providers,
+          admin=not args.no_admin, log_level=args.log_level, access_log=args.access_log)
+    return 0
+
+
 # ---------------------------------------------------------------------------- plumbing
 def _parse_id(text: str):
     text = text.strip()
@@ -373,6 +384,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="ignore finished chunks of an interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("serve", help="serve a bundle over HTTP (FastAPI + uvicorn; extra `serve`)",
+                       description="Serve a bundle over HTTP: POST /recommend, POST /similar-items, GET /health, "
+                                   "GET /metadata, GET /metrics, POST /admin/reload, /docs. SIGHUP reloads the "
+                                   "bundle; SIGTERM/SIGINT stop gracefully.")
+    p.add_argument("bundle", help="a model.save() bundle of a kNN/popularity/EASE model, or an exported ONNX bundle "
+                                  "(`recsys-fast export`)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one, logged)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads per request: onnxruntime intra-op / Numba (default: the libraries' own)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker threads calling the runtime (default: min(32, cpu count + 4))")
+    p.add_argument("--max-concurrency", type=int, default=64,
+                   help="requests running at once; beyond it 503 with Retry-After (default: 64)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds before a request is answered 504 (default: 10)")
+    p.add_argument("--max-users", type=int, default=1000, help="users (or items) per request (default: 1000)")
+    p.add_argument("--max-k", type=int, default=1000, help="largest k (default: 1000; also capped by the catalogue)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default: 1 MiB)")
+    p.add_argument("--providers", default=None,
+                   help="onnxruntime execution providers, comma-separated (default: CPUExecutionProvider)")
+    p.add_argument("--no-admin", action="store_true", help="leave out POST /admin/reload (SIGHUP still reloads)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn log level (default: info)")
+    p.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs throughput)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
