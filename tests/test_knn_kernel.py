@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys_fast import threads
+from recsys_fast.errors import ParameterError
 from recsys_fast.kernels.knn import knn_topk, similar_rows
 from tests.concurrency import run_in_threads
 from tests.reference import csr_rows, knn_topk_reference
@@ -165,7 +166,7 @@ def test_bad_inputs_are_reported():
         knn_topk([0, 1], [0], [1.0], b.indptr, b.indices, b.data, 3, 2, allowed=np.ones(2, bool))
     with pytest.raises(ValueError, match="fill_order holds item indices outside"):
         knn_topk([0, 1], [0], [1.0], b.indptr, b.indices, b.data, 3, 2, fill_order=[3])
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ParameterError, match="k must be an integer >= 1, got 0"):
         knn_topk([0, 1], [0], [1.0], b.indptr, b.indices, b.data, 3, 0)
 
 
@@ -180,9 +181,10 @@ def test_similar_rows_is_a_padded_row_slice():
 
 def test_parallel_default_is_serial_off_main_thread_when_layer_unsafe(monkeypatch):
     import recsys_fast.kernels.knn as knn
+    import recsys_fast.kernels.topk as topk
 
     calls = []
-    monkeypatch.setattr(knn, "_parallel_calls_are_safe", lambda: False)
+    monkeypatch.setattr(topk, "_parallel_calls_are_safe", lambda: False)
     monkeypatch.setattr(knn, "_knn_topk_parallel", lambda *a: calls.append("parallel") or knn._knn_topk_serial(*a[:-1]))
     args = big_case(2)
     main_thread = knn_topk(*args)

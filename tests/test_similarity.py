@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recsys_fast import threads
-from recsys_fast.errors import DataError
+from recsys_fast.errors import DataError, ParameterError
 from recsys_fast.kernels.similarity import SIMILARITIES, topk_similarity
 
 from tests.reference import dense_of_csr, similarity_reference
@@ -201,11 +201,11 @@ def test_empty_matrix():
     (dict(indices=[0, 7]), DataError, r"column index 7 out of range \[0, 3\)"),
     (dict(data=[1.0, np.nan]), DataError, "values must be finite"),
     (dict(indptr=[0, 1]), DataError, "indptr must start at 0"),
-    (dict(similarity="euclid"), ValueError, "unknown similarity 'euclid'; expected one of cosine"),
-    (dict(k=0), ValueError, "k must be a positive integer"),
-    (dict(shrink=-1.0), ValueError, "shrink must be"),
-    (dict(min_support=0), ValueError, "min_support must be an integer >= 1"),
-    (dict(alpha=1.5), ValueError, r"alpha must be in \[0, 1\]"),
+    (dict(similarity="euclid"), ParameterError, "similarity must be one of 'cosine', .*got 'euclid'"),
+    (dict(k=0), ParameterError, "k must be an integer >= 1, got 0"),
+    (dict(shrink=-1.0), ParameterError, "shrink must be a finite number >= 0.0, got -1.0"),
+    (dict(min_support=0), ParameterError, "min_support must be an integer >= 1, got 0"),
+    (dict(alpha=1.5), ParameterError, r"alpha must be a finite number >= 0.0 and <= 1.0, got 1.5"),
 ])
 def test_bad_input_raises(kwargs, error, match):
     args = dict(indptr=[0, 2], indices=[0, 1], data=[1.0, 2.0], n_cols=3, k=2)

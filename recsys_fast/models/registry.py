@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from .. import bundle
-from ..errors import BundleError
+from ..errors import BundleError, ParameterError
 
 MODELS: dict[str, str] = {
     "popularity": "recsys_fast.models.popularity:Popularity",
@@ -30,7 +30,7 @@ def model_class(kind: str):
     try:
         target = MODELS[kind]
     except KeyError:
-        raise ValueError(f"unknown model {kind!r}; known models: {', '.join(sorted(MODELS))}") from None
+        raise ParameterError("model", kind, "one of " + ", ".join(repr(m) for m in sorted(MODELS))) from None
     module, name = target.split(":")
     return getattr(importlib.import_module(module), name)
 

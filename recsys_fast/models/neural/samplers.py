@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ... import validation
+
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
 
 
@@ -29,10 +31,8 @@ class PairSampler:
 
     def __init__(self, matrix: sp.csr_matrix, n_negatives: int = 1, negatives: str = "uniform",
                  alpha: float = 0.75):
-        if negatives not in NEGATIVE_SAMPLERS:
-            raise ValueError(f"negatives must be one of {NEGATIVE_SAMPLERS}, got {negatives!r}")
-        if n_negatives < 1:
-            raise ValueError(f"n_negatives must be >= 1, got {n_negatives}")
+        validation.choice("negatives", negatives, NEGATIVE_SAMPLERS)
+        n_negatives = validation.integer("n_negatives", n_negatives, minimum=1)
         matrix = sp.csr_matrix(matrix)
         matrix.sort_indices()
         self.n_items = matrix.shape[1]
