@@ -51,7 +51,7 @@ SEEDED = set(NEURAL) | {"als", "implicit-bpr", "implicit-als"}
 
 # Small grids (the tuning budget): every combination is fitted once on the validation carve.
 GRIDS = {
-    "bprmf": {"embedding_size": [64, 128], "weight_decay": [1e-4, 1e-3], "learning_rate": [0.005]},
+    "bprmf": {"embedding_size": [64, 128], "weight_decay": [0.01, 0.02, 0.03], "learning_rate": [0.005]},
     "neumf": {"embedding_size": [32, 64], "learning_rate": [0.001, 0.002]},
     "lightgcn": {"n_layers": [2, 3], "weight_decay": [1e-4, 1e-3]},
     "multvae": {"dropout": [0.5], "anneal_cap": [0.2, 0.5], "hidden_size": [600]},
