@@ -143,6 +143,15 @@ def test_validation_ndcg_textbook():
     assert got == pytest.approx((u0 + u1) / 2)
 
 
+def test_validation_ndcg_caps_the_ideal_at_k_and_counts_users_without_targets_as_zero():
+    # user 0: 3 held-out items, top-2 hits both -> NDCG@2 = 1 (IDCG over min(k, |T|) = 2 ranks);
+    # user 1: no held-out items -> 0 in the mean
+    v = Validation(np.array([0, 1]), sp.csr_matrix((2, 4), dtype=np.float32),
+                   sp.csr_matrix(np.array([[1, 1, 1, 0], [0, 0, 0, 0]], np.float32)))
+    scores = np.array([[4, 3, 2, 1], [4, 3, 2, 1]], np.float32)
+    assert v.ndcg(lambda users: scores[users], k=2) == pytest.approx(0.5)
+
+
 def test_trainer_restores_best_epoch_and_stops():
     torch = pytest.importorskip("torch")
     from recsys_fast.models.neural.trainer import Trainer

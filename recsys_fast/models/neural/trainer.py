@@ -35,10 +35,11 @@ class Validation:
     targets: sp.csr_matrix
 
     def ndcg(self, score_fn, k: int = VALIDATION_K) -> float:
-        """Mean NDCG@k over the users, full ranking, training items excluded."""
+        """Mean NDCG@k over the users (the library's one NDCG, ``kernels.metrics``), full ranking,
+        training items excluded; a user without held-out items counts 0."""
+        from ...kernels.metrics import NDCG, per_user_metrics
         from ...kernels.topk import dense_topk
 
-        discounts = 1.0 / np.log2(np.arange(2, k + 2))
         total = 0.0
         for start in range(0, len(self.users), _VAL_CHUNK):
             stop = min(len(self.users), start + _VAL_CHUNK)
@@ -47,13 +48,8 @@ class Validation:
             top, _ = dense_topk(scores, k, ex.indptr.astype(np.int64), ex.indices.astype(np.int32),
                                 np.zeros(0, dtype=np.bool_))
             tg = self.targets[start:stop]
-            hit = np.zeros(top.shape, dtype=bool)
-            for r in range(stop - start):
-                row = tg.indices[tg.indptr[r]:tg.indptr[r + 1]]
-                hit[r] = np.isin(top[r], row) & (top[r] >= 0)
-            n_rel = np.minimum(np.diff(tg.indptr), k)
-            ideal = np.concatenate([[0.0], np.cumsum(discounts)])[n_rel]
-            total += float((hit @ discounts / np.maximum(ideal, 1e-12))[n_rel > 0].sum())
+            tg.sort_indices()
+            total += float(np.nansum(per_user_metrics(top, tg.indptr, tg.indices, [k])[NDCG, :, 0]))
         return total / max(len(self.users), 1)
 
 
