@@ -39,7 +39,7 @@ class NeuralRecommender(Recommender):
     (torch/BLAS threads while fitting and scoring; None leaves the pools alone), verbose (progress
     bar with loss and validation NDCG@10).
 
-    After ``fit``: ``training_log_`` lists per-epoch loss, validation NDCG@10 and seconds;
+    After ``fit``: ``training_log_`` lists per-epoch loss, validation NDCG@10, wall and CPU seconds;
     ``best_epoch_`` is the epoch whose weights were kept (the last one without validation). To
     train on all of the data once early stopping has chosen: refit with
     ``validation_fraction=0, epochs=model.best_epoch_``.
