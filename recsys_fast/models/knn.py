@@ -78,9 +78,8 @@ class _NeighbourhoodModel(Recommender):
         """The CSR whose rows are compared: items x users (ItemKNN) or users x items (UserKNN)."""
         raise NotImplementedError
 
-    def _neighbour_graph(self, rows: sp.csr_matrix) -> sp.csr_matrix:
-        from ..kernels.similarity import topk_similarity
-
+    def _weighted(self, rows: sp.csr_matrix):
+        """``(indptr, indices, data, n_cols)`` of the compared rows after ``weighting``."""
         rows = sp.csr_matrix(rows, dtype=np.float32)
         rows.sort_indices()
         n_rows, n_cols = rows.shape
@@ -93,21 +92,70 @@ class _NeighbourhoodModel(Recommender):
             from ..kernels.weighting import bm25_weight
 
             data = bm25_weight(rows.indptr, rows.indices, data, n_rows, n_cols, k1=self.k1, b=self.b)
+        return rows.indptr, rows.indices, data, n_cols
+
+    def _kernel_options(self) -> dict:
         if self.similarity == "dot":
             # x_i.x_j = |x_i|^2 * asymmetric cosine with alpha=1 (x_i.x_j / |x_i|^2): same order within a
             # row, so the kernel's top-k is the dot product's top-k; rescale the kept values after.
-            indptr, indices, values = topk_similarity(rows.indptr, rows.indices, data, n_cols, self.k,
-                                                      similarity="asymmetric_cosine", shrink=self.shrink,
-                                                      min_support=self.min_support, alpha=1.0, exclude_self=True)
+            return dict(similarity="asymmetric_cosine", shrink=self.shrink, min_support=self.min_support, alpha=1.0,
+                        exclude_self=True)
+        return dict(similarity=self.similarity, shrink=self.shrink, min_support=self.min_support, alpha=self.alpha,
+                    exclude_self=True)
+
+    def _neighbour_graph(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        from ..kernels.similarity import topk_similarity
+
+        indptr, indices, data, n_cols = self._weighted(rows)
+        n_rows = len(indptr) - 1
+        indptr, indices, values = topk_similarity(indptr, indices, data, n_cols, self.k, **self._kernel_options())
+        if self.similarity == "dot":
             sq = np.bincount(np.repeat(np.arange(n_rows), np.diff(rows.indptr)),
                              weights=np.asarray(data, np.float64) ** 2, minlength=n_rows)
             values = (values * np.repeat(sq, np.diff(indptr))).astype(np.float32)
-        else:
-            indptr, indices, values = topk_similarity(rows.indptr, rows.indices, data, n_cols, self.k,
-                                                      similarity=self.similarity, shrink=self.shrink,
-                                                      min_support=self.min_support, alpha=self.alpha,
-                                                      exclude_self=True)
         return sp.csr_matrix((values, indices, indptr), shape=(n_rows, n_rows))
+
+    # ------------------------------------------------------------------ the feedback loop
+    def _stored_ratings(self):
+        return self.ratings_
+
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        """The graph of a refit on old + new data, identical to it (same neighbours, same float32
+        scores, so the same recommendations), with only what the new events can change recomputed
+        (``kernels.similarity.update_topk_similarity``): rows whose weighted, scaled values
+        changed, and the top-k among those rows for every row sharing a column with them, merged
+        into its kept list (a row whose list may have lost a neighbour to the cut is recomputed).
+        New users and items are included like any other. Weightings that depend on every row
+        (BM25's mean row length; TF-IDF when rows are added) change every row, so their update
+        costs about a refit; so does ``similarity="dot"``, recomputed in full (its stored values
+        are rescaled). ``update_info_`` counts the rows changed, merged and recomputed."""
+        from ..kernels.similarity import update_topk_similarity
+
+        old_rows, new_rows, row_pos, col_pos = self._update_rows(combined, user_pos, item_pos)
+        if self.similarity == "dot":
+            n = new_rows.shape[0]
+            self.graph_ = self._neighbour_graph(new_rows)
+            self.update_info_ = {"rows": n, "changed": n, "merged": 0, "recomputed": n}
+        else:
+            o_ptr, o_idx, o_data, _ = self._weighted(old_rows)
+            n_ptr, n_idx, n_data, n_cols = self._weighted(new_rows)
+            old = _reindex(o_ptr, o_idx, o_data, row_pos, col_pos, new_rows.shape[0])
+            g = self.graph_
+            graph = _reindex(g.indptr, g.indices, g.data, row_pos, row_pos, new_rows.shape[0])
+            with threads.limit(self.n_threads):
+                indptr, indices, values, info = update_topk_similarity(
+                    old, old_rows.shape[0], graph, (n_ptr, n_idx, n_data), n_cols, self.k, **self._kernel_options())
+            self.graph_ = sp.csr_matrix((values, indices, indptr), shape=(len(indptr) - 1, len(indptr) - 1))
+            self.update_info_ = info
+        self.popularity_ = np.bincount(combined.matrix.indices, minlength=combined.n_items).astype(np.float32)
+        ratings = combined.matrix.data if combined.ratings is None else combined.ratings
+        self.ratings_ = np.ascontiguousarray(ratings, dtype=np.float32)
+        self.seen_ = combined.matrix  # _derive reads it
+        self._derive()
+
+    def _update_rows(self, combined, user_pos, item_pos):
+        """(old compared rows, new compared rows, new index of each old row, of each old column)."""
+        raise NotImplementedError
 
     def _derive(self) -> None:
         """State computed from the saved arrays: fill order and the means used by predict."""
@@ -219,6 +267,9 @@ class ItemKNN(_NeighbourhoodModel):
     def _compared_rows(self, matrix):
         return matrix.T.tocsr()
 
+    def _update_rows(self, combined, user_pos, item_pos):
+        return self._compared_rows(self.seen_), self._compared_rows(combined.matrix), item_pos, user_pos
+
     def _derive(self) -> None:
         super()._derive()
         # Scoring runs on a copy of the graph with items numbered by popularity (rows and columns):
@@ -306,6 +357,9 @@ class UserKNN(_NeighbourhoodModel):
 
     def _compared_rows(self, matrix):
         return matrix
+
+    def _update_rows(self, combined, user_pos, item_pos):
+        return self.seen_, combined.matrix, user_pos, item_pos
 
     def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
         g = self.graph_
@@ -469,6 +523,16 @@ def _scaled(m: sp.csr_matrix, similarity: str, alpha: float, col_means, side: st
         x = x * scale[rows]
     out = sp.csr_matrix((x.astype(np.float32).astype(np.float64), m.indices, m.indptr), shape=m.shape)
     return out
+
+
+def _reindex(indptr, indices, data, row_pos, col_pos, n_rows: int):
+    """A CSR's rows moved to ``row_pos`` (increasing) of ``n_rows`` rows, its columns renamed by
+    ``col_pos``; entries keep their order. Returns CSR arrays."""
+    lens = np.zeros(n_rows, dtype=np.int64)
+    lens[row_pos] = np.diff(indptr)
+    out_ptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(lens, out=out_ptr[1:])
+    return out_ptr, np.asarray(col_pos)[indices].astype(np.int32), np.asarray(data, dtype=np.float32)
 
 
 def _means(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
