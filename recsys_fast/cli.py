@@ -118,7 +118,7 @@ def load_item_features(args):
     """The ``ItemFeatures`` the feature options describe, or None without --item-features/--tags."""
     import pandas as pd
 
-    from .data.features import ItemFeatures
+    from .data.features import TAG_SEPARATOR, ItemFeatures, item_tags
     from .errors import DataError
 
     if args.item_features is None and args.tags is None:
@@ -139,17 +139,10 @@ def load_item_features(args):
         if not path.is_file():
             raise DataError("file not found", source=str(path))
         tags = pd.read_csv(path)
-        id_col = _id_column(tags, args.features_item_col, str(path))
-        if args.tag_col not in tags.columns:
-            raise DataError(f"missing column(s) [{args.tag_col!r}]; found {list(tags.columns)} (pass --tag-col)",
-                            source=str(path))
-        sep = "\x1f"  # never inside a tag
-        clean = tags[args.tag_col].astype(str).str.strip().str.lower()
-        per_item = (pd.DataFrame({"item": tags[id_col], "tag": clean}).drop_duplicates()
-                    .groupby("item")["tag"].agg(sep.join).rename("tags").reset_index())
+        per_item = item_tags(tags, _id_column(tags, args.features_item_col, str(path)), args.tag_col, str(path))
         frame = per_item if frame is None else frame.merge(per_item, on="item", how="left")
         frame["tags"] = frame["tags"].fillna("")
-        multi["tags"] = sep
+        multi["tags"] = TAG_SEPARATOR
     return ItemFeatures.from_pandas(frame, item="item", text=_split_list(args.text),
                                     categorical=_split_list(args.categorical), multi_label=multi,
                                     text_weighting=args.text_weighting,

@@ -513,7 +513,9 @@ def _union_map(old: IdMap, new: IdMap) -> IdMap:
     if len(old) and len(new) and old.is_string != new.is_string:
         raise DataError(f"the new {old.kind} ids are {'strings' if new.is_string else 'integers'} but the model's are "
                         f"{'strings' if old.is_string else 'integers'}", source="update")
-    if not len(new):
+    if not len(new) or new == old:
+        return old
+    if len(old) and (old.to_index(new.ids, on_unknown="pad") >= 0).all():  # no new ids: no sort
         return old
     return IdMap(np.union1d(old.ids, new.ids) if len(old) else new.ids, old.kind)
 
