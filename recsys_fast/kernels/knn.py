@@ -32,8 +32,9 @@ from numba import prange
 from .. import validation
 from ..errors import DataError
 from ._config import kernel
+from ._csr_checks import as_vector, check_structure, check_values
 from ._intrinsics import prefetch
-from .topk import _sift_down, heap_push, run_parallel
+from .topk import heap_pop_sorted, heap_push, heap_replace_worst, run_parallel
 
 _PREFETCH_AHEAD = 3  # history entries ahead whose graph rows are prefetched ...
 _PREFETCH_ENTRIES = 128  # ... up to this many of their entries
@@ -125,18 +126,9 @@ def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
             continue
         if size < k:
             size = heap_push(heap_s, heap_i, size, k, sc, labels[j] if has_labels else j)
-        elif sc >= heap_s[0]:  # most candidates stop here
-            lab = labels[j] if has_labels else j
-            if sc > heap_s[0] or lab < heap_i[0]:
-                heap_s[0] = sc
-                heap_i[0] = lab
-                _sift_down(heap_s, heap_i, size, 0)
-    for end in range(size - 1, -1, -1):  # pop the worst to the back: best-first
-        row_s[end] = heap_s[0]
-        row_i[end] = heap_i[0]
-        heap_s[0] = heap_s[end]
-        heap_i[0] = heap_i[end]
-        _sift_down(heap_s, heap_i, end, 0)
+        elif sc >= heap_s[0]:  # most candidates stop here, before their label is read
+            heap_replace_worst(heap_s, heap_i, size, sc, labels[j] if has_labels else j)
+    heap_pop_sorted(heap_s, heap_i, size, row_i, row_s)
 
     # fill from the global order when the neighbourhood gave fewer than k
     if size < k and fill_order.shape[0] > 0:
@@ -267,7 +259,7 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
             raise DataError(f"excl_indptr must have {n_rows + 1} entries (one row per request row), "
                              f"got {len(excl_indptr)}")
         if validate:
-            _check_indices(excl_indptr, excl_indices, n_items, "excl")
+            check_structure(excl_indptr, excl_indices, n_items, "knn_topk excl")
     if allowed is None or len(allowed) == 0:
         allowed = np.zeros(0, np.bool_)
     else:
@@ -307,27 +299,12 @@ def _products_positive(a_data, b_data, b_min) -> bool:
 
 
 def _as(arr, dtype, name: str) -> np.ndarray:
-    arr = np.asarray(arr)
-    if arr.ndim != 1:
-        raise DataError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    if arr.dtype.kind not in "iuf" and not (arr.size == 0):
-        raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=dtype)
-
-
-def _check_indices(indptr, indices, n_cols: int, name: str) -> None:
-    if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0):
-        raise DataError(f"{name}_indptr is not a valid CSR index pointer for {len(indices)} entries")
-    if len(indices) and (indices.min() < 0 or indices.max() >= n_cols):
-        raise DataError(f"{name}_indices hold values outside [0, {n_cols})")
+    return as_vector(arr, dtype, name, "knn_topk")
 
 
 def _check_csr(indptr, indices, data, n_cols: int, name: str) -> None:
-    _check_indices(indptr, indices, n_cols, name)
-    if len(data) != len(indices):
-        raise DataError(f"{name}_data has {len(data)} entries, {name}_indices {len(indices)}")
-    if not np.isfinite(data).all():
-        raise DataError(f"{name}_data holds NaN or infinite values")
+    check_structure(indptr, indices, n_cols, f"knn_topk {name}")
+    check_values(indptr, indices, data, f"knn_topk {name}")
 
 
 def similar_rows(indptr, indices, data, rows, k: int):

@@ -20,22 +20,30 @@ from .. import threads
 from ._config import kernel
 
 
-@kernel
-def _sift_down(heap_s, heap_i, size, pos):
-    """Restore the min-heap (worst candidate at the root) below ``pos``.
+# ---------------------------------------------------------------------- the bounded heap
+# One min-heap for every top-k selection of the kernels (dense rows here, kNN rows in knn.py):
+# the worst kept candidate at the root; lower score is worse, and on equal scores the higher
+# index. The helpers are inlined into their callers (Numba IR), so sharing them costs no call.
 
-    Order: lower score is worse; on equal scores the higher index is worse.
-    """
+
+@kernel(inline=True)
+def _worse(s_a, i_a, s_b, i_b):
+    """Whether candidate a ranks below candidate b."""
+    return s_a < s_b or (s_a == s_b and i_a > i_b)
+
+
+@kernel(inline=True)
+def _sift_down(heap_s, heap_i, size, pos):
+    """Restore the heap below ``pos``."""
     while True:
         left = 2 * pos + 1
         if left >= size:
             return
         child = left
         right = left + 1
-        if right < size and (heap_s[right] < heap_s[left]
-                             or (heap_s[right] == heap_s[left] and heap_i[right] > heap_i[left])):
+        if right < size and _worse(heap_s[right], heap_i[right], heap_s[left], heap_i[left]):
             child = right
-        if heap_s[child] < heap_s[pos] or (heap_s[child] == heap_s[pos] and heap_i[child] > heap_i[pos]):
+        if _worse(heap_s[child], heap_i[child], heap_s[pos], heap_i[pos]):
             heap_s[pos], heap_s[child] = heap_s[child], heap_s[pos]
             heap_i[pos], heap_i[child] = heap_i[child], heap_i[pos]
             pos = child
@@ -43,42 +51,51 @@ def _sift_down(heap_s, heap_i, size, pos):
             return
 
 
-@kernel
-def heap_push(heap_s, heap_i, size, k, score, index):
-    """Offer (score, index) to a bounded heap of capacity ``k``; returns the new size.
+@kernel(inline=True)
+def heap_replace_worst(heap_s, heap_i, size, score, index):
+    """On a full heap: put (score, index) in place of the worst kept candidate if it ranks above it."""
+    if _worse(heap_s[0], heap_i[0], score, index):
+        heap_s[0] = score
+        heap_i[0] = index
+        _sift_down(heap_s, heap_i, size, 0)
 
-    Candidates must be offered in increasing index order for ties to favour lower indices.
-    """
+
+@kernel(inline=True)
+def heap_push(heap_s, heap_i, size, k, score, index):
+    """Offer (score, index) to a bounded heap of capacity ``k``; returns the new size."""
     if size < k:
         pos = size
         heap_s[pos] = score
         heap_i[pos] = index
         while pos > 0:  # sift up
             parent = (pos - 1) // 2
-            if heap_s[pos] < heap_s[parent] or (heap_s[pos] == heap_s[parent] and heap_i[pos] > heap_i[parent]):
+            if _worse(heap_s[pos], heap_i[pos], heap_s[parent], heap_i[parent]):
                 heap_s[pos], heap_s[parent] = heap_s[parent], heap_s[pos]
                 heap_i[pos], heap_i[parent] = heap_i[parent], heap_i[pos]
                 pos = parent
             else:
                 break
         return size + 1
-    if score > heap_s[0] or (score == heap_s[0] and index < heap_i[0]):
-        heap_s[0] = score
-        heap_i[0] = index
-        _sift_down(heap_s, heap_i, size, 0)
+    heap_replace_worst(heap_s, heap_i, size, score, index)
     return size
+
+
+@kernel(inline=True)
+def heap_pop_sorted(heap_s, heap_i, size, out_i, out_s):
+    """Empty the heap into ``out_i[:size]``/``out_s[:size]``, best first (ties: lower index):
+    an in-place heapsort that pops the worst to the back."""
+    for end in range(size - 1, -1, -1):
+        out_s[end] = heap_s[0]
+        out_i[end] = heap_i[0]
+        heap_s[0] = heap_s[end]
+        heap_i[0] = heap_i[end]
+        _sift_down(heap_s, heap_i, end, 0)
 
 
 @kernel
 def heap_sorted_into(heap_s, heap_i, size, out_i, out_s):
-    """Write the heap's entries best-first into ``out_i``/``out_s``; pad the rest with -1/-inf."""
-    order = np.argsort(heap_i[:size], kind="mergesort")  # by index, then stable by score below
-    tmp_s = heap_s[:size][order]
-    tmp_i = heap_i[:size][order]
-    order2 = np.argsort(-tmp_s, kind="mergesort")
-    for j in range(size):
-        out_i[j] = tmp_i[order2[j]]
-        out_s[j] = tmp_s[order2[j]]
+    """Empty the heap into ``out_i``/``out_s`` best-first; pad the rest with -1/-inf."""
+    heap_pop_sorted(heap_s, heap_i, size, out_i, out_s)
     for j in range(size, out_i.shape[0]):
         out_i[j] = -1
         out_s[j] = -np.inf
