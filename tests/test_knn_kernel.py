@@ -238,3 +238,21 @@ def test_positive_and_stamped_paths_agree(seed):
     stamped = knn_topk(*args, parallel=bool(seed % 2), b_min=-1.0)
     np.testing.assert_array_equal(fast[0], stamped[0])
     np.testing.assert_array_equal(fast[1], stamped[1])
+
+
+def test_small_wrappers_check_their_input():
+    from recsys_fast.errors import DataError
+    from recsys_fast.kernels.knn import neighbour_average
+
+    g = sp.csr_matrix(np.array([[0, 1.0], [1.0, 0]], np.float32))
+    with pytest.raises(DataError, match=r"similar_rows: rows must be row indices in \[0, 2\)"):
+        similar_rows(g.indptr, g.indices, g.data, [2], 1)
+    with pytest.raises(DataError, match="similar_rows: indptr"):
+        similar_rows(g.indptr, g.indices, g.data[:1], [0], 1)
+    means = np.zeros(2)
+    with pytest.raises(DataError, match="targets and others must have one length"):
+        neighbour_average([0, 1], [0], g.indptr, g.indices, g.data, g.indptr, g.indices, g.data, means, means)
+    with pytest.raises(DataError, match=r"others must be row indices in \[0, 2\)"):
+        neighbour_average([0], [5], g.indptr, g.indices, g.data, g.indptr, g.indices, g.data, means, means)
+    with pytest.raises(DataError, match="one mean per row of the \\(square\\) graph \\(2\\)"):
+        neighbour_average([0], [0], g.indptr, g.indices, g.data, g.indptr, g.indices, g.data, means[:1], means)

@@ -310,9 +310,16 @@ def _check_csr(indptr, indices, data, n_cols: int, name: str) -> None:
 def similar_rows(indptr, indices, data, rows, k: int):
     """The first ``k`` stored entries of each of ``rows`` of a top-k graph (rows sorted best-first),
     padded with -1 / -inf: the neighbours-of-items (or users) query is a CSR row slice."""
-    rows = np.asarray(rows, dtype=np.int64)
-    return _similar_rows(np.asarray(indptr, np.int64), np.asarray(indices, np.int32),
-                         np.asarray(data, np.float32), rows, int(k))
+    indptr = _as(indptr, np.int64, "indptr")
+    rows = _as(rows, np.int64, "rows")
+    indices, data = _as(indices, np.int32, "indices"), _as(data, np.float32, "data")
+    n = len(indptr) - 1
+    if n < 0 or indptr[-1] != len(indices) or len(data) != len(indices):
+        raise DataError(f"indptr ({len(indptr)} entries) must end at the {len(indices)} indices, and data "
+                        f"({len(data)}) match them", source="similar_rows")
+    if len(rows) and (rows.min() < 0 or rows.max() >= n):
+        raise DataError(f"rows must be row indices in [0, {n})", source="similar_rows")
+    return _similar_rows(indptr, indices, data, rows, validation.integer("k", k, minimum=1))
 
 
 @kernel
@@ -366,8 +373,25 @@ def neighbour_average(targets, others, g_indptr, g_indices, g_data, l_indptr, l_
     L = item x user ratings. Returns ``(prediction float64, found bool)``; ``found`` is False
     (and the prediction 0) where no neighbour had a value.
     """
-    return _neighbour_average(np.asarray(targets, np.int64), np.asarray(others, np.int64),
-                              np.asarray(g_indptr, np.int64), np.asarray(g_indices, np.int32),
-                              np.asarray(g_data, np.float32), np.asarray(l_indptr, np.int64),
-                              np.asarray(l_indices, np.int32), np.asarray(l_data, np.float32),
-                              np.asarray(neighbour_means, np.float64), np.asarray(target_means, np.float64))
+    targets, others = _as(targets, np.int64, "targets"), _as(others, np.int64, "others")
+    g_indptr, g_indices, g_data = (_as(g_indptr, np.int64, "g_indptr"), _as(g_indices, np.int32, "g_indices"),
+                                   _as(g_data, np.float32, "g_data"))
+    l_indptr, l_indices, l_data = (_as(l_indptr, np.int64, "l_indptr"), _as(l_indices, np.int32, "l_indices"),
+                                   _as(l_data, np.float32, "l_data"))
+    neighbour_means = _as(neighbour_means, np.float64, "neighbour_means")
+    target_means = _as(target_means, np.float64, "target_means")
+    if len(targets) != len(others):
+        raise DataError(f"targets and others must have one length, got {len(targets)} and {len(others)}",
+                        source="neighbour_average")
+    for ptr, idx, val, name in ((g_indptr, g_indices, g_data, "g"), (l_indptr, l_indices, l_data, "l")):
+        if len(ptr) < 1 or ptr[-1] != len(idx) or len(val) != len(idx):
+            raise DataError(f"{name}_indptr must end at the {len(idx)} {name}_indices, and {name}_data "
+                            f"({len(val)}) match them", source="neighbour_average")
+    for ids, ptr, name in ((targets, g_indptr, "targets"), (others, l_indptr, "others")):
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(ptr) - 1):
+            raise DataError(f"{name} must be row indices in [0, {len(ptr) - 1})", source="neighbour_average")
+    if len(target_means) != len(g_indptr) - 1 or len(neighbour_means) != len(g_indptr) - 1:
+        raise DataError(f"target_means and neighbour_means must hold one mean per row of the (square) graph "
+                        f"({len(g_indptr) - 1})", source="neighbour_average")
+    return _neighbour_average(targets, others, g_indptr, g_indices, g_data, l_indptr, l_indices, l_data,
+                              neighbour_means, target_means)

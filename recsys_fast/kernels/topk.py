@@ -16,7 +16,8 @@ import threading
 import numpy as np
 from numba import prange
 
-from .. import threads
+from .. import threads, validation
+from ..errors import DataError
 from ._config import kernel
 
 
@@ -223,23 +224,72 @@ def _parallel_calls_are_safe() -> bool:
     return threads.parallel_calls_are_safe()
 
 
-def dense_topk(scores, k, excl_indptr, excl_indices, allowed, parallel: bool | None = None):
-    """Top-k of every row of ``scores`` (n, m) float32 C-contiguous, skipping row r's
-    ``excl_indices[excl_indptr[r]:excl_indptr[r + 1]]`` (sorted int32; ``excl_indptr`` int64, or empty
-    for no exclusions). ``allowed``: bool mask over the m items, or empty for all. ``parallel``: see
-    ``run_parallel``."""
+def _exclusions(excl_indptr, excl_indices, n_rows: int, name: str):
+    """The exclusion CSR as int64 / int32 arrays: empty (none) or one row per score row. O(1)
+    checks (shapes, ends); that each row is sorted is the caller's promise."""
+    excl_indptr = np.ascontiguousarray(excl_indptr if excl_indptr is not None else (), dtype=np.int64)
+    excl_indices = np.ascontiguousarray(excl_indices if excl_indices is not None else (), dtype=np.int32)
+    if excl_indptr.ndim != 1 or excl_indices.ndim != 1:
+        raise DataError(f"excl_indptr and excl_indices must be 1-d, got shapes {excl_indptr.shape} and "
+                        f"{excl_indices.shape}", source=name)
+    if excl_indptr.shape[0] == 0:
+        return excl_indptr, excl_indices
+    if excl_indptr.shape[0] != n_rows + 1 or excl_indptr[0] != 0 or excl_indptr[-1] != excl_indices.shape[0]:
+        raise DataError(f"excl_indptr must be empty (no exclusions) or a CSR index pointer of {n_rows + 1} "
+                        f"entries over the {excl_indices.shape[0]} excl_indices", source=name)
+    return excl_indptr, excl_indices
+
+
+def _allowed(allowed, n_items: int, name: str) -> np.ndarray:
+    allowed = np.ascontiguousarray(allowed if allowed is not None else (), dtype=np.bool_)
+    if allowed.shape not in ((0,), (n_items,)):
+        raise DataError(f"allowed must be empty (every item) or a bool mask over the {n_items} items, "
+                        f"got shape {allowed.shape}", source=name)
+    return allowed
+
+
+def _k(k) -> int:
+    if isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)) and k >= 1:
+        return int(k)  # the per-request path: no call into validation for a plain int
+    return validation.integer("k", k, minimum=1)
+
+
+def dense_topk(scores, k, excl_indptr=None, excl_indices=None, allowed=None, parallel: bool | None = None):
+    """Top-k of every row of ``scores`` (n, m), skipping row r's
+    ``excl_indices[excl_indptr[r]:excl_indptr[r + 1]]`` (sorted within the row; ``excl_indptr``
+    empty or None for no exclusions). ``allowed``: bool mask over the m items, or empty/None for
+    all. ``parallel``: see ``run_parallel``. Scores are used as float32 C-contiguous (passed that
+    way, nothing is copied). Checks are O(1) (dtypes, shapes), as befits a per-request path; bad
+    input raises ``DataError``."""
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    if scores.ndim != 2:
+        raise DataError(f"scores must be 2-d (rows, items), got shape {scores.shape}", source="dense_topk")
+    k = _k(k)
+    excl_indptr, excl_indices = _exclusions(excl_indptr, excl_indices, scores.shape[0], "dense_topk")
+    allowed = _allowed(allowed, scores.shape[1], "dense_topk")
     if run_parallel(scores.shape[0], parallel):
         return _dense_topk_parallel(scores, k, excl_indptr, excl_indices, allowed)
     return _dense_topk_serial(scores, k, excl_indptr, excl_indices, allowed)
 
 
-def ranked_topk(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed, parallel: bool | None = None):
+def ranked_topk(order, order_scores, n_rows, k, excl_indptr=None, excl_indices=None, allowed=None,
+                parallel: bool | None = None):
     """The first k items of one global ranking ``order`` not excluded for each of ``n_rows`` rows.
 
-    ``order`` lists item indices best-first with their ``order_scores`` (a popularity ranking);
-    per row this walks the ranking and skips the row's sorted exclusions by binary search.
-    ``parallel``: see ``run_parallel``.
+    ``order`` lists every item index once, best-first, with their ``order_scores`` (a popularity
+    ranking); per row this walks the ranking and skips the row's sorted exclusions by binary
+    search. ``allowed``: bool mask over the ``len(order)`` items, or empty/None for all.
+    ``parallel``: see ``run_parallel``. O(1) checks; bad input raises ``DataError``.
     """
+    order = np.ascontiguousarray(order, dtype=np.int32)
+    order_scores = np.ascontiguousarray(order_scores, dtype=np.float32)
+    if order.ndim != 1 or order_scores.shape != order.shape:
+        raise DataError(f"order and order_scores must be 1-d of one length, got shapes {order.shape} and "
+                        f"{order_scores.shape}", source="ranked_topk")
+    n_rows = validation.integer("n_rows", n_rows, minimum=0)
+    k = _k(k)
+    excl_indptr, excl_indices = _exclusions(excl_indptr, excl_indices, n_rows, "ranked_topk")
+    allowed = _allowed(allowed, order.shape[0], "ranked_topk")
     if run_parallel(n_rows, parallel):
         return _ranked_topk_parallel(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed)
     return _ranked_topk_serial(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed)
