@@ -105,7 +105,7 @@ def test_wrappers_check_shapes_in_constant_time():
     assert got_s.dtype == np.float32
     with pytest.raises(DataError, match="dense_topk: scores must be 2-d"):
         dense_topk(scores[0], 2)
-    with pytest.raises(DataError, match="excl_indptr must be empty .* of 3 entries over the 1 excl_indices"):
+    with pytest.raises(DataError, match="excl_indptr must be empty .* of 3 entries over the 1 1-d excl_indices"):
         dense_topk(scores, 2, [0, 1], [0])
     with pytest.raises(DataError, match="allowed must be empty .* over the 3 items, got shape \\(2,\\)"):
         dense_topk(scores, 2, allowed=np.ones(2, bool))

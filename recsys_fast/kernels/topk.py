@@ -227,22 +227,27 @@ def _parallel_calls_are_safe() -> bool:
 def _exclusions(excl_indptr, excl_indices, n_rows: int, name: str):
     """The exclusion CSR as int64 / int32 arrays: empty (none) or one row per score row. O(1)
     checks (shapes, ends); that each row is sorted is the caller's promise."""
-    excl_indptr = np.ascontiguousarray(excl_indptr if excl_indptr is not None else (), dtype=np.int64)
-    excl_indices = np.ascontiguousarray(excl_indices if excl_indices is not None else (), dtype=np.int32)
-    if excl_indptr.ndim != 1 or excl_indices.ndim != 1:
-        raise DataError(f"excl_indptr and excl_indices must be 1-d, got shapes {excl_indptr.shape} and "
-                        f"{excl_indices.shape}", source=name)
-    if excl_indptr.shape[0] == 0:
+    excl_indptr = np.ascontiguousarray(excl_indptr if excl_indptr is not None else _NO_INDPTR, dtype=np.int64)
+    excl_indices = np.ascontiguousarray(excl_indices if excl_indices is not None else _NO_INDICES, dtype=np.int32)
+    n_ptr = excl_indptr.shape[0] if excl_indptr.ndim == 1 else -1
+    if n_ptr == 0 and excl_indices.ndim == 1:
         return excl_indptr, excl_indices
-    if excl_indptr.shape[0] != n_rows + 1 or excl_indptr[0] != 0 or excl_indptr[-1] != excl_indices.shape[0]:
+    if (n_ptr != n_rows + 1 or excl_indices.ndim != 1 or excl_indptr[0] != 0
+            or excl_indptr[n_rows] != excl_indices.shape[0]):
         raise DataError(f"excl_indptr must be empty (no exclusions) or a CSR index pointer of {n_rows + 1} "
-                        f"entries over the {excl_indices.shape[0]} excl_indices", source=name)
+                        f"entries over the {excl_indices.shape[0] if excl_indices.ndim else 0} 1-d excl_indices",
+                        source=name)
     return excl_indptr, excl_indices
 
 
+_NO_INDPTR = np.zeros(0, np.int64)
+_NO_INDICES = np.zeros(0, np.int32)
+_NO_MASK = np.zeros(0, np.bool_)
+
+
 def _allowed(allowed, n_items: int, name: str) -> np.ndarray:
-    allowed = np.ascontiguousarray(allowed if allowed is not None else (), dtype=np.bool_)
-    if allowed.shape not in ((0,), (n_items,)):
+    allowed = np.ascontiguousarray(allowed if allowed is not None else _NO_MASK, dtype=np.bool_)
+    if allowed.ndim != 1 or allowed.shape[0] not in (0, n_items):
         raise DataError(f"allowed must be empty (every item) or a bool mask over the {n_items} items, "
                         f"got shape {allowed.shape}", source=name)
     return allowed
