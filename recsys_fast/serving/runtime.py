@@ -100,6 +100,16 @@ class OnnxRuntime(Recommender):
         scores[items < 0] = -np.inf
         return items, scores
 
+    def graph_inputs(self, user_index, k: int = 10) -> dict[str, np.ndarray]:
+        """The feeds one session run gets for these training users (internal indices), seen items
+        excluded: what a request sends to the graph. Used to calibrate a static int8 graph."""
+        user_index = np.asarray(user_index, dtype=np.int64).reshape(-1)
+        batch = self._batch_for_users(user_index, self.seen_)
+        feeds = self._model_inputs(batch)
+        feeds["exclude"] = _padded_exclusions(len(user_index), batch.excl_indptr, batch.excl_indices, batch.allowed)
+        feeds["k"] = np.array([min(int(k), self.n_items)], dtype=np.int64)
+        return feeds
+
     def _model_inputs(self, batch: RowBatch) -> dict[str, np.ndarray]:
         users = batch.user_index
         family = self.family_

@@ -2,7 +2,10 @@
 validation NDCG@10 after each epoch, early stopping that restores the best weights, a tqdm bar.
 
 The model supplies the pieces (``_train_batches``, ``_batch_loss``, ``_validation_scores``); the
-loop owns the order of events, so every model trains, validates and stops the same way.
+loop owns the order of events, so every model trains, validates and stops the same way. A model
+may instead supply a fused epoch, ``_fused_epoch(module, rng, epoch) -> mean loss``, that updates
+the module's weights itself (BPRMF's Numba kernel); validation, early stopping and the restore
+of the best weights are the same either way.
 """
 
 from __future__ import annotations
@@ -108,8 +111,10 @@ class Trainer:
 
     def run(self, model, module, rng: np.random.Generator, validation: Validation | None) -> list[dict]:
         t = torch()
-        cls = t.optim.AdamW if self.optimizer == "adamw" else t.optim.Adam
-        opt = cls(module.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        fused = getattr(model, "_fused_epoch", None)
+        if fused is None:
+            cls = t.optim.AdamW if self.optimizer == "adamw" else t.optim.Adam
+            opt = cls(module.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         history: list[dict] = []
         best_score, best_state, since_best = -np.inf, None, 0
         bar = _progress(self.epochs, self.desc, self.verbose)
@@ -117,16 +122,19 @@ class Trainer:
         for epoch in range(self.epochs):
             started = time.perf_counter()
             module.train()
-            total, n_batches = 0.0, 0
-            for batch in model._train_batches(rng, epoch):
-                loss = model._batch_loss(module, batch, step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
-                n_batches += 1
-                step += 1
-            record = {"epoch": epoch + 1, "loss": total / max(n_batches, 1)}
+            if fused is not None:
+                record = {"epoch": epoch + 1, "loss": fused(module, rng, epoch)}
+            else:
+                total, n_batches = 0.0, 0
+                for batch in model._train_batches(rng, epoch):
+                    loss = model._batch_loss(module, batch, step)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach())
+                    n_batches += 1
+                    step += 1
+                record = {"epoch": epoch + 1, "loss": total / max(n_batches, 1)}
             if validation is not None:
                 module.eval()
                 with t.no_grad():
