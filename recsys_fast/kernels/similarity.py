@@ -51,7 +51,7 @@ from .. import validation
 from ..errors import DataError
 from ._config import kernel
 from ._csr_checks import check_csr, transpose
-from ._intrinsics import prefetch
+from ._intrinsics import maximum_into, prefetch
 
 # the one list of similarity names (models validate against it too)
 SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine", "dot")
@@ -151,7 +151,7 @@ def _dense_candidates(acc, n, k, n_groups, gmax, hist, cand_s, cand_i):
     g = acc.shape[0] // n_groups
     gmax[:] = bits[:n_groups]
     for r in range(1, g):
-        np.maximum(gmax, bits[r * n_groups:(r + 1) * n_groups], gmax)  # vectorises; a loop did not
+        maximum_into(gmax, bits[r * n_groups:(r + 1) * n_groups])  # vectorises; a loop did not
     top = 0
     n_pos = 0
     for b in range(n_groups):
