@@ -14,9 +14,13 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from . import validation
 from .errors import DataError
 from .data.idmap import IdMap
 from .data.interactions import Interactions
+
+#: The largest n_users, n_items and nnz of ``synthetic`` (int32 indices; 2**31 - 1).
+MAX_SYNTHETIC_SIZE = 2**31 - 1
 
 #: The 19 genres of ml-100k in flag order (used when ``u.genre`` is absent).
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
@@ -252,14 +256,17 @@ def synthetic(n_users: int, n_items: int, nnz: int, seed: int = 0, *, item_alpha
     Weights are 1.0 (or integer ratings 1..5 with ``ratings=True``, also kept in ``ratings``);
     timestamps are uniform in ``[start, start + span)``. Deterministic for a seed (NumPy PCG64).
     """
-    n_users, n_items, nnz = int(n_users), int(n_items), int(nnz)
-    if n_users < 1 or n_items < 1:
-        raise ValueError(f"n_users and n_items must be >= 1, got {n_users} and {n_items}")
-    if not n_users <= nnz <= n_users * n_items:
-        raise ValueError(f"nnz must be between n_users ({n_users}) and n_users * n_items "
-                         f"({n_users * n_items}) so every user has an interaction, got {nnz}")
-    if item_alpha < 0 or user_alpha < 0:
-        raise ValueError("item_alpha and user_alpha must be >= 0")
+    n_users = validation.integer("n_users", n_users, minimum=1, maximum=MAX_SYNTHETIC_SIZE)
+    n_items = validation.integer("n_items", n_items, minimum=1, maximum=MAX_SYNTHETIC_SIZE)
+    nnz = validation.integer("nnz", nnz, minimum=n_users, maximum=min(n_users * n_items, MAX_SYNTHETIC_SIZE))
+    item_alpha = validation.number("item_alpha", item_alpha, minimum=0.0)
+    user_alpha = validation.number("user_alpha", user_alpha, minimum=0.0)
+    seed = validation.integer("seed", seed, minimum=0)
+    for name, value in (("with_timestamps", with_timestamps), ("ratings", ratings)):
+        validation.boolean(name, value)
+    start = validation.integer("start", start)
+    span = validation.integer("span", span, minimum=1)
+    max_rounds = validation.integer("max_rounds", max_rounds, minimum=1)
     rng = np.random.default_rng(seed)
 
     item_cdf = np.cumsum(_zipf_weights(n_items, item_alpha))

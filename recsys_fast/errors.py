@@ -48,17 +48,32 @@ class ParameterError(RecsysError, ValueError):
         self.name, self.value, self.allowed = name, value, allowed
 
 
+class ParameterTypeError(ParameterError, TypeError):
+    """A ``ParameterError`` for an argument of the wrong type (``fit("x")``, ``recommend(k="3")``):
+    also a ``TypeError``, so code that catches either keeps working."""
+
+
+class LimitError(RecsysError, ValueError):
+    """A request larger than a documented limit of ``recsys_fast.limits`` (e.g. users x k entries of
+    one ``recommend`` call). ``limit`` names the limit, ``value`` what was asked; the message says
+    how to get the work done anyway (chunking, ``batch.score``, a larger limit)."""
+
+    def __init__(self, limit: str, value, maximum, hint: str):
+        super().__init__(f"{limit}: {value} is above the limit of {maximum} ({hint})")
+        self.limit, self.value, self.maximum = limit, value, maximum
+
+
 class UnknownIdError(RecsysError, KeyError):
     """A user or item id that the model (or id map) has never seen."""
 
     def __init__(self, kind: str, ids, hint: str = ""):
         ids = list(ids)
-        shown = ", ".join(repr(_plain(i)) for i in ids[:5]) + (" ..." if len(ids) > 5 else "")
-        message = f"unknown {kind} id{'s' if len(ids) > 1 else ''}: {shown}"
-        if hint:
-            message += f" ({hint})"
+        more = f" ... ({len(ids)} in all)" if len(ids) > 5 else ""
+        shown = ", ".join(repr(_plain(i)) for i in ids[:5]) + more
+        base = f"unknown {kind} id{'s' if len(ids) > 1 else ''}: {shown}"
+        message = base + (f" ({hint})" if hint else "")
         super().__init__(message)
-        self.kind, self.ids, self.message = kind, ids, message
+        self.kind, self.ids, self.message, self.hint, self.base = kind, ids, message, hint, base
 
     def __str__(self) -> str:  # KeyError would otherwise print the repr of the message
         return self.message
@@ -70,6 +85,15 @@ class NotFittedError(RecsysError, RuntimeError):
 
 class BundleError(RecsysError, ValueError):
     """A saved model bundle that is missing, truncated, tampered with or of another kind."""
+
+
+class QuantizationError(RecsysError, ValueError):
+    """An int8 graph refused by its quality gate (``to_onnx(quantize=...)``): ``ndcg_fp32`` and
+    ``ndcg_int8`` are the NDCG@10 figures measured on the validation split, both in the message."""
+
+    def __init__(self, message: str, ndcg_fp32: float | None = None, ndcg_int8: float | None = None):
+        super().__init__(message)
+        self.ndcg_fp32, self.ndcg_int8 = ndcg_fp32, ndcg_int8
 
 
 class DataWarning(UserWarning):

@@ -16,7 +16,8 @@ from datetime import date, datetime, timezone
 
 import numpy as np
 
-from .errors import DataError
+from . import validation
+from .errors import DataError, ParameterError
 from .data.interactions import Interactions
 
 
@@ -28,8 +29,8 @@ def holdout(data: Interactions, test_fraction: float = 0.2, seed: int = 42) -> t
     who stay wholly in train. Which interactions go to test is uniformly random per user.
     """
     _check_data(data)
-    _check_fraction(test_fraction, "test_fraction")
-    test = _per_user_holdout(data, test_fraction, np.random.default_rng(seed))
+    test_fraction = validation.fraction("test_fraction", test_fraction)
+    test = _per_user_holdout(data, test_fraction, np.random.default_rng(_check_seed(seed)))
     return data.select(~test), data.select(test)
 
 
@@ -41,8 +42,7 @@ def leave_last_out(data: Interactions, n: int = 1) -> tuple[Interactions, Intera
     interactions stay wholly in train. Needs timestamps.
     """
     _check_data(data)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = validation.integer("n", n, minimum=1)
     ts = _require_timestamps(data, "leave_last_out")
     rows = data.row_of_nnz()
     order = _order_by_user_then_time(rows, ts)  # per user, oldest first; ties by item index
@@ -83,10 +83,9 @@ def user_folds(data: Interactions, n_folds: int = 5, seed: int = 42,
     is tested in exactly one fold; users with one interaction are in every train.
     """
     _check_data(data)
-    _check_fraction(test_fraction, "test_fraction")
-    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
-        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
-    rng = np.random.default_rng(seed)
+    test_fraction = validation.fraction("test_fraction", test_fraction)
+    n_folds = validation.integer("n_folds", n_folds, minimum=2)
+    rng = np.random.default_rng(_check_seed(seed))
     counts = np.diff(data.matrix.indptr)
     eligible = np.flatnonzero(counts >= 2)
     if len(eligible) < n_folds:
@@ -114,14 +113,14 @@ def cold_items(data: Interactions, fraction: float = 0.1, seed: int = 42) -> tup
     interaction; a model that learns only from interactions cannot rank them above the rest.
     """
     _check_data(data)
-    _check_fraction(fraction, "fraction")
+    fraction = validation.fraction("fraction", fraction)
     counts = np.bincount(data.matrix.indices, minlength=data.n_items)
     active = np.flatnonzero(counts > 0)
     if len(active) < 2:
         raise DataError(f"only {len(active)} item(s) have interactions; cold_items needs at least 2")
     n_cold = min(len(active) - 1, max(1, int(math.floor(fraction * len(active) + 0.5))))
     cold = np.zeros(data.n_items, dtype=bool)
-    cold[np.random.default_rng(seed).choice(active, size=n_cold, replace=False)] = True
+    cold[np.random.default_rng(_check_seed(seed)).choice(active, size=n_cold, replace=False)] = True
     test = cold[data.matrix.indices]
     return data.select(~test), data.select(test)
 
@@ -169,14 +168,15 @@ def _order_by_user_then_time(rows: np.ndarray, ts: np.ndarray) -> np.ndarray:
 
 
 def _check_data(data) -> None:
-    if not isinstance(data, Interactions):
-        raise TypeError(f"expected Interactions, got {type(data).__name__}")
+    validation.instance("data", data, Interactions, "recsys_fast.Interactions")
 
 
-def _check_fraction(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value!r}")
+def _check_seed(seed) -> int | None:
+    return validation.integer("seed", seed, minimum=0, allow_none=True)
+
+
+CUTOFF_ALLOWED = ("a timestamp, a datetime, an ISO 8601 date/time (e.g. '2018-01-01' or "
+                  "'2018-01-01T12:00:00+00:00') or a fraction strictly between 0 and 1")
 
 
 def _require_timestamps(data: Interactions, what: str) -> np.ndarray:
@@ -192,22 +192,21 @@ def _cutoff_value(cutoff, ts: np.ndarray) -> int | float:
         pos = min(len(ts) - 1, int(math.floor(float(cutoff) * len(ts))))
         return int(np.partition(ts, pos)[pos]) if len(ts) else 0
     if isinstance(cutoff, (bool, np.bool_)):
-        raise ValueError(f"cutoff must be a timestamp, datetime, ISO string or fraction, got {cutoff!r}")
+        raise ParameterError("cutoff", cutoff, CUTOFF_ALLOWED)
     if isinstance(cutoff, (int, np.integer)):
         return int(cutoff)
     if isinstance(cutoff, (float, np.floating)):
         if not math.isfinite(cutoff):
-            raise ValueError(f"cutoff must be finite, got {cutoff!r}")
+            raise ParameterError("cutoff", cutoff, CUTOFF_ALLOWED)
         return float(cutoff)
     if isinstance(cutoff, str):
         try:
             cutoff = datetime.fromisoformat(cutoff.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"cutoff {cutoff!r} is not an ISO 8601 date/time (e.g. '2018-01-01' or "
-                             "'2018-01-01T12:00:00+00:00')") from None
+            raise ParameterError("cutoff", cutoff, CUTOFF_ALLOWED) from None
     if isinstance(cutoff, np.datetime64):
         if np.isnat(cutoff):
-            raise ValueError("cutoff is NaT")
+            raise ParameterError("cutoff", cutoff, CUTOFF_ALLOWED)
         return int(cutoff.astype("datetime64[s]").astype(np.int64))
     if isinstance(cutoff, datetime):  # includes pandas.Timestamp
         if cutoff.tzinfo is None:
@@ -215,5 +214,5 @@ def _cutoff_value(cutoff, ts: np.ndarray) -> int | float:
         return cutoff.timestamp()
     if isinstance(cutoff, date):
         return int(datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=timezone.utc).timestamp())
-    raise ValueError(f"cutoff must be a timestamp, datetime, ISO string or fraction, got {type(cutoff).__name__}")
+    raise ParameterError("cutoff", validation.type_of(cutoff), CUTOFF_ALLOWED)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
-from .errors import ParameterError
+from .errors import ParameterError, ParameterTypeError
 
 
 def integer(name: str, value, minimum: int | None = None, maximum: int | None = None,
@@ -52,6 +52,70 @@ def boolean(name: str, value) -> bool:
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         return bool(value)
     raise ParameterError(name, value, "True or False")
+
+
+def fraction(name: str, value) -> float:
+    """A finite number strictly between 0 and 1 (a test fraction, a share of the data)."""
+    return number(name, value, minimum=0.0, maximum=1.0, min_inclusive=False, max_inclusive=False)
+
+
+def integers(name: str, value, minimum: int | None = None) -> list[int]:
+    """One integer or a non-empty sequence of them, each ``>= minimum`` (cutoffs ``k=[10, 20]``)."""
+    values = [value] if isinstance(value, Integral) or isinstance(value, (str, bytes, float)) else value
+    allowed = _range_text("an integer", minimum, None, False) + " or a non-empty list of them"
+    try:
+        values = list(values)
+    except TypeError:
+        raise ParameterError(name, value, allowed) from None
+    if not values:
+        raise ParameterError(name, value, allowed)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, Integral) or (minimum is not None and v < minimum):
+            raise ParameterError(name, value, allowed, hint=f"{_show(v)} is not")
+    return [int(v) for v in values]
+
+
+def names(name: str, value, choices) -> list[str]:
+    """One name or a non-empty sequence of names, each one of ``choices`` (case-insensitive)."""
+    allowed = "some of " + ", ".join(repr(c) for c in choices)
+    values = [value] if isinstance(value, str) else value
+    try:
+        values = [str(v).lower() for v in values]
+    except TypeError:
+        raise ParameterError(name, value, allowed) from None
+    if not values:
+        raise ParameterError(name, value, allowed)
+    unknown = [v for v in values if v not in choices]
+    if unknown:
+        raise ParameterError(name, value, allowed, hint=f"unknown: {', '.join(map(repr, unknown))}")
+    return values
+
+
+def instance(name: str, value, types, allowed: str):
+    """An object of one of ``types`` (``ParameterTypeError``, also a TypeError, otherwise)."""
+    if isinstance(value, types):
+        return value
+    raise ParameterTypeError(name, type_of(value), allowed)
+
+
+class Shown:
+    """A description standing for a value in a message (``got a DataFrame``, ``got 3 rows``),
+    printed as it is rather than as a quoted repr."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self):
+        return self.text
+
+
+def type_of(value) -> Shown:
+    """``a DataFrame``: a wrong-typed argument shown by its type, not by its (long) repr."""
+    return Shown(f"a {type(value).__name__}")
+
+
+def _show(v) -> str:
+    return repr(v.item() if hasattr(v, "item") else v)
 
 
 def _range_text(kind, minimum, maximum, allow_none, min_inclusive=True, max_inclusive=True) -> str:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys_fast.datasets import NO_GENRES, find_dataset, load_movielens, synthetic
-from recsys_fast.errors import DataError
+from recsys_fast.errors import DataError, ParameterError
 
 
 # ---------------------------------------------------------------------- find_dataset
@@ -225,12 +225,15 @@ def test_synthetic_dense_request_fills_every_cell():
 
 
 @pytest.mark.parametrize("args, pattern", [
-    ((10, 5, 5), "nnz must be between n_users"),
-    ((2, 2, 5), "nnz must be between"),
-    ((0, 5, 5), "n_users and n_items must be >= 1"),
+    ((10, 5, 5), r"nnz must be an integer >= 10 and <= 50, got 5"),
+    ((2, 2, 5), r"nnz must be an integer >= 2 and <= 4, got 5"),
+    ((0, 5, 5), r"n_users must be an integer >= 1 and <= 2147483647, got 0"),
+    ((5, -1, 5), r"n_items must be an integer >= 1"),
+    ((5.5, 5, 5), r"n_users must be an integer .*got 5.5"),
+    ((5, 5, 5, "7"), r"seed must be an integer >= 0, got '7'"),
 ])
 def test_synthetic_bad_arguments(args, pattern):
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(ParameterError, match=pattern):
         synthetic(*args)
 
 

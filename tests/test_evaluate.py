@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from recsys_fast.data.interactions import Interactions
+from recsys_fast.errors import ParameterError, ParameterTypeError
 from recsys_fast.evaluation import EvaluationResult, compare, evaluate
 from recsys_fast.models.base import Recommender
 from recsys_fast.models.popularity import Popularity
@@ -183,19 +184,19 @@ def test_metric_selection_and_errors(split):
     result = evaluate(model, train, test, k=(5, 10), metrics=["ndcg", "coverage"])
     assert list(result.means) == ["ndcg@5", "ndcg@10", "coverage@5", "coverage@10"]
     assert list(result.per_user.columns) == ["user", "n_test", "ndcg@5", "ndcg@10"]
-    with pytest.raises(ValueError, match=r"unknown metric\(s\) \['auc'\]; valid names are \['precision', 'recall'"):
+    with pytest.raises(ParameterError, match=r"metrics must be some of 'precision', 'recall', .*got \['auc'\] \(unknown: 'auc'\)"):
         evaluate(model, train, test, metrics=["auc"])
-    with pytest.raises(ValueError, match="rmse and mae cannot be computed: Popularity does not predict ratings"):
+    with pytest.raises(ParameterError, match="rmse and mae cannot be computed: Popularity does not predict ratings"):
         evaluate(model, train, test, metrics=["rmse"])
-    with pytest.raises(ValueError, match="k must be positive integers, got 0"):
+    with pytest.raises(ParameterError, match=r"k must be an integer >= 1 or a non-empty list of them, got \[0\]"):
         evaluate(model, train, test, k=[0])
-    with pytest.raises(TypeError, match="test must be recsys_fast.Interactions, got DataFrame"):
+    with pytest.raises(ParameterTypeError, match="test must be recsys_fast.Interactions, got a DataFrame"):
         evaluate(model, train, test.to_pandas())
-    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+    with pytest.raises(ParameterError, match="batch_size must be an integer >= 1, got 0"):
         evaluate(model, train, test, batch_size=0)
-    with pytest.raises(TypeError, match="model must be a recsys_fast Recommender, got str"):
+    with pytest.raises(ParameterTypeError, match="model must be a recsys_fast Recommender, got a str"):
         evaluate("popularity", train, test)
-    with pytest.raises(ValueError, match=re.escape(f"exclude must have the model's shape {model.seen_.shape}")):
+    with pytest.raises(ParameterError, match=re.escape(f"exclude must be None, 'seen' or a CSR matrix of the model's shape {model.seen_.shape}")):
         model.recommend_indices(np.array([0]), 10, exclude=test.matrix[:, :5])
     with pytest.raises(RuntimeError, match="Popularity is not fitted"):
         evaluate(Popularity(), train, test)
@@ -216,9 +217,9 @@ def test_result_prints_serialises_and_compares(split):
     assert lines[0].split()[:3] == ["model", "precision@10", "precision@20"]
     assert lines[2].split()[0] == "count" and lines[3].split()[0] == "sum"
     assert lines[2].split()[1] == f"{a.means['precision@10']:.4f}"
-    with pytest.raises(TypeError, match=r"results\['x'\] must be an EvaluationResult, got dict"):
+    with pytest.raises(ParameterTypeError, match=r"results\['x'\] must be an EvaluationResult, got a dict"):
         compare({"x": a.to_dict()})
-    with pytest.raises(ValueError, match="results is empty"):
+    with pytest.raises(ParameterError, match="results must be a non-empty"):
         compare({})
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from recsys_fast import Interactions
 from recsys_fast.data.idmap import IdMap
-from recsys_fast.errors import DataError
+from recsys_fast.errors import DataError, ParameterError
 
 
 def dense(data: Interactions) -> dict:
@@ -384,7 +384,7 @@ def test_select_with_trailing_empty_rows():
 
 def test_select_bad_mask():
     d = Interactions.from_arrays([1], [1])
-    with pytest.raises(ValueError, match="one entry per interaction"):
+    with pytest.raises(ParameterError, match=r"keep must be a bool mask of shape \(1,\), got shape \(3,\)"):
         d.select(np.ones(3, dtype=bool))
 
 

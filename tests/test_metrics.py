@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recsys_fast import threads
+from recsys_fast.errors import ParameterError
 from recsys_fast.evaluation import RANKING_METRICS, coverage, ranking_metrics, rating_errors
 from recsys_fast.evaluation.metrics import check_ks, check_metrics, ranking_metrics_array
 from tests.reference import METRIC_REFERENCES, coverage_reference, rating_errors_reference
@@ -115,27 +116,49 @@ def test_rating_errors_match_reference(rng):
 
 def test_bad_inputs_are_named():
     recs = np.zeros((2, 3), dtype=np.int32)
-    with pytest.raises(ValueError, match="k=5 exceeds the 3 recommendations"):
+    with pytest.raises(ParameterError, match=r"k must be at most the 3 recommendations per row, got 5"):
         ranking_metrics(recs, [[0], [1]], 5)
-    with pytest.raises(ValueError, match="must be 2-D"):
+    with pytest.raises(ParameterError, match=r"recommended must be 2-D \(n_users, k\) item indices, got shape \(3,\)"):
         ranking_metrics(np.zeros(3, np.int32), [[0]], 1)
-    with pytest.raises(ValueError, match="integer item indices"):
+    with pytest.raises(ParameterError, match="integer item indices .*got dtype float64"):
         ranking_metrics(np.zeros((2, 3)), [[0], [1]], 1)
-    with pytest.raises(ValueError, match="test has 1 rows but recommended has 2"):
+    with pytest.raises(ParameterError, match=r"test must be aligned with recommended \(2 rows\), got 1 rows"):
         ranking_metrics(recs, [[0]], 1)
-    with pytest.raises(ValueError, match="positive integers, got 0"):
+    with pytest.raises(ParameterError, match=r"k must be an integer >= 1 or a non-empty list of them, got \[10, 0\] \(0 is not\)"):
         check_ks([10, 0])
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ParameterError, match=r"k must be .*non-empty list of them, got \[\]"):
         check_ks([])
-    with pytest.raises(ValueError, match=r"unknown metric\(s\) \['ndgc'\]; valid names are \['precision'"):
+    with pytest.raises(ParameterError, match=r"metrics must be some of 'precision', .*got \['ndgc'\] \(unknown: 'ndgc'\)"):
         check_metrics(["ndgc"])
-    with pytest.raises(ValueError, match="test has 3 rows but recommended has 2"):
+    with pytest.raises(ParameterError, match="test must be aligned with recommended .2 rows., got 3 rows"):
         ranking_metrics(recs, sp.csr_matrix(np.eye(3)), 1)
-    with pytest.raises(ValueError, match="test item indices must be >= 0, got -2"):
+    with pytest.raises(ParameterError, match="test must be item indices >= 0, got -2"):
         ranking_metrics(recs, [[0], [-2]], 1)
-    with pytest.raises(ValueError, match="must fit in int32"):
+    with pytest.raises(ParameterError, match=r"item indices in \[-1, 2\*\*31\)"):
         ranking_metrics(np.full((1, 1), 2**31), [[0]], 1)
-    with pytest.raises(ValueError, match="n_items must be positive, got 0"):
+    with pytest.raises(ParameterError, match="n_items must be an integer >= 1, got 0"):
         coverage(recs, 0)
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ParameterError, match=r"recommended must be item indices < n_items \(2\), got 5"):
+        coverage(np.full((1, 1), 5), 2)
+    with pytest.raises(ParameterError, match=r"actual must be the shape of predicted \(1,\), got shape \(2,\)"):
         rating_errors([1.0], [1.0, 2.0])
+
+
+def test_kernel_wrapper_checks_its_input_and_pads_short_lists():
+    from recsys_fast.errors import DataError
+    from recsys_fast.kernels.metrics import NDCG, RECALL, per_user_metrics
+
+    recs = np.array([[2, 0], [1, -1]], np.int32)
+    indptr, indices = np.array([0, 2, 3]), np.array([0, 3, 1])
+    short = per_user_metrics(recs, indptr, indices, [1, 4])
+    padded = per_user_metrics(np.pad(recs, ((0, 0), (0, 2)), constant_values=-1), indptr, indices, [1, 4])
+    np.testing.assert_array_equal(short, padded)  # ranks past the list are padding
+    assert short[RECALL, 0, 1] == 0.5 and short[NDCG, 1, 0] == 1.0
+    with pytest.raises(DataError, match="sorted and unique"):
+        per_user_metrics(recs, indptr, np.array([3, 0, 1]), [1])
+    with pytest.raises(DataError, match="test_indptr must be a CSR index pointer of 3 entries"):
+        per_user_metrics(recs, np.array([0, 3]), indices, [1])
+    with pytest.raises(DataError, match="ks must be unique cutoffs >= 1"):
+        per_user_metrics(recs, indptr, indices, [0])
+    with pytest.raises(DataError, match="recs must be 2-D"):
+        per_user_metrics(recs[0], indptr, indices, [1])

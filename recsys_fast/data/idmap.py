@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import validation
-from ..errors import DataError, UnknownIdError
+from ..errors import DataError, ParameterError, UnknownIdError
 
 
 class IdMap:
@@ -57,18 +57,23 @@ class IdMap:
         to the padding index -1 (``"pad"``), the same vocabulary as ``recommend(on_unknown=)``."""
         if on_unknown != "raise":
             on_unknown = validation.on_unknown(on_unknown)
-        values = self._coerce(values)
+        values = np.atleast_1d(np.asarray(values))
+        if values.ndim != 1:
+            raise ParameterError(f"{self.kind} ids", validation.Shown(f"shape {values.shape}"),
+                                 "one id or a 1-d sequence of ids")
+        coerced, ok = self._coerce(values)
         if len(self.ids) == 0:
             pos = np.zeros(len(values), dtype=np.int64)
             found = np.zeros(len(values), dtype=bool)
         else:
-            pos = np.searchsorted(self.ids, values)
+            pos = np.searchsorted(self.ids, coerced)
             pos_clipped = np.minimum(pos, len(self.ids) - 1)
-            found = self.ids[pos_clipped] == values
+            found = (self.ids[pos_clipped] == coerced) & ok
             pos = pos_clipped
         if not found.all():
             if on_unknown == "raise":
-                raise UnknownIdError(self.kind, values[~found])
+                hint = "" if ok.all() else f"this map's {self.kind} ids are integers"
+                raise UnknownIdError(self.kind, values[~found], hint=hint)
         out = pos.astype(np.int64)
         out[~found] = -1
         return out
@@ -88,20 +93,54 @@ class IdMap:
         out[~valid] = pad
         return out
 
-    def _coerce(self, values) -> np.ndarray:
-        values = np.atleast_1d(np.asarray(values))
+    def _coerce(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``values`` in the map's id type, and a mask of those that could be expressed in it
+        (the rest are unknown: ``"x"``, ``1.5`` or NaN in an integer map); never raises."""
+        ok = np.ones(len(values), dtype=bool)
         if self.is_string:
-            return values.astype(str) if values.dtype.kind != "U" else values
-        if values.dtype.kind in "iu":
-            return values.astype(np.int64, copy=False)
-        if values.dtype.kind == "f" and np.all(np.isfinite(values)) and np.all(values == np.round(values)):
-            return values.astype(np.int64)
-        if values.dtype.kind in "OU":
-            try:
-                return values.astype(np.int64)
-            except (TypeError, ValueError):
-                pass
-        raise UnknownIdError(self.kind, values[:5], hint=f"ids of this map are integers, got {values.dtype}")
+            if values.dtype.kind == "U":
+                return values, ok
+            return np.array([str(_plain(v)) for v in values], dtype=str) if len(values) else values.astype(str), ok
+        kind = values.dtype.kind
+        if kind in "iu":
+            if kind == "u" and values.dtype.itemsize == 8:
+                ok = values <= np.iinfo(np.int64).max
+            return values.astype(np.int64), ok
+        out = np.zeros(len(values), dtype=np.int64)
+        if kind == "f":
+            ok = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2**63)
+            out[ok] = values[ok].astype(np.int64)
+            return out, ok
+        if kind in "OUS":
+            for r, v in enumerate(values):
+                parsed = _integer_id(v)
+                if parsed is None:
+                    ok[r] = False
+                else:
+                    out[r] = parsed
+            return out, ok
+        return out, np.zeros(len(values), dtype=bool)
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _integer_id(v) -> int | None:
+    """An id given as an int, an integral string (``"42"``) or bytes; None when it is none of these."""
+    if isinstance(v, (bool, np.bool_)):
+        return None
+    if isinstance(v, (int, np.integer)):
+        v = int(v)
+        return v if -2**63 <= v < 2**63 else None
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    if isinstance(v, str):
+        t = v.strip()
+        if t.lstrip("+-").isdigit() and t.lstrip("+-").isascii():
+            n = int(t)
+            return n if -2**63 <= n < 2**63 else None
+    return None
 
 
 def normalize_ids(values, kind: str, source: str | None = None, column: str | None = None) -> np.ndarray:

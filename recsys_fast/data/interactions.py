@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import DataError
+from .. import validation
+from ..errors import DataError, ParameterError
 from .idmap import IdMap, normalize_ids
 
 DUPLICATE_POLICIES = ("last", "first", "sum", "max", "error")
@@ -57,8 +58,9 @@ class Interactions:
                     columns: tuple[str, str, str, str] = ("users", "items", "weights", "timestamps")
                     ) -> "Interactions":
         """Build from parallel arrays of external user ids, item ids, weights and timestamps."""
-        if duplicates not in DUPLICATE_POLICIES:
-            raise ValueError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}")
+        validation.choice("duplicates", duplicates, DUPLICATE_POLICIES)
+        if min_rating is not None:
+            min_rating = validation.number("min_rating", min_rating)
         ucol, icol, wcol, tcol = columns
         n = len(users)
         for name, arr in ((icol, items), (wcol, weights), (tcol, timestamps)):
@@ -221,7 +223,7 @@ class Interactions:
         """The interactions where the boolean mask over ``matrix.data`` is True; same id maps."""
         keep = np.asarray(keep, dtype=bool)
         if keep.shape != (self.nnz,):
-            raise ValueError(f"mask must have one entry per interaction ({self.nnz}), got {keep.shape}")
+            raise ParameterError("keep", validation.Shown(f"shape {keep.shape}"), f"a bool mask of shape ({self.nnz},)")
         m = self.matrix
         kept_before = np.zeros(self.nnz + 1, dtype=np.int64)
         np.cumsum(keep, out=kept_before[1:])

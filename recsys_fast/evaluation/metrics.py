@@ -15,7 +15,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .. import validation
+from ..errors import ParameterError
+from ..validation import Shown
 from ..kernels.metrics import METRIC_NAMES
+from ..limits import MAX_K
 
 RANKING_METRICS = METRIC_NAMES  # per-user metrics at a cutoff
 RATING_METRICS = ("rmse", "mae")
@@ -25,12 +29,9 @@ ALL_METRICS = RANKING_METRICS + ("coverage",) + COLD_METRICS + RATING_METRICS
 
 def check_ks(k) -> np.ndarray:
     """Cutoffs as a sorted, unique int64 array; one int or a sequence of positive ints."""
-    values = [k] if isinstance(k, (int, np.integer)) else list(k) if k is not None else []
-    if not values:
-        raise ValueError("k must be a positive integer or a non-empty sequence of them, got an empty value")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"k must be positive integers, got {v!r} in {k!r}")
+    values = validation.integers("k", k, minimum=1)
+    if max(values) > MAX_K:
+        raise ParameterError("k", k, f"cutoffs <= {MAX_K}")
     return np.unique(np.asarray(values, dtype=np.int64))
 
 
@@ -38,14 +39,7 @@ def check_metrics(metrics) -> tuple[str, ...]:
     """The requested metric names in canonical order; None means all of them."""
     if metrics is None:
         return ALL_METRICS
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    wanted = [str(m).lower() for m in metrics]
-    unknown = [m for m in wanted if m not in ALL_METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; valid names are {list(ALL_METRICS)}")
-    if not wanted:
-        raise ValueError(f"metrics is empty; pass None for all, or some of {list(ALL_METRICS)}")
+    wanted = validation.names("metrics", metrics, ALL_METRICS)
     return tuple(m for m in ALL_METRICS if m in wanted)
 
 
@@ -54,32 +48,33 @@ def _as_csr(test, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
     if sp.issparse(test):
         m = sp.csr_matrix(test)
         if m.shape[0] != n_rows:
-            raise ValueError(f"test has {m.shape[0]} rows but recommended has {n_rows}; rows must be aligned")
+            raise ParameterError("test", Shown(f"{m.shape[0]} rows"), f"aligned with recommended ({n_rows} rows)")
         m = m.copy()
         m.sum_duplicates()  # also sorts indices
         indptr, indices = m.indptr, m.indices
     else:
         rows = [np.unique(np.asarray(r, dtype=np.int64)) for r in test]
         if len(rows) != n_rows:
-            raise ValueError(f"test has {len(rows)} rows but recommended has {n_rows}; rows must be aligned")
+            raise ParameterError("test", Shown(f"{len(rows)} rows"), f"aligned with recommended ({n_rows} rows)")
         indptr = np.zeros(n_rows + 1, dtype=np.int64)
         np.cumsum([len(r) for r in rows], out=indptr[1:])
         indices = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         if len(indices) and indices.min() < 0:
-            raise ValueError(f"test item indices must be >= 0, got {indices.min()}")
+            raise ParameterError("test", int(indices.min()), "item indices >= 0")
     if len(indices) and indices.max() >= 2**31:
-        raise ValueError("test item indices must fit in int32")
+        raise ParameterError("test", int(indices.max()), "item indices that fit in int32")
     return np.ascontiguousarray(indptr, dtype=np.int64), np.ascontiguousarray(indices, dtype=np.int32)
 
 
 def _as_recs(recommended) -> np.ndarray:
     recs = np.asarray(recommended)
     if recs.ndim != 2:
-        raise ValueError(f"recommended must be 2-D (n_users, k) item indices, got shape {recs.shape}")
+        raise ParameterError("recommended", Shown(f"shape {recs.shape}"), "2-D (n_users, k) item indices")
     if recs.dtype.kind not in "iu":
-        raise ValueError(f"recommended must hold integer item indices (-1 for padding), got {recs.dtype}")
-    if recs.size and recs.max() >= 2**31:
-        raise ValueError("recommended item indices must fit in int32")
+        raise ParameterError("recommended", Shown(f"dtype {recs.dtype}"), "integer item indices (-1 for padding)")
+    if recs.size and (recs.max() >= 2**31 or recs.min() < -1):
+        raise ParameterError("recommended", int(recs.max() if recs.max() >= 2**31 else recs.min()),
+                             "item indices in [-1, 2**31) (-1 for padding)")
     return np.ascontiguousarray(recs, dtype=np.int32)
 
 
@@ -90,15 +85,15 @@ def ranking_metrics_array(recommended, test, k=10) -> tuple[np.ndarray, np.ndarr
     relevant item indices (a scipy sparse matrix with rows aligned, or a sequence of arrays).
     Rows with no test items get NaN.
     """
-    from ..kernels.metrics import ranking_metrics as _kernel
+    from ..kernels.metrics import per_user_metrics
 
     recs = _as_recs(recommended)
     ks = check_ks(k)
     if ks[-1] > recs.shape[1]:
-        raise ValueError(f"k={int(ks[-1])} exceeds the {recs.shape[1]} recommendations per row; "
-                         "recommend at least max(k) items (padding with -1 is fine)")
+        raise ParameterError("k", int(ks[-1]), f"at most the {recs.shape[1]} recommendations per row",
+                             hint="recommend at least max(k) items; padding with -1 is fine")
     indptr, indices = _as_csr(test, recs.shape[0])
-    return _kernel(recs, indptr, indices, ks), ks
+    return per_user_metrics(recs, indptr, indices, ks), ks
 
 
 def ranking_metrics(recommended, test, k=10) -> dict[str, np.ndarray]:
@@ -110,8 +105,10 @@ def ranking_metrics(recommended, test, k=10) -> dict[str, np.ndarray]:
 def coverage(recommended, n_items: int, k: int | None = None) -> float:
     """Distinct items among the first ``k`` columns of ``recommended`` (padding ignored) / n_items."""
     recs = _as_recs(recommended)
-    if n_items < 1:
-        raise ValueError(f"n_items must be positive, got {n_items}")
+    n_items = validation.integer("n_items", n_items, minimum=1)
+    k = validation.integer("k", k, minimum=1, allow_none=True)
+    if recs.size and recs.max() >= n_items:
+        raise ParameterError("recommended", int(recs.max()), f"item indices < n_items ({n_items})")
     cols = recs if k is None else recs[:, :k]
     seen = np.zeros(n_items, dtype=bool)
     seen[cols[cols >= 0]] = True
@@ -123,7 +120,7 @@ def rating_errors(predicted, actual) -> dict[str, float]:
     p = np.asarray(predicted, dtype=np.float64)
     a = np.asarray(actual, dtype=np.float64)
     if p.shape != a.shape:
-        raise ValueError(f"predicted and actual must have the same shape, got {p.shape} and {a.shape}")
+        raise ParameterError("actual", Shown(f"shape {a.shape}"), f"the shape of predicted {p.shape}")
     if p.size == 0:
         return {"rmse": float("nan"), "mae": float("nan")}
     err = p - a

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import threads
+from .. import threads, validation
 from ..data.interactions import Interactions
-from ..errors import DataError
+from ..errors import DataError, ParameterError
 from .metrics import RANKING_METRICS, check_ks, check_metrics, rating_errors
 
 DEFAULT_BATCH_SIZE = 4096  # users per call to the model: bounds memory at batch x max(k) plus scoring
@@ -97,12 +97,11 @@ def evaluate(model, train: Interactions | None, test: Interactions, k=(10, 20), 
     """
     from ..models.base import Recommender
 
-    if not isinstance(model, Recommender):
-        raise TypeError(f"model must be a recsys_fast Recommender, got {type(model).__name__}")
+    validation.instance("model", model, Recommender, "a recsys_fast Recommender")
     model.check_fitted()
-    for name, data in (("train", train), ("test", test)):
-        if not (isinstance(data, Interactions) or (name == "train" and data is None)):
-            raise TypeError(f"{name} must be recsys_fast.Interactions, got {type(data).__name__}")
+    if train is not None:
+        validation.instance("train", train, Interactions, "recsys_fast.Interactions or None")
+    validation.instance("test", test, Interactions, "recsys_fast.Interactions")
     for name, data in (("train", train), ("test", test)):
         if data is None:
             continue
@@ -113,16 +112,17 @@ def evaluate(model, train: Interactions | None, test: Interactions, k=(10, 20), 
     ks = check_ks(k)
     explicit = metrics is not None
     wanted = check_metrics(metrics)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = validation.integer("batch_size", batch_size, minimum=1)
+    n_threads = validation.integer("n_threads", n_threads, minimum=1, allow_none=True)
     rating_ok = model.predicts_ratings and test.ratings is not None
     if explicit and not rating_ok and any(m in wanted for m in ("rmse", "mae")):
         why = (f"{type(model).__name__} does not predict ratings" if not model.predicts_ratings
                else "test has no ratings (build it with a weight/rating column)")
-        raise ValueError(f"rmse and mae cannot be computed: {why}")
+        raise ParameterError("metrics", metrics, "metrics that apply", hint=f"rmse and mae cannot be computed: {why}")
     wanted = tuple(m for m in wanted if rating_ok or m not in ("rmse", "mae"))
     if explicit and train is None and "cold_recall" in wanted:
-        raise ValueError("cold_recall needs train: cold items are the test items without a train interaction")
+        raise ParameterError("metrics", metrics, "metrics that apply", hint="cold_recall needs train: cold items "
+                             "are the test items without a train interaction")
 
     with threads.limit(n_threads):
         return _evaluate(model, train, test, ks, wanted, int(batch_size), progress)
@@ -166,7 +166,7 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
     kmax = int(ks[-1])
     values = np.empty((len(RANKING_METRICS), len(users), len(ks)), dtype=np.float64)
     covered = np.zeros((len(ks), n_items), dtype=bool)
-    from ..kernels.metrics import ranking_metrics as _kernel
+    from ..kernels.metrics import per_user_metrics
     from ..data.csr import gather_rows
 
     cold_hits = np.zeros((0 if cold is None else len(cold["users"]), len(ks)), dtype=np.float64)
@@ -185,7 +185,7 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
         main = main_row[start:start + batch_size]
         rows, recs = rows_b[main], np.ascontiguousarray(recs_b[main])
         t_indptr, t_indices, _ = gather_rows(test_m.indptr, test_m.indices, test_m.data, rows)
-        values[:, done:done + len(rows), :] = _kernel(recs, t_indptr, t_indices, ks)
+        values[:, done:done + len(rows), :] = per_user_metrics(recs, t_indptr, t_indices, ks)
         done += len(rows)
         for j, kk in enumerate(ks):
             top = recs[:, :kk]
@@ -280,10 +280,9 @@ def compare(results: dict, columns=None) -> str:
     A note is added when the results were not computed on the same protocol.
     """
     if not results:
-        raise ValueError("results is empty; pass {model name: EvaluationResult}")
+        raise ParameterError("results", results, "a non-empty {model name: EvaluationResult}")
     for name, res in results.items():
-        if not isinstance(res, EvaluationResult):
-            raise TypeError(f"results[{name!r}] must be an EvaluationResult, got {type(res).__name__}")
+        validation.instance(f"results[{name!r}]", res, EvaluationResult, "an EvaluationResult")
     first = next(iter(results.values()))
     keys = list(columns) if columns is not None else list(first.means)
     table = [["model"] + keys]

@@ -16,6 +16,8 @@ not interactions; c_ij, the co-count, is the number of columns stored in both ro
   stored entries (the correlation over the row's non-zeros; co-rated means are not used).
 - ``adjusted_cosine``: cosine after subtracting from every stored entry of column u the mean
   of column u's stored entries (for item-kNN on ratings: the user's mean rating).
+- ``dot``: x_i.x_j, unnormalised (computed as ``asymmetric_cosine`` with alpha = 1, which orders
+  a row's neighbours the same, then multiplied by |x_i|^2).
 
 Then ``shrink`` multiplies a score by c_ij / (c_ij + shrink). An entry (i, j) is kept when
 c_ij >= max(1, min_support), its final score is > 0 (negative correlations and rows whose
@@ -45,12 +47,14 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from .. import validation
 from ..errors import DataError
 from ._config import kernel
 from ._csr_checks import check_csr, transpose
-from ._intrinsics import prefetch
+from ._intrinsics import maximum_into, prefetch
 
-SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine")
+# the one list of similarity names (models validate against it too)
+SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine", "dot")
 
 _GROUP = 16  # values per group of the group-maximum bound in the dense path
 _HIST_SHIFT = 17  # histogram of group maxima by float32 bits >> 17: 1/64-octave buckets
@@ -147,7 +151,7 @@ def _dense_candidates(acc, n, k, n_groups, gmax, hist, cand_s, cand_i):
     g = acc.shape[0] // n_groups
     gmax[:] = bits[:n_groups]
     for r in range(1, g):
-        np.maximum(gmax, bits[r * n_groups:(r + 1) * n_groups], gmax)  # vectorises; a loop did not
+        maximum_into(gmax, bits[r * n_groups:(r + 1) * n_groups])  # vectorises; a loop did not
     top = 0
     n_pos = 0
     for b in range(n_groups):
@@ -445,8 +449,22 @@ def _row_ids(indptr):
     return np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
 
 
-def _scaled_values(indptr, indices, data, n_cols, similarity, alpha):
-    """Left (query row) and right (neighbour row) values whose dot product is the similarity."""
+def column_means(indices, data, n_cols: int) -> np.ndarray:
+    """Mean of each column's stored values (float64; 0 for an empty column): ``adjusted_cosine``'s
+    centring."""
+    x = np.asarray(data, dtype=np.float64)
+    n = np.bincount(indices, minlength=n_cols)
+    return np.bincount(indices, weights=x, minlength=n_cols) / np.maximum(n, 1)
+
+
+def scaled_values(indptr, indices, data, n_cols: int, similarity: str, alpha: float = 0.5, col_means=None):
+    """Left (query row) and right (neighbour row) float32 values whose dot product is the
+    similarity before shrinkage: the one definition of each similarity's centring and scaling.
+
+    ``col_means``: the column means ``adjusted_cosine`` subtracts (e.g. a training matrix's, to
+    compare new rows with training rows); None computes them from these rows. Explicit zeros
+    must be dropped first (they are not interactions).
+    """
     if similarity == "cosine":
         from .weighting import _l2_normalize
 
@@ -457,13 +475,15 @@ def _scaled_values(indptr, indices, data, n_cols, similarity, alpha):
     if similarity == "jaccard":
         ones = np.ones(x.shape[0], dtype=np.float32)
         return ones, ones
+    if similarity == "dot":
+        y = x.astype(np.float32)
+        return y, y
     if similarity == "pearson":
         n = np.diff(indptr)
         means = np.bincount(rows, weights=x, minlength=n.shape[0]) / np.maximum(n, 1)
         x = x - means[rows]
     elif similarity == "adjusted_cosine":
-        n = np.bincount(indices, minlength=n_cols)
-        means = np.bincount(indices, weights=x, minlength=n_cols) / np.maximum(n, 1)
+        means = column_means(indices, x, n_cols) if col_means is None else col_means
         x = x - means[indices]
     ss = np.bincount(rows, weights=x * x, minlength=indptr.shape[0] - 1)
     with np.errstate(divide="ignore"):
@@ -488,20 +508,21 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
     if n_rows < 0:
         raise DataError("indptr must have at least one entry", source="topk_similarity")
     indptr, indices, data = check_csr(indptr, indices, data, n_rows, n_cols, name="topk_similarity")
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"unknown similarity {similarity!r}; expected one of {', '.join(SIMILARITIES)}")
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if not (shrink >= 0 and np.isfinite(shrink)):
-        raise ValueError(f"shrink must be a finite number >= 0, got {shrink!r}")
-    if isinstance(min_support, (bool, np.bool_)) or not isinstance(min_support, (int, np.integer)) \
-            or min_support < 1:
-        raise ValueError(f"min_support must be an integer >= 1, got {min_support!r}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    validation.choice("similarity", similarity, SIMILARITIES)
+    k = validation.integer("k", k, minimum=1)
+    shrink = validation.number("shrink", shrink, minimum=0.0)
+    min_support = validation.integer("min_support", min_support, minimum=1)
+    alpha = validation.number("alpha", alpha, minimum=0.0, maximum=1.0)
     n_cols = int(n_cols)
     if n_rows == 0:
         return np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    if similarity == "dot":
+        # x_i.x_j = |x_i|^2 * asymmetric cosine with alpha = 1 (x_i.x_j / |x_i|^2): the same order
+        # within a row, so that top-k is the dot product's top-k; rescale the kept values after.
+        out_ptr, out_idx, out_val = topk_similarity(indptr, indices, data, n_cols, k, "asymmetric_cosine", shrink,
+                                                    min_support, 1.0, exclude_self)
+        sq = np.bincount(_row_ids(indptr), weights=np.asarray(data, np.float64) ** 2, minlength=n_rows)
+        return out_ptr, out_idx, (out_val * np.repeat(sq, np.diff(out_ptr))).astype(np.float32)
 
     p = _prepare(indptr, indices, data, n_cols, similarity, float(alpha))
     return _compute(p, n_cols, int(k), similarity, float(shrink), int(min_support), bool(exclude_self))
@@ -528,7 +549,7 @@ def _prepare(indptr, indices, data, n_cols, similarity, alpha):
             lscale = (n ** -float(alpha)).astype(np.float32)
             rscale = (n ** -(1.0 - float(alpha))).astype(np.float32)
     else:
-        left, right = _scaled_values(indptr, indices, data, n_cols, similarity, float(alpha))
+        left, right = scaled_values(indptr, indices, data, n_cols, similarity, float(alpha))
         # all products > 1e-30 cannot underflow to 0, so "accumulator == 0" means "not touched"
         positive = (similarity in ("cosine", "asymmetric_cosine") and data.size > 0
                     and float(left.min()) * float(right.min()) > 1e-30)
@@ -719,12 +740,13 @@ def update_topk_similarity(old, old_n_rows: int, graph, new, n_cols: int, k: int
          np.ascontiguousarray(g_s, dtype=np.float32))
     if g[0].shape != (n_rows + 1,) or g[1].shape != g[2].shape or g[1].shape[0] != g[0][-1]:
         raise DataError(f"graph must be a CSR of {n_rows} rows matching new", source="update_topk_similarity")
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"unknown similarity {similarity!r}; expected one of {', '.join(SIMILARITIES)}")
+    validation.choice("similarity", similarity, SIMILARITIES)
     args = (n_cols, int(k), similarity, float(shrink), int(min_support), bool(exclude_self))
+    info = {"rows": n_rows, "changed": n_rows, "merged": 0, "recomputed": n_rows}
+    if similarity == "dot":  # kept values are rescaled after the kernel: recomputed in full
+        return (*topk_similarity(*nw, n_cols, k, similarity, shrink, min_support, alpha, exclude_self), info)
     pn = _prepare(*nw, n_cols, similarity, float(alpha))
     po = _prepare(*o, n_cols, similarity, float(alpha))
-    info = {"rows": n_rows, "changed": n_rows, "merged": 0, "recomputed": n_rows}
     if n_rows == 0 or po["binary"] != pn["binary"]:  # the counting path switched: every score moves
         return (*_compute(pn, *args), info)
     changed = _changed_rows(po["indptr"], po["indices"], po["left"], po["right"],

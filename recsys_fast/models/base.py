@@ -17,6 +17,7 @@ Underneath the external-id API sits the **index-level protocol** that every laye
 from __future__ import annotations
 
 import inspect
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -24,11 +25,13 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from .. import bundle, validation
+from .. import bundle, limits, validation
 from ..data.csr import gather_rows
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
-from ..errors import BundleError, DataError, NotFittedError, ParameterError, UnknownIdError
+from ..errors import BundleError, DataError, NotFittedError, ParameterError, ParameterTypeError, UnknownIdError
+
+_log = logging.getLogger("recsys_fast")
 
 SCORE_CHUNK_ROWS = 1024  # dense score rows per batch: bounds memory at chunk x n_items floats
 
@@ -118,6 +121,18 @@ class RowBatch:
     excl_indices: np.ndarray
     allowed: np.ndarray
 
+    def rows(self, start: int, stop: int) -> "RowBatch":
+        """Rows ``start:stop`` of the batch (CSR parts re-based to 0; ``allowed`` shared), for
+        scoring a large batch in chunks."""
+        hp = self.hist_indptr[start:stop + 1]
+        hist = (hp - hp[0], self.hist_indices[hp[0]:hp[-1]], self.hist_data[hp[0]:hp[-1]])
+        if len(self.excl_indptr):
+            ep = self.excl_indptr[start:stop + 1]
+            excl = (ep - ep[0], self.excl_indices[ep[0]:ep[-1]])
+        else:
+            excl = (self.excl_indptr, self.excl_indices)
+        return RowBatch(self.user_index[start:stop], *hist, *excl, self.allowed)
+
 
 class Recommender:
     """Base class: parameters in the constructor, data in ``fit``, learned state ends in ``_``."""
@@ -179,8 +194,7 @@ class Recommender:
     # ------------------------------------------------------------------ fitting
     def fit(self, train: Interactions) -> "Recommender":
         """Learn from ``train`` and return self."""
-        if not isinstance(train, Interactions):
-            raise TypeError(f"fit expects recsys_fast.Interactions, got {type(train).__name__}")
+        check_train(train)
         self.user_map_ = train.user_map
         self.item_map_ = train.item_map
         self.seen_ = train.matrix
@@ -284,21 +298,21 @@ class Recommender:
         best first, rows padded at the end with -1 / -inf when fewer than k items qualify.
         """
         self.check_fitted()
-        k = _check_k(k)
-        user_index = np.asarray(user_index, dtype=np.int64).reshape(-1)
-        if len(user_index) and (user_index.min() < 0 or user_index.max() >= self.n_users):
-            bad = user_index[(user_index < 0) | (user_index >= self.n_users)][0]
-            raise IndexError(f"user index {int(bad)} is out of range for {self.n_users} users")
-        if isinstance(exclude, str):
-            if exclude != "seen":
-                raise ValueError(f"exclude must be None, 'seen' or a CSR matrix, got {exclude!r}")
+        user_index = _index_array("user_index", user_index, self.n_users)
+        k = self._clamped_k(k, len(user_index))
+        if isinstance(exclude, str) and exclude == "seen":
             exclude = self.seen_
+        elif exclude is not None and not (sp.issparse(exclude) and exclude.shape == self.seen_.shape):
+            raise ParameterError("exclude", validation.type_of(exclude) if not sp.issparse(exclude)
+                                 else validation.Shown(f"shape {exclude.shape}"),
+                                 f"None, 'seen' or a CSR matrix of the model's shape {self.seen_.shape}")
         if allowed is None:
             allowed = np.zeros(0, dtype=np.bool_)
         else:
-            allowed = np.asarray(allowed, dtype=np.bool_)
-            if allowed.shape != (self.n_items,):
-                raise ValueError(f"allowed must be a bool mask of shape ({self.n_items},), got {allowed.shape}")
+            allowed = np.asarray(allowed)
+            if allowed.shape != (self.n_items,) or allowed.dtype.kind != "b":
+                raise ParameterError("allowed", validation.Shown(f"{allowed.dtype} of shape {allowed.shape}"),
+                                     f"None or a bool mask of shape ({self.n_items},)")
         batch = self._batch_for_users(user_index, exclude)
         batch = RowBatch(batch.user_index, batch.hist_indptr, batch.hist_indices, batch.hist_data,
                          batch.excl_indptr, batch.excl_indices, allowed)
@@ -312,32 +326,48 @@ class Recommender:
         u = np.asarray(user_index, dtype=np.int64).reshape(-1)
         i = np.asarray(item_index, dtype=np.int64).reshape(-1)
         if len(u) != len(i):
-            raise ValueError(f"user_index and item_index must have equal length, got {len(u)} and {len(i)}")
+            raise ParameterError("item_index", validation.Shown(f"{len(i)} entries"),
+                                 f"as long as user_index ({len(u)})")
         return self._predict_pairs(u, i)
 
     # ------------------------------------------------------------------ recommending
     def recommend(self, users, k: int = 10, exclude_seen: bool = True, items=None, history: dict | None = None,
-                  on_unknown: str = "raise") -> Recommendations:
+                  on_unknown: str = "raise", on_unknown_items: str = "raise") -> Recommendations:
         """Top-``k`` items for each of ``users`` (external ids; one id or a sequence).
 
-        ``exclude_seen`` removes the user's training items (or given history) from the candidates.
+        ``k`` above the catalogue is clamped: the result has ``min(k, n_items)`` columns; users x
+        that width is bounded by ``recsys_fast.limits.MAX_RESULT_ENTRIES`` (``LimitError`` above).
+        ``exclude_seen`` removes the user's training items and given history from the candidates.
         ``items`` restricts the candidates to those item ids. ``history={user: [items]}`` scores
         users from the given items (fold-in, for models with ``supports_history``); for a known
-        user it replaces the training history. Unknown users raise ``UnknownIdError``
-        (``on_unknown="raise"``) or get an all-padding row (``on_unknown="pad"``).
+        user the given items replace the training row as the scoring history, and exclusion
+        covers both. Unknown users raise ``UnknownIdError`` (``on_unknown="raise"``) or get an
+        all-padding row (``on_unknown="pad"``). Unknown item ids in a history raise
+        ``UnknownIdError`` (``on_unknown_items="raise"``) or are left out
+        (``on_unknown_items="ignore"``; their count is logged at INFO by ``recsys_fast``).
         """
         self.check_fitted()
-        k = _check_k(k)
         on_unknown = validation.on_unknown(on_unknown)
-        users = np.atleast_1d(np.asarray(users))
-        batch, padded = self._build_rows(users, exclude_seen, items, history, on_unknown)
+        on_unknown_items = validation.choice("on_unknown_items", on_unknown_items, ON_UNKNOWN_ITEMS)
+        exclude_seen = validation.boolean("exclude_seen", exclude_seen)
+        users = _query_ids("users", users)
+        k = self._clamped_k(k, len(users))
+        if history is not None:
+            validation.instance("history", history, dict, "None or a dict {user: [item ids]}")
+        batch, padded = self._build_rows(users, exclude_seen, items, history, on_unknown, on_unknown_items)
         idx, scores = self._recommend_rows(batch, k)
         if padded.any():
             idx[padded] = -1
             scores[padded] = -np.inf
         return Recommendations(users, self.item_map_.to_external(idx), scores)
 
-    def _build_rows(self, users, exclude_seen, items, history, on_unknown):
+    def _clamped_k(self, k, n_rows: int) -> int:
+        """``k`` validated, clamped to the catalogue, and the result size checked against the limit."""
+        k = min(_check_k(k), max(self.n_items, 1))
+        limits.check_result_size(n_rows, k)
+        return k
+
+    def _build_rows(self, users, exclude_seen, items, history, on_unknown, on_unknown_items="raise"):
         history = history or {}
         uidx = self.user_map_.to_index(users, on_unknown="pad") if len(users) else np.zeros(0, np.int64)
         if not history:  # fast path for large batches: no Python loop over users
@@ -357,17 +387,24 @@ class Recommender:
         unknown = (uidx < 0) & ~in_history
         self._raise_unknown(users, unknown, on_unknown)
         if in_history.any() and not self.supports_history:
-            raise ValueError(f"{type(self).__name__} cannot score users from a given history (no fold-in); "
-                             "refit with those users' interactions")
+            raise ParameterError("history", validation.Shown(f"histories for {int(in_history.sum())} users"),
+                                 "None", hint=f"{type(self).__name__} cannot score users from a given history "
+                                 "(no fold-in); refit with those users' interactions")
         hist_by_key = {_key(u): v for u, v in history.items()}
         indptr = np.zeros(len(users) + 1, dtype=np.int64)
         rows_i, rows_d = [], []
+        also_excluded = []  # (row, training items) of known users scored from a given history
         seen = self.seen_
+        n_ignored = 0
         for r, u in enumerate(users):
             if in_history[r]:
-                hi = self.item_map_.to_index(np.asarray(hist_by_key[_key(u)]), on_unknown="pad")
+                given = _query_ids(f"history[{_plain_id(u)!r}]", hist_by_key[_key(u)])
+                hi = self.item_map_.to_index(given, on_unknown=on_unknown_items.replace("ignore", "pad"))
+                n_ignored += int((hi < 0).sum())
                 hi = hi[hi >= 0].astype(np.int32)
                 hd = np.ones(len(hi), dtype=np.float32)
+                if uidx[r] >= 0:
+                    also_excluded.append((r, seen.indices[seen.indptr[uidx[r]]:seen.indptr[uidx[r] + 1]]))
                 uidx[r] = -1
             elif uidx[r] >= 0:
                 lo, up = seen.indptr[uidx[r]], seen.indptr[uidx[r] + 1]
@@ -377,12 +414,18 @@ class Recommender:
             rows_i.append(hi)
             rows_d.append(hd)
             indptr[r + 1] = indptr[r] + len(hi)
+        if n_ignored:
+            _log.info("recommend: %d history item id(s) unknown to the model were ignored", n_ignored)
         hist_indices = np.concatenate(rows_i).astype(np.int32) if rows_i else np.zeros(0, np.int32)
         hist_data = np.concatenate(rows_d).astype(np.float32) if rows_d else np.zeros(0, np.float32)
         if exclude_seen:
             # copies: sum_duplicates sorts in place, and the history must keep its given order
             excl = sp.csr_matrix((np.ones(len(hist_indices), np.float32), hist_indices.copy(), indptr.copy()),
                                  shape=(len(users), self.n_items))
+            if also_excluded:  # a known user's training items stay excluded next to the given history
+                rows = np.concatenate([np.full(len(i), r, np.int64) for r, i in also_excluded])
+                cols = np.concatenate([i for _, i in also_excluded])
+                excl = excl + sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=excl.shape)
             excl.sum_duplicates()
             excl_indptr, excl_indices = excl.indptr.astype(np.int64), excl.indices.astype(np.int32)
         else:
@@ -412,7 +455,8 @@ class Recommender:
             excl_indptr, excl_indices = np.zeros(0, np.int64), np.zeros(0, np.int32)
         else:
             if exclude.shape != self.seen_.shape:
-                raise ValueError(f"exclude must have the model's shape {self.seen_.shape}, got {exclude.shape}")
+                raise ParameterError("exclude", validation.Shown(f"shape {exclude.shape}"),
+                                     f"None, 'seen' or a CSR matrix of the model's shape {self.seen_.shape}")
             excl_indptr, excl_indices, _ = gather_rows(exclude.indptr, exclude.indices, exclude.data, user_index)
         return RowBatch(user_index, hist_indptr, hist_indices, hist_data,
                         excl_indptr, excl_indices, np.zeros(0, dtype=np.bool_))
@@ -420,7 +464,7 @@ class Recommender:
     def _allowed_mask(self, items) -> np.ndarray:
         if items is None:
             return np.zeros(0, dtype=np.bool_)
-        idx = self.item_map_.to_index(np.atleast_1d(np.asarray(items)), on_unknown="raise")
+        idx = self.item_map_.to_index(_query_ids("items", items), on_unknown="raise")
         mask = np.zeros(self.n_items, dtype=np.bool_)
         mask[idx] = True
         return mask
@@ -434,7 +478,7 @@ class Recommender:
         out_s = np.empty((n, k), dtype=np.float32)
         for start in range(0, n, SCORE_CHUNK_ROWS):
             stop = min(n, start + SCORE_CHUNK_ROWS)
-            sub = _slice_batch(batch, start, stop)
+            sub = batch.rows(start, stop)
             scores = np.ascontiguousarray(self._score_rows(sub), dtype=np.float32)
             out_i[start:stop], out_s[start:stop] = dense_topk(scores, k, sub.excl_indptr, sub.excl_indices,
                                                               sub.allowed)
@@ -450,10 +494,10 @@ class Recommender:
         self.check_fitted()
         if not self.predicts_ratings:
             raise TypeError(f"{type(self).__name__} ranks items and does not predict ratings")
-        u = self.user_map_.to_index(np.atleast_1d(np.asarray(users)))
-        i = self.item_map_.to_index(np.atleast_1d(np.asarray(items)))
+        u = self.user_map_.to_index(_query_ids("users", users))
+        i = self.item_map_.to_index(_query_ids("items", items))
         if len(u) != len(i):
-            raise ValueError(f"users and items must have equal length, got {len(u)} and {len(i)}")
+            raise ParameterError("items", validation.Shown(f"{len(i)} ids"), f"as many ids as users ({len(u)})")
         return self.predict_indices(u, i)
 
     def _predict_pairs(self, user_index: np.ndarray, item_index: np.ndarray) -> np.ndarray:
@@ -481,6 +525,15 @@ class Recommender:
             raise RuntimeError(f"state arrays {clash} clash with the base arrays")
         arrays.update(state)
         return bundle.write_bundle(path, self.kind, self.get_params(), arrays, meta=self._get_meta())
+
+    def fingerprint(self) -> str:
+        """A sha256 hex digest of the fitted model: kind, parameters, id maps, training matrix and
+        learned arrays (what a bundle of it holds). Batch jobs use it to resume only their own work."""
+        self.check_fitted()
+        seen = self.seen_
+        arrays = {"user_ids": self.user_map_.ids, "item_ids": self.item_map_.ids, "seen_indptr": seen.indptr,
+                  "seen_indices": seen.indices, "seen_data": seen.data, **self._get_state()}
+        return bundle.digest(self.kind, self.get_params(), arrays)
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return {}
@@ -520,19 +573,49 @@ def _union_map(old: IdMap, new: IdMap) -> IdMap:
     return IdMap(np.union1d(old.ids, new.ids) if len(old) else new.ids, old.kind)
 
 
-def _slice_batch(batch: RowBatch, start: int, stop: int) -> RowBatch:
-    hp = batch.hist_indptr[start:stop + 1]
-    hist = (hp - hp[0], batch.hist_indices[hp[0]:hp[-1]], batch.hist_data[hp[0]:hp[-1]])
-    if len(batch.excl_indptr):
-        ep = batch.excl_indptr[start:stop + 1]
-        excl = (ep - ep[0], batch.excl_indices[ep[0]:ep[-1]])
-    else:
-        excl = (batch.excl_indptr, batch.excl_indices)
-    return RowBatch(batch.user_index[start:stop], *hist, *excl, batch.allowed)
-
-
 def _check_k(k) -> int:
-    return validation.integer("k", k, minimum=1)
+    return validation.integer("k", k, minimum=1, maximum=limits.MAX_K)
+
+
+ON_UNKNOWN_ITEMS = ("raise", "ignore")  # unknown item ids in a given history
+
+
+def check_train(train) -> None:
+    """``fit``'s argument: Interactions with at least one interaction (DataError otherwise)."""
+    validation.instance("train", train, Interactions, "recsys_fast.Interactions")
+    if train.nnz == 0:
+        raise DataError(f"cannot fit on empty training data ({train!r}): check the split (e.g. a temporal "
+                        "cutoff before the first event) or the filters that produced it")
+
+
+def _query_ids(name: str, ids) -> np.ndarray:
+    """Ids a caller passes (one id or a 1-d sequence) as a 1-d array; a clear error otherwise."""
+    if isinstance(ids, (dict, set, frozenset)) or ids is None:
+        raise ParameterTypeError(name, validation.type_of(ids), "one id or a sequence of ids")
+    try:
+        arr = np.atleast_1d(np.asarray(ids))
+    except (ValueError, TypeError):  # ragged nesting
+        raise ParameterTypeError(name, validation.type_of(ids), "one id or a sequence of ids") from None
+    if arr.ndim != 1 or arr.dtype.kind not in "iuUOfSb":
+        raise ParameterError(name, validation.Shown(f"{arr.ndim}-d {arr.dtype} array"), "one id or a 1-d sequence of ids")
+    return arr
+
+
+def _index_array(name: str, index, n: int) -> np.ndarray:
+    """Internal indices (integers in ``[0, n)``) as int64; ParameterError naming the first bad one."""
+    arr = np.atleast_1d(np.asarray(index))
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise ParameterError(name, validation.Shown(f"{arr.ndim}-d {arr.dtype} array"), "a 1-d array of integer indices")
+    bad = (arr < 0) | (arr >= n)
+    if bad.any():
+        raise ParameterError(name, arr[bad][0], f"indices in [0, {n})")
+    return arr.astype(np.int64)
+
+
+def _plain_id(u):
+    return u.item() if isinstance(u, np.generic) else u
 
 
 def _key(user):

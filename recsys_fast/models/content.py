@@ -23,6 +23,7 @@ from ..data.features import ItemFeatures, union_item_map, warn_report
 from ..data.interactions import Interactions
 from ..errors import ParameterError
 from .knn import ItemKNN
+from .base import check_train
 
 
 class ContentKNN(ItemKNN):
@@ -50,8 +51,7 @@ class ContentKNN(ItemKNN):
 
     def fit(self, train: Interactions, features: ItemFeatures | None = None) -> "ContentKNN":
         """Learn the item graph from ``features`` and the users' histories from ``train``."""
-        if not isinstance(train, Interactions):
-            raise TypeError(f"fit expects recsys_fast.Interactions, got {type(train).__name__}")
+        check_train(train)
         if not isinstance(features, ItemFeatures):
             raise ParameterError("features", features, "a recsys_fast.ItemFeatures",
                                  hint="fit(train, features=ItemFeatures.from_pandas(items, ...))")

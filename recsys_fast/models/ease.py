@@ -6,6 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import validation
+from ..errors import LimitError
 from ..data.interactions import Interactions
 from .base import Recommender, RowBatch
 
@@ -40,9 +41,9 @@ class EASE(Recommender):
         n = train.n_items
         if n > self.max_items:
             gb = 3 * n * n * np.dtype(self.dtype).itemsize / 1e9
-            raise MemoryError(f"EASE needs dense {n} x {n} item matrices (~{gb:.1f} GB at the peak) and this "
-                              f"data has {n} items > max_items={self.max_items}; filter rare items or pass a "
-                              f"larger max_items if the memory is there")
+            raise LimitError(f"EASE items (dense {n} x {n} matrices, ~{gb:.1f} GB at the peak)", n,
+                             f"max_items={self.max_items}",
+                             "filter rare items, or pass a larger max_items if the memory is there")
         x = sp.csr_matrix(train.matrix, dtype=self.dtype, copy=True)
         x.data[:] = 1.0
         gram = (x.T @ x).toarray()
@@ -50,7 +51,9 @@ class EASE(Recommender):
         p = _spd_inverse(gram)
         b = p / (-np.diag(p))[None, :]
         b[np.diag_indices(n)] = 0.0
-        self.weights_ = b.astype(np.float32)
+        # C order: the Cholesky solve returns Fortran order, and a row x B product with a Fortran
+        # B makes scipy copy all of B (n_items^2 floats) on every call
+        self.weights_ = np.ascontiguousarray(b, dtype=np.float32)
 
     def _update(self, combined, user_pos, item_pos, new_in) -> None:
         """Recomputes B from the Gram matrix of old + new data: a refit, exactly. The Gram update
@@ -87,7 +90,7 @@ class EASE(Recommender):
         return {"weights": self.weights_}
 
     def _set_state(self, arrays, meta):
-        self.weights_ = arrays["weights"].astype(np.float32)
+        self.weights_ = np.ascontiguousarray(arrays["weights"], dtype=np.float32)
 
 
 def _spd_inverse(a: np.ndarray) -> np.ndarray:

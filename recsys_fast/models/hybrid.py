@@ -40,7 +40,7 @@ from .. import bundle, validation
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
 from ..errors import BundleError, ParameterError
-from .base import Recommender, RowBatch
+from .base import Recommender, RowBatch, check_train
 
 STRATEGIES = ("weighted", "switching")
 TUNING_METRIC = "ndcg@10"
@@ -95,8 +95,7 @@ class Hybrid(Recommender):
         """Fit the components (features go to those whose ``fit`` takes them) and the weights."""
         from ..data.features import ItemFeatures, union_item_map
 
-        if not isinstance(train, Interactions):
-            raise TypeError(f"fit expects recsys_fast.Interactions, got {type(train).__name__}")
+        check_train(train)
         if features is not None and not isinstance(features, ItemFeatures):
             raise ParameterError("features", features, "None or a recsys_fast.ItemFeatures")
         needs = [i for i, c in enumerate(self.components) if _takes_features(c)]
@@ -131,7 +130,7 @@ class Hybrid(Recommender):
         self.item_counts_ = np.bincount(combined.matrix.indices, minlength=combined.n_items).astype(np.int64)
 
     def _tune(self, train: Interactions, features) -> tuple[float, ...]:
-        from ..kernels.metrics import METRIC_NAMES, ranking_metrics
+        from ..kernels.metrics import NDCG, per_user_metrics
         from ..split import holdout
 
         sub, val = holdout(train, test_fraction=self.validation_fraction, seed=self.seed)
@@ -147,7 +146,7 @@ class Hybrid(Recommender):
         best, best_value = None, -np.inf
         for w in _simplex(len(models)):
             recs, _ = _blend(lists, w, k, train.n_items)
-            value = float(np.nanmean(ranking_metrics(recs, t_indptr, t_indices, ks)[METRIC_NAMES.index("ndcg"), :, 0]))
+            value = float(np.nanmean(per_user_metrics(recs, t_indptr, t_indices, ks)[NDCG, :, 0]))
             self.tuning_.append((w, value))
             if value > best_value + 1e-12:
                 best, best_value = w, value
@@ -234,6 +233,15 @@ class Hybrid(Recommender):
         return out
 
     # ------------------------------------------------------------------ persistence
+    def fingerprint(self) -> str:
+        """Digest of the Hybrid's own arrays and parameters chained with its components' digests."""
+        self.check_fitted()
+        arrays = {"user_ids": self.user_map_.ids, "item_ids": self.item_map_.ids, "seen_indptr": self.seen_.indptr,
+                  "seen_indices": self.seen_.indices, "seen_data": self.seen_.data, "item_counts": self.item_counts_}
+        params = {k: v for k, v in self.get_params().items() if k != "components"}
+        params["weights_"] = None if self.weights_ is None else [float(w) for w in self.weights_]
+        return bundle.digest(self.kind, params, arrays, extra=[c.fingerprint() for c in self.components_])
+
     def save(self, path) -> Path:
         """A bundle of the Hybrid's arrays plus each component's bundle under ``components/<i>/``."""
         self.check_fitted()

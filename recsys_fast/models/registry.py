@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from .. import bundle
-from ..errors import BundleError
+from ..errors import BundleError, ParameterError
 
 MODELS: dict[str, str] = {
     "popularity": "recsys_fast.models.popularity:Popularity",
@@ -18,6 +18,7 @@ MODELS: dict[str, str] = {
     "lightgcn": "recsys_fast.models.neural.lightgcn:LightGCN",
     "multvae": "recsys_fast.models.neural.multvae:MultVAE",
     "ease": "recsys_fast.models.ease:EASE",
+    "als": "recsys_fast.models.als:ALS",
     "sasrec": "recsys_fast.models.neural.sasrec:SASRec",
     "gru4rec": "recsys_fast.models.neural.gru4rec:GRU4Rec",
     "caser": "recsys_fast.models.neural.caser:Caser",
@@ -29,7 +30,7 @@ def model_class(kind: str):
     try:
         target = MODELS[kind]
     except KeyError:
-        raise ValueError(f"unknown model {kind!r}; known models: {', '.join(sorted(MODELS))}") from None
+        raise ParameterError("model", kind, "one of " + ", ".join(repr(m) for m in sorted(MODELS))) from None
     module, name = target.split(":")
     return getattr(importlib.import_module(module), name)
 

@@ -3,7 +3,7 @@
 ``load(path)`` returns a runtime with the model's contract (``recommend``, ``recommend_indices``,
 ``similar_items`` where the model has item-item scores, ``prepare``, ``metadata``):
 
-- ``model.save`` bundles of torch-free models (Popularity, ItemKNN, UserKNN, EASE): the model
+- ``model.save`` bundles of torch-free models (Popularity, ItemKNN, UserKNN, ContentKNN, EASE): the model
   itself on its Numba/NumPy kernels;
 - ONNX bundles written by ``recsys_fast.export.to_onnx`` / ``recsys-fast export``: onnxruntime.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from .. import bundle
 from ..errors import BundleError
 
-TORCH_FREE_KINDS = ("popularity", "item_knn", "user_knn", "ease")
+TORCH_FREE_KINDS = ("popularity", "item_knn", "user_knn", "content_knn", "ease")
 
 __all__ = ["load", "TORCH_FREE_KINDS"]
 
@@ -24,8 +24,10 @@ __all__ = ["load", "TORCH_FREE_KINDS"]
 def load(path, n_threads: int | None = None, providers=None):
     """The runtime for the bundle at ``path`` (hashes checked, no pickle, no torch).
 
-    ``n_threads``: threads of onnxruntime's intra-op pool, or the Numba/BLAS limit for kernel
-    models (None: the libraries' defaults). ``providers``: onnxruntime execution providers, e.g.
+    ``n_threads``: threads of onnxruntime's intra-op pool, or the Numba limit of each call for
+    kernel models (None: the libraries' defaults). The process-wide BLAS pools are not resized per
+    call (unsafe from concurrent request threads): bound them once around the service with
+    ``recsys_fast.threads.limit(n)``, as ``recsys-fast serve --threads`` does. ``providers``: onnxruntime execution providers, e.g.
     ``["CUDAExecutionProvider", "CPUExecutionProvider"]`` (default: CPU).
     """
     from ..validation import integer

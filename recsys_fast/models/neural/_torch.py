@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import validation
 from ...errors import MissingExtraError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -25,8 +26,7 @@ def torch():
 def resolve_device(device: str):
     """``"auto"`` -> cuda when available, else cpu; ``"cuda"`` without a GPU is an error."""
     t = torch()
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    validation.choice("device", device, DEVICES)
     if device == "auto":
         device = "cuda" if t.cuda.is_available() else "cpu"
     if device == "cuda" and not t.cuda.is_available():
