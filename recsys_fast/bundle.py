@@ -77,6 +77,8 @@ def read_manifest(path) -> dict:
     """Parse and check the manifest of the bundle at ``path`` and the hashes of its files."""
     path = Path(path)
     mpath = path / MANIFEST
+    if not path.exists():
+        raise BundleError(f"{path}: no such path (expected a bundle directory written by model.save)")
     if not mpath.is_file():
         raise BundleError(f"{path} is not a recsys_fast bundle: no {MANIFEST}")
     try:

@@ -510,6 +510,8 @@ def _query_ids(name: str, ids) -> np.ndarray:
         raise ParameterTypeError(name, validation.type_of(ids), "one id or a sequence of ids")
     try:
         arr = np.atleast_1d(np.asarray(ids))
+        if isinstance(ids, (list, tuple)) and arr.dtype.kind == "U" and arr.ndim == 1:
+            arr = np.asarray(ids, dtype=object)  # keep 3 an int next to "a", as given
     except (ValueError, TypeError):  # ragged nesting
         raise ParameterTypeError(name, validation.type_of(ids), "one id or a sequence of ids") from None
     if arr.ndim != 1 or arr.dtype.kind not in "iuUOfSb":
