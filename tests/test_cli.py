@@ -6,14 +6,6 @@ import pytest
 from recsys_fast.cli import main
 
 
-@pytest.fixture
-def events_csv(tmp_path):
-    rows = [(u, i, 1 + (u * i) % 5, 1000 + u * 10 + i) for u in range(1, 21) for i in range(1, 16) if (u + i) % 3]
-    path = tmp_path / "events.csv"
-    pd.DataFrame(rows, columns=["uid", "iid", "stars", "ts"]).to_csv(path, index=False)
-    return path
-
-
 def test_doctor_reports_threading_layer(capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out

@@ -19,17 +19,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def events_csv(tmp_path):
-    rows = [(u, i, 1 + (u * i) % 5, 1000 + u * 10 + i) for u in range(1, 21) for i in range(1, 16) if (u + i) % 3]
-    path = tmp_path / "events.csv"
-    pd.DataFrame(rows, columns=["user", "item", "rating", "ts"]).to_csv(path, index=False)
+def ratings_csv(events_csv, tmp_path):
+    """conftest's events with the CLI's default column names (user, item) and rating, ts."""
+    path = tmp_path / "ratings.csv"
+    pd.read_csv(events_csv).rename(columns={"uid": "user", "iid": "item", "stars": "rating"}).to_csv(path, index=False)
     return path
 
 
 @pytest.fixture
-def bundle(events_csv, tmp_path):
+def bundle(ratings_csv, tmp_path):
     path = tmp_path / "pop"
-    assert main(["train", str(events_csv), "--model", "popularity", "--out", str(path), "--quiet"]) == 0
+    assert main(["train", str(ratings_csv), "--model", "popularity", "--out", str(path), "--quiet"]) == 0
     return path
 
 
@@ -64,8 +64,8 @@ def test_commands_without_files_bad_option(capsys, argv, expected):
     (["--model", "item_knn", "--param", "k"], ["--param: expected KEY=VALUE, got 'k'"]),
     (["--model", "popularity", "--min-rating", "abc"], ["--min-rating", "expected a number, got 'abc'"]),
 ])
-def test_train_bad_option(capsys, events_csv, tmp_path, extra, expected):
-    one_line_error(capsys, ["train", str(events_csv), "--out", str(tmp_path / "m"), *extra], *expected)
+def test_train_bad_option(capsys, ratings_csv, tmp_path, extra, expected):
+    one_line_error(capsys, ["train", str(ratings_csv), "--out", str(tmp_path / "m"), *extra], *expected)
 
 
 @pytest.mark.parametrize("extra, expected", [
@@ -78,8 +78,8 @@ def test_train_bad_option(capsys, events_csv, tmp_path, extra, expected):
     (["--models", "popularity,itemknn"], ["--models:", "got 'itemknn'"]),
     (["--json", "/nonexistent/dir/r.json"], ["--json:", "folder /nonexistent/dir does not exist"]),
 ])
-def test_evaluate_bad_option(capsys, events_csv, extra, expected):
-    one_line_error(capsys, ["evaluate", str(events_csv), "--models", "popularity", *extra], *expected)
+def test_evaluate_bad_option(capsys, ratings_csv, extra, expected):
+    one_line_error(capsys, ["evaluate", str(ratings_csv), "--models", "popularity", *extra], *expected)
 
 
 @pytest.mark.parametrize("extra, expected", [
@@ -175,9 +175,9 @@ def test_k_above_the_catalogue_is_clamped(capsys, bundle, tmp_path):
 
 
 @pytest.mark.parametrize("spelling", ["None", "null"])
-def test_param_none_spellings(capsys, events_csv, tmp_path, spelling):
+def test_param_none_spellings(capsys, ratings_csv, tmp_path, spelling):
     out = tmp_path / "m"
-    assert main(["train", str(events_csv), "--model", "item_knn", "--param", f"fill={spelling}",
+    assert main(["train", str(ratings_csv), "--model", "item_knn", "--param", f"fill={spelling}",
                  "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "manifest.json").read_text())["params"]["fill"] is None
 
@@ -194,15 +194,15 @@ def test_train_help_speaks_only_of_its_own_options(capsys):
     assert "--model " in out and "--models" not in out and "--quiet" in out and "--debug" in out
 
 
-def test_quiet_prints_no_progress_or_info(capsys, events_csv, tmp_path):
-    assert main(["train", str(events_csv), "--model", "popularity", "--out", str(tmp_path / "m"), "--quiet"]) == 0
+def test_quiet_prints_no_progress_or_info(capsys, ratings_csv, tmp_path):
+    assert main(["train", str(ratings_csv), "--model", "popularity", "--out", str(tmp_path / "m"), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
 
 
-def test_implicit_weights_report_no_rmse(capsys, events_csv, tmp_path):
+def test_implicit_weights_report_no_rmse(capsys, ratings_csv, tmp_path):
     out = tmp_path / "res.json"
-    argv = ["evaluate", str(events_csv), "--models", "item_knn", "--weight-col", "rating", "--k", "5",
+    argv = ["evaluate", str(ratings_csv), "--models", "item_knn", "--weight-col", "rating", "--k", "5",
             "--json", str(out), "--quiet"]
     assert main(argv) == 0
     assert "rmse" in json.loads(out.read_text())["item_knn"]["means"]

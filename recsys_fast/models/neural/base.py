@@ -19,6 +19,7 @@ import numpy as np
 
 from ... import threads, validation
 from ...data.interactions import Interactions
+from ...errors import BundleError
 from ..base import Recommender, RowBatch
 from . import samplers
 from ._torch import DEVICES, resolve_device, sanitise, seeded, to_numpy, torch
@@ -174,6 +175,11 @@ class NeuralRecommender(Recommender):
         (the weights are loaded after)."""
         return self._build_module()
 
+    def _shape_params(self) -> str:
+        return ", ".join(f"{n}={getattr(self, n)!r}" for n in self.param_names()
+                         if n in ("embedding_size", "n_layers", "hidden_sizes", "max_len", "n_heads", "n_blocks",
+                                  "latent_size", "layers", "n_filters"))
+
     def _get_state(self):
         state = self.module_.state_dict()
         arrays = {sanitise(key): to_numpy(value) for key, value in state.items()}
@@ -198,6 +204,15 @@ class NeuralRecommender(Recommender):
         self.best_epoch_ = best_epoch(self.training_log_)
         self._set_extra_state(arrays, meta)
         module = self._build_scoring_module()
+        expected = module.state_dict()
         state = {key: t.from_numpy(np.array(arrays[name])) for name, key in meta["state_keys"].items()}
+        if set(state) != set(expected):
+            raise BundleError(f"the stored weights {sorted(set(state) ^ set(expected))} do not match the network "
+                              f"that the manifest's parameters build")
+        for key, value in state.items():
+            if tuple(value.shape) != tuple(expected[key].shape) or value.dtype != expected[key].dtype:
+                raise BundleError(f"weight {key!r} is stored as {tuple(value.shape)} {value.dtype} but the manifest's "
+                                  f"parameters ({self._shape_params()}) build {tuple(expected[key].shape)} "
+                                  f"{expected[key].dtype}; the parameters were edited or the arrays replaced")
         module.load_state_dict(state, strict=True)
         self.module_ = module.to(self.device_).eval()
