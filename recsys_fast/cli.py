@@ -185,10 +185,19 @@ def _make_model(kind: str, params: dict[str, dict], strict: bool = False):
         raise CliError("--param", f"{kind}: {exc}") from None
 
 
-def _progress(iterable, desc: str, total=None, quiet: bool = False):
-    from tqdm.auto import tqdm
+def _quiet_params(kind: str, params: dict[str, dict], quiet: bool) -> dict[str, dict]:
+    """With --quiet, models that report progress (``verbose``) are told not to, unless --param says."""
+    if not quiet:
+        return params
+    from .models.registry import model_class
 
-    return tqdm(iterable, desc=desc, total=total, leave=False, file=sys.stderr, disable=True if quiet else None)
+    try:
+        names = model_class(kind).param_names()
+    except ParameterError:  # an unknown kind: _make_model names the option
+        return params
+    if "verbose" not in names or "verbose" in {**params.get("", {}), **params.get(kind, {})}:
+        return params
+    return {**params, kind: {**params.get(kind, {}), "verbose": False}}
 
 
 # ---------------------------------------------------------------------------- commands
@@ -226,12 +235,12 @@ def _fit_and_evaluate(models: list[str], params, train, test, ks, quiet: bool = 
     from .evaluation import evaluate
 
     results, fitted, timings = {}, {}, {}
-    for kind in _progress(models, "models", quiet=quiet):
-        model = _make_model(kind, params)
+    for kind in models:
+        model = _make_model(kind, _quiet_params(kind, params, quiet))
         t0 = time.perf_counter()
         model.fit(train)
         t1 = time.perf_counter()
-        results[kind] = evaluate(model, train, test, k=ks, progress=not quiet)
+        results[kind] = evaluate(model, train, test, k=ks, progress=False if quiet else None)
         timings[kind] = (t1 - t0, time.perf_counter() - t1)
         fitted[kind] = model
     return results, fitted, timings
@@ -272,7 +281,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_train(args) -> int:
     check_output(args.out, "--out", directory=True)
-    model = _make_model(args.model, parse_params(args.param), strict=True)
+    model = _make_model(args.model, _quiet_params(args.model, parse_params(args.param), args.quiet), strict=True)
     data, _ = _load_data(args)
     t0 = time.perf_counter()
     model.fit(data)

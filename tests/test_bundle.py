@@ -110,14 +110,20 @@ def test_edited_manifest_rejected_by_its_digest(saved, edit):
         load(saved)
 
 
+def _resigned_param_edit(model, path, name, value):
+    """Save ``model`` at ``path``, set one parameter in its manifest and re-sign it."""
+    path = model.save(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["params"][name] = value
+    rewrite(path, manifest)
+    return path
+
+
 def test_resigned_invalid_parameters_are_bundle_errors(tmp_path):
     from recsys_fast import ItemKNN
 
-    data = Interactions.from_arrays([1, 1, 2, 2, 3], [1, 2, 1, 3, 2])
-    path = ItemKNN(k=5).fit(data).save(tmp_path / "knn")
-    manifest = json.loads((path / "manifest.json").read_text())
-    manifest["params"]["k"] = 0
-    rewrite(path, manifest)
+    model = ItemKNN(k=5).fit(Interactions.from_arrays([1, 1, 2, 2, 3], [1, 2, 1, 3, 2]))
+    path = _resigned_param_edit(model, tmp_path / "knn", "k", 0)
     with pytest.raises(BundleError, match=r"do not make a ItemKNN \(ParameterError: k must be an integer >= 1"):
         load(path)
 
@@ -127,10 +133,8 @@ def test_resigned_network_shape_edit_is_a_bundle_error(tmp_path):
     from recsys_fast import BPRMF
 
     data = Interactions.from_arrays([1, 1, 2, 2, 3, 3], [1, 2, 1, 3, 2, 3])
-    path = BPRMF(embedding_size=4, epochs=1, validation_fraction=0.0, seed=0).fit(data).save(tmp_path / "bpr")
-    manifest = json.loads((path / "manifest.json").read_text())
-    manifest["params"]["embedding_size"] = 8
-    rewrite(path, manifest)
+    model = BPRMF(embedding_size=4, epochs=1, validation_fraction=0.0, seed=0).fit(data)
+    path = _resigned_param_edit(model, tmp_path / "bpr", "embedding_size", 8)
     with pytest.raises(BundleError, match=r"stored as \(\d+, 4\) .* build \(\d+, 8\)"):
         load(path)
 

@@ -37,7 +37,9 @@ class NeuralRecommender(Recommender):
     training items held out for early stopping; 0 disables validation and trains on everything;
     sequential models hold out each user's last item instead whenever it is > 0), n_threads
     (torch/BLAS threads while fitting and scoring; None leaves the pools alone), verbose (progress
-    bar with loss and validation NDCG@10).
+    per epoch with loss and validation NDCG@10: None, the default, shows it once training runs
+    over a few seconds, as a bar on a terminal and log lines otherwise; False never; see
+    ``recsys_fast.progress``).
 
     After ``fit``: ``training_log_`` lists per-epoch loss, validation NDCG@10 and seconds;
     ``best_epoch_`` is the epoch whose weights were kept (the last one without validation). To
@@ -66,7 +68,7 @@ class NeuralRecommender(Recommender):
         p["validation_fraction"] = v.number("validation_fraction", p["validation_fraction"], minimum=0.0,
                                             maximum=1.0, max_inclusive=False)
         p["n_threads"] = v.integer("n_threads", p["n_threads"], minimum=1, allow_none=True)
-        p["verbose"] = v.boolean("verbose", p["verbose"])
+        p["verbose"] = None if p["verbose"] is None else v.boolean("verbose", p["verbose"])
         if "dropout" in p:
             p["dropout"] = v.number("dropout", p["dropout"], minimum=0.0, maximum=1.0, max_inclusive=False)
         if "negatives" in p:
@@ -91,7 +93,7 @@ class NeuralRecommender(Recommender):
             self._prepare(fit_data)
             module = self._build_module().to(self.device_)
             trainer = Trainer(self.epochs, self.learning_rate, self.weight_decay if self.decay_in_optimizer else 0.0,
-                              self.optimizer, self.early_stopping_patience, bool(self.verbose), type(self).__name__)
+                              self.optimizer, self.early_stopping_patience, self.verbose, type(self).__name__)
             self.training_log_ = trainer.run(self, module, rng, validation)
             self.best_epoch_ = best_epoch(self.training_log_)
             self.module_ = self._finalize(module, train)
