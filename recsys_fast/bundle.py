@@ -194,6 +194,27 @@ def load_array(path, name: str, manifest: dict) -> np.ndarray:
         raise BundleError(f"{path}: array {name!r} could not be read ({exc})") from None
 
 
+def digest(kind: str, params: dict, arrays: dict[str, np.ndarray], extra=()) -> str:
+    """sha256 hex digest of a model's content: kind, parameters (as JSON) and each array's name,
+    dtype, shape and bytes, in name order; ``extra``: further digests to chain (components)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"kind": kind, "params": params}, sort_keys=True, default=_json_default).encode())
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        if arr.dtype.hasobject:
+            raise BundleError(f"array {name!r} has dtype object and cannot be fingerprinted")
+        h.update(f"\0{name}\0{arr.dtype.str}\0{arr.shape}\0".encode())
+        h.update(memoryview(arr).cast("B") if arr.size else b"")
+    for part in extra:
+        h.update(str(part).encode())
+    return h.hexdigest()
+
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 hex digest of a checked manifest (it holds the sha256 of every file of the bundle)."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=_json_default).encode()).hexdigest()
+
+
 def _describe(fpath: Path) -> dict:
     h = hashlib.sha256()
     with open(fpath, "rb") as fh:

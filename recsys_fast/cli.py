@@ -1,4 +1,4 @@
-"""The ``recsys-fast`` command line: demo, doctor, train, evaluate, recommend.
+"""The ``recsys-fast`` command line: demo, doctor, train, evaluate, recommend, batch, serve.
 
 Every sub-command reads interactions from a MovieLens folder (ml-100k or ml-latest layout), a CSV
 file or a Parquet file; see ``recsys-fast <command> --help``.
@@ -312,6 +312,33 @@ def cmd_recommend(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from . import batch
+
+    users = None
+    if args.users_file:
+        lines = Path(args.users_file).read_text(encoding="utf-8").splitlines()
+        users = [_parse_id(line.strip()) for line in lines if line.strip()]
+    client = None
+    if args.scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            from .errors import MissingExtraError
+
+            raise MissingExtraError("distributed", "dist") from None
+        client = Client(args.scheduler)
+    try:
+        result = batch.score(args.bundle, users=users, k=args.k, out=args.out, exclude_seen=not args.include_seen,
+                             chunk_users=args.chunk_users, resume=not args.no_resume, client=client,
+                             progress=not args.quiet)
+    finally:
+        if client is not None:
+            client.close()
+    print(result.summary())
+    return 0
+
+
 def cmd_demo(args) -> int:
     from . import split
     from .datasets import find_dataset, load_movielens
@@ -349,6 +376,17 @@ def cmd_demo(args) -> int:
             name = titles.get(item, "?") if titles else ""
             print(f"    {rank:2d}. {name} [{item}] score {score:.3f}")
     print(f"\ndemo finished in {time.perf_counter() - t_start:.1f} s")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .serving.http import ServiceLimits, serve
+
+    limits = ServiceLimits(max_users=args.max_users, max_k=args.max_k, max_body_bytes=args.max_body_bytes,
+                           max_concurrency=args.max_concurrency, workers=args.workers, timeout_s=args.timeout)
+    providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
+    serve(args.bundle, host=args.host, port=args.port, n_threads=args.threads, limits=limits, providers=providers,
+          admin=not args.no_admin, log_level=args.log_level, access_log=args.access_log)
     return 0
 
 
@@ -513,15 +551,62 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"write a file instead of printing; the extension picks the format ({', '.join(OUTPUT_FORMATS)})")
     p.set_defaults(func=cmd_recommend)
 
+    p = sub.add_parser("batch", help="every user's top-k from a bundle to Parquet/CSV, resumable (Dask optional)")
+    p.add_argument("bundle", help="bundle directory that recsys_fast.serving.load serves (kNN, EASE, Popularity, "
+                                  "or an exported ONNX bundle)")
+    p.add_argument("--out", default="recs.parquet",
+                   help="output .parquet/.pq or .csv file; with --scheduler a Parquet dataset directory "
+                        "(default: recs.parquet)")
+    p.add_argument("--users-file", default=None, help="file of user ids, one a line (default: every training user)")
+    p.add_argument("--k", type=_positive_int, default=10, help="list length (default: 10)")
+    p.add_argument("--chunk-users", type=_positive_int, default=None,
+                   help="users per chunk: the unit of memory, progress and resume (default: ~1M rows per chunk)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="a dask.distributed scheduler, e.g. tcp://host:8786 (extra `dist`); the bundle path "
+                        "must be readable by every worker")
+    p.add_argument("--include-seen", action="store_true", help="do not exclude the users' training items")
+    p.add_argument("--no-resume", action="store_true", help="ignore finished chunks of an interrupted run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("serve", help="serve a bundle over HTTP (FastAPI + uvicorn; extra `serve`)",
+                       description="Serve a bundle over HTTP: POST /recommend, POST /similar-items, GET /health, "
+                                   "GET /metadata, GET /metrics, POST /admin/reload, /docs. SIGHUP reloads the "
+                                   "bundle; SIGTERM/SIGINT stop gracefully.")
+    p.add_argument("bundle", help="a model.save() bundle of a kNN/popularity/EASE model, or an exported ONNX bundle "
+                                  "(`recsys-fast export`)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one, logged)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads per request: onnxruntime intra-op / Numba (default: the libraries' own)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker threads calling the runtime (default: min(32, cpu count + 4))")
+    p.add_argument("--max-concurrency", type=int, default=64,
+                   help="requests running at once; beyond it 503 with Retry-After (default: 64)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds before a request is answered 504 (default: 10)")
+    p.add_argument("--max-users", type=int, default=1000, help="users (or items) per request (default: 1000)")
+    p.add_argument("--max-k", type=int, default=1000, help="largest k (default: 1000; also capped by the catalogue)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default: 1 MiB)")
+    p.add_argument("--providers", default=None,
+                   help="onnxruntime execution providers, comma-separated (default: CPUExecutionProvider)")
+    p.add_argument("--no-admin", action="store_true", help="leave out POST /admin/reload (SIGHUP still reloads)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn log level (default: info)")
+    p.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs throughput)")
+    p.set_defaults(func=cmd_serve)
+
     for p in sub.choices.values():  # every sub-command, including those added above by other modules
         _add_common_options(p)
     return parser
 
 
 def _add_common_options(p: argparse.ArgumentParser) -> None:
+    """--quiet and --debug on every sub-command (kept where a sub-command defines its own)."""
     g = p.add_argument_group("output and errors")
-    g.add_argument("--quiet", action="store_true", help="no progress bars and no informational lines")
-    g.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
+    if "--quiet" not in p._option_string_actions:
+        g.add_argument("--quiet", action="store_true", help="no progress bars and no informational lines")
+    if "--debug" not in p._option_string_actions:
+        g.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
 
 
 def main(argv=None) -> int:

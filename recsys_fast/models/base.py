@@ -121,6 +121,18 @@ class RowBatch:
     excl_indices: np.ndarray
     allowed: np.ndarray
 
+    def rows(self, start: int, stop: int) -> "RowBatch":
+        """Rows ``start:stop`` of the batch (CSR parts re-based to 0; ``allowed`` shared), for
+        scoring a large batch in chunks."""
+        hp = self.hist_indptr[start:stop + 1]
+        hist = (hp - hp[0], self.hist_indices[hp[0]:hp[-1]], self.hist_data[hp[0]:hp[-1]])
+        if len(self.excl_indptr):
+            ep = self.excl_indptr[start:stop + 1]
+            excl = (ep - ep[0], self.excl_indices[ep[0]:ep[-1]])
+        else:
+            excl = (self.excl_indptr, self.excl_indices)
+        return RowBatch(self.user_index[start:stop], *hist, *excl, self.allowed)
+
 
 class Recommender:
     """Base class: parameters in the constructor, data in ``fit``, learned state ends in ``_``."""
@@ -404,7 +416,7 @@ class Recommender:
         out_s = np.empty((n, k), dtype=np.float32)
         for start in range(0, n, SCORE_CHUNK_ROWS):
             stop = min(n, start + SCORE_CHUNK_ROWS)
-            sub = _slice_batch(batch, start, stop)
+            sub = batch.rows(start, stop)
             scores = np.ascontiguousarray(self._score_rows(sub), dtype=np.float32)
             out_i[start:stop], out_s[start:stop] = dense_topk(scores, k, sub.excl_indptr, sub.excl_indices,
                                                               sub.allowed)
@@ -457,6 +469,15 @@ class Recommender:
         return {"data": bundle.data_fingerprint(self.user_map_.ids, self.item_map_.ids, self.seen_.nnz),
                 **self._get_meta()}
 
+    def fingerprint(self) -> str:
+        """A sha256 hex digest of the fitted model: kind, parameters, id maps, training matrix and
+        learned arrays (what a bundle of it holds). Batch jobs use it to resume only their own work."""
+        self.check_fitted()
+        seen = self.seen_
+        arrays = {"user_ids": self.user_map_.ids, "item_ids": self.item_map_.ids, "seen_indptr": seen.indptr,
+                  "seen_indices": seen.indices, "seen_data": seen.data, **self._get_state()}
+        return bundle.digest(self.kind, self.get_params(), arrays)
+
     def _get_state(self) -> dict[str, np.ndarray]:
         return {}
 
@@ -493,17 +514,6 @@ def seen_matrix(path, get, n_users: int, n_items: int) -> sp.csr_matrix:
         raise BundleError(f"{path}: the stored training matrix does not fit the id maps ({n_users} users x "
                           f"{n_items} items); the bundle is inconsistent")
     return sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
-
-
-def _slice_batch(batch: RowBatch, start: int, stop: int) -> RowBatch:
-    hp = batch.hist_indptr[start:stop + 1]
-    hist = (hp - hp[0], batch.hist_indices[hp[0]:hp[-1]], batch.hist_data[hp[0]:hp[-1]])
-    if len(batch.excl_indptr):
-        ep = batch.excl_indptr[start:stop + 1]
-        excl = (ep - ep[0], batch.excl_indices[ep[0]:ep[-1]])
-    else:
-        excl = (batch.excl_indptr, batch.excl_indices)
-    return RowBatch(batch.user_index[start:stop], *hist, *excl, batch.allowed)
 
 
 def _check_k(k) -> int:

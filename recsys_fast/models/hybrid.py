@@ -221,6 +221,15 @@ class Hybrid(Recommender):
         return out
 
     # ------------------------------------------------------------------ persistence
+    def fingerprint(self) -> str:
+        """Digest of the Hybrid's own arrays and parameters chained with its components' digests."""
+        self.check_fitted()
+        arrays = {"user_ids": self.user_map_.ids, "item_ids": self.item_map_.ids, "seen_indptr": self.seen_.indptr,
+                  "seen_indices": self.seen_.indices, "seen_data": self.seen_.data, "item_counts": self.item_counts_}
+        params = {k: v for k, v in self.get_params().items() if k != "components"}
+        params["weights_"] = None if self.weights_ is None else [float(w) for w in self.weights_]
+        return bundle.digest(self.kind, params, arrays, extra=[c.fingerprint() for c in self.components_])
+
     def save(self, path) -> Path:
         """A bundle of the Hybrid's arrays plus each component's bundle under ``components/<i>/``."""
         self.check_fitted()

@@ -5,7 +5,7 @@
   ``history=`` fold-in, ``on_unknown`` and the index-level protocol (``recommend_indices``) are
   the same code as the trained model's.
 - ``ModelRuntime``: a bundle saved with ``model.save`` by a model that needs no torch
-  (Popularity, ItemKNN, UserKNN, EASE), served by the model itself (Numba kernels).
+  (Popularity, ItemKNN, UserKNN, ContentKNN, EASE), served by the model itself (Numba kernels).
 
 Both are immutable after loading and safe to call from many threads at once (an onnxruntime
 session's ``run`` is thread-safe; the models keep no per-request state).
@@ -52,6 +52,7 @@ class OnnxRuntime(Recommender):
             rt.seq_indptr_, rt.seq_items_ = get("seq_indptr").astype(np.int64), get("seq_items").astype(np.int64)
             rt.max_len_ = int(meta["max_len"])
         rt.session_ = _session(_model_bytes(path, manifest), n_threads, providers)
+        rt.fingerprint_ = bundle.manifest_digest(manifest)
         rt.path_ = str(Path(path))
         rt.n_threads_ = n_threads
         rt.metadata_ = {"path": rt.path_, "kind": manifest["kind"], "model_kind": meta.get("model_kind"),
@@ -65,6 +66,10 @@ class OnnxRuntime(Recommender):
     def metadata(self) -> dict:
         """What was loaded: path, kinds, parameters, sizes, providers, opset and versions."""
         return dict(self.metadata_)
+
+    def fingerprint(self) -> str:
+        """Digest of the loaded bundle's manifest (which holds the sha256 of each of its files)."""
+        return self.fingerprint_
 
     def _fit(self, train):
         raise TypeError("a serving runtime is not trained: fit the model, export it, load the export")
@@ -81,7 +86,7 @@ class OnnxRuntime(Recommender):
         kk = np.array([k_eff], dtype=np.int64)
         for start in range(0, n, self.chunk_rows_):
             stop = min(n, start + self.chunk_rows_)
-            sub = batch if (start == 0 and stop == n) else _slice(batch, start, stop)
+            sub = batch if (start == 0 and stop == n) else batch.rows(start, stop)
             feeds = self._model_inputs(sub)
             feeds["exclude"] = _padded_exclusions(stop - start, sub.excl_indptr, sub.excl_indices, sub.allowed)
             feeds["k"] = kk
@@ -120,11 +125,12 @@ class OnnxRuntime(Recommender):
 
 
 class ModelRuntime:
-    """A torch-free saved model (Popularity, ItemKNN, UserKNN, EASE) served as it is."""
+    """A torch-free saved model (Popularity, ItemKNN, UserKNN, ContentKNN, EASE) served as it is."""
 
     def __init__(self, model: Recommender, manifest: dict, path, n_threads: int | None = None):
         self.model = model
         self.n_threads_ = n_threads
+        self.fingerprint_ = bundle.manifest_digest(manifest)
         self.supports_history = model.supports_history
         self.metadata_ = {"path": str(Path(path)), "kind": manifest["kind"], "model_kind": manifest["kind"],
                           "params": manifest.get("params", {}), "n_users": model.n_users, "n_items": model.n_items,
@@ -135,6 +141,10 @@ class ModelRuntime:
     @property
     def metadata(self) -> dict:
         return dict(self.metadata_)
+
+    def fingerprint(self) -> str:
+        """Digest of the loaded bundle's manifest (which holds the sha256 of each of its files)."""
+        return self.fingerprint_
 
     # the index-level protocol, and the model's attributes it rests on
     @property
@@ -162,10 +172,10 @@ class ModelRuntime:
             return self.model.recommend_indices(user_index, k, exclude=exclude, allowed=allowed)
 
     def recommend(self, users, k: int = 10, exclude_seen: bool = True, items=None, history=None,
-                  on_unknown: str = "raise"):
+                  on_unknown: str = "raise", on_unknown_items: str = "raise"):
         with _limited(self.n_threads_):
             return self.model.recommend(users, k=k, exclude_seen=exclude_seen, items=items, history=history,
-                                        on_unknown=on_unknown)
+                                        on_unknown=on_unknown, on_unknown_items=on_unknown_items)
 
     def similar_items(self, items, k: int = 10):
         if not hasattr(self.model, "similar_items"):
@@ -234,12 +244,6 @@ def _padded_exclusions(n, excl_indptr, excl_indices, allowed) -> np.ndarray:
     """The graph's ``exclude`` input: each row's excluded items, plus every item outside ``allowed``."""
     extra = np.flatnonzero(~allowed) if len(allowed) else None
     return _padded(n, excl_indptr, excl_indices, pad=-1, extra=extra)
-
-
-def _slice(batch: RowBatch, start: int, stop: int) -> RowBatch:
-    from ..models.base import _slice_batch
-
-    return _slice_batch(batch, start, stop)
 
 
 def _model_bytes(path, manifest: dict) -> bytes:
