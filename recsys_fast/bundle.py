@@ -90,7 +90,8 @@ def write_bundle(path, kind: str, params: dict, arrays: dict[str, np.ndarray], m
 
 
 def manifest_digest(manifest: dict) -> str:
-    """sha256 of the manifest's canonical JSON, the ``digest`` entry left out."""
+    """sha256 of the manifest's canonical JSON, the ``digest`` entry left out: what ``digest``
+    holds, and the identity of a bundle's whole content (it lists the sha256 of every file)."""
     body = {k: v for k, v in manifest.items() if k != DIGEST}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
@@ -208,11 +209,6 @@ def digest(kind: str, params: dict, arrays: dict[str, np.ndarray], extra=()) -> 
     for part in extra:
         h.update(str(part).encode())
     return h.hexdigest()
-
-
-def manifest_digest(manifest: dict) -> str:
-    """sha256 hex digest of a checked manifest (it holds the sha256 of every file of the bundle)."""
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=_json_default).encode()).hexdigest()
 
 
 def _describe(fpath: Path) -> dict:

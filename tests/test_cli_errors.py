@@ -241,3 +241,22 @@ def test_closed_pipe_ends_quietly(ml_latest_small_path, tmp_path):
     assert proc.wait(timeout=120) == 0
     assert first.split() == [b"user", b"rank", b"item", b"score"]
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+# ------------------------------------------------------------------ sub-commands added by other modules
+@pytest.mark.parametrize("argv, expected", [
+    (["batch", "{bundle}", "--k", "0"], ["--k", "expected an integer >= 1, got '0'"]),
+    (["batch", "{missing}"], ["no such path"]),
+    (["serve", "{bundle}", "--port", "x"], ["--port", "'x'"]),
+    (["serve", "{missing}"], ["no such path"]),
+])
+def test_batch_and_serve_errors(capsys, bundle, tmp_path, argv, expected):
+    argv = [a.format(bundle=bundle, missing=tmp_path / "missing") for a in argv]
+    one_line_error(capsys, argv, *expected)
+
+
+def test_every_sub_command_has_quiet_and_debug():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))
+    for name, p in sub.choices.items():
+        assert {"--quiet", "--debug"} <= set(p._option_string_actions), name
