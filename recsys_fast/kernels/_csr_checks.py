@@ -124,6 +124,33 @@ def check_csr(indptr, indices, data, n_rows, n_cols, *, name: str):
     return indptr, indices, data
 
 
+def check_slices(indptr, nnz: int, n_rows: int | None, name: str) -> np.ndarray:
+    """Row offsets as C int64: ``n_rows + 1`` (any length >= 1 when None) non-decreasing values
+    from 0 to at most ``nnz``; O(rows), cheap enough for per-request wrappers."""
+    indptr = np.asarray(indptr)
+    if indptr.ndim != 1 or len(indptr) < 1 or not (indptr.dtype.kind in "iu") \
+            or (n_rows is not None and len(indptr) != n_rows + 1):
+        want = "at least 1" if n_rows is None else n_rows + 1
+        raise DataError(f"indptr must be a 1-d integer array of {want} entries, got {indptr.dtype} with shape "
+                        f"{indptr.shape}", source=name)
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    if indptr[0] != 0 or indptr[-1] > nnz or (len(indptr) > 1 and np.any(indptr[1:] < indptr[:-1])):
+        raise DataError(f"indptr must start at 0, never decrease and stay within the {nnz} entries", source=name)
+    return indptr
+
+
+def check_index(values, n: int, what: str, name: str, dtype=np.int64) -> np.ndarray:
+    """A 1-d integer array with every value in ``[0, n)``, as C ``dtype``."""
+    values = np.asarray(values)
+    if values.ndim != 1 or not (values.size == 0 or values.dtype.kind in "iu"):
+        raise DataError(f"{what} must be a 1-d integer array, got {values.dtype} with shape {values.shape}",
+                        source=name)
+    if values.size and (int(values.min()) < 0 or int(values.max()) >= n):
+        bad = int(values.min()) if int(values.min()) < 0 else int(values.max())
+        raise DataError(f"{what} holds {bad}, outside [0, {n})", source=name)
+    return np.ascontiguousarray(values, dtype=dtype)
+
+
 def _as_size(value, what, name):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
         raise DataError(f"{what} must be a non-negative integer, got {value!r}", source=name)

@@ -32,6 +32,7 @@ from numba import prange
 from .. import validation
 from ..errors import DataError
 from ._config import kernel
+from ._csr_checks import check_index, check_slices
 from ._intrinsics import prefetch
 from .topk import _sift_down, heap_push, run_parallel
 
@@ -333,9 +334,14 @@ def _check_csr(indptr, indices, data, n_cols: int, name: str) -> None:
 def similar_rows(indptr, indices, data, rows, k: int):
     """The first ``k`` stored entries of each of ``rows`` of a top-k graph (rows sorted best-first),
     padded with -1 / -inf: the neighbours-of-items (or users) query is a CSR row slice."""
-    rows = np.asarray(rows, dtype=np.int64)
-    return _similar_rows(np.asarray(indptr, np.int64), np.asarray(indices, np.int32),
-                         np.asarray(data, np.float32), rows, int(k))
+    k = validation.integer("k", k, minimum=1)
+    indices = _as(indices, np.int32, "indices")
+    data = _as(data, np.float32, "data")
+    if len(data) != len(indices):
+        raise DataError(f"data has {len(data)} entries, indices {len(indices)}", source="similar_rows")
+    indptr = check_slices(indptr, len(indices), None, "similar_rows")
+    rows = check_index(rows, len(indptr) - 1, "rows", "similar_rows")
+    return _similar_rows(indptr, indices, data, rows, k)
 
 
 @kernel
@@ -389,8 +395,19 @@ def neighbour_average(targets, others, g_indptr, g_indices, g_data, l_indptr, l_
     L = item x user ratings. Returns ``(prediction float64, found bool)``; ``found`` is False
     (and the prediction 0) where no neighbour had a value.
     """
-    return _neighbour_average(np.asarray(targets, np.int64), np.asarray(others, np.int64),
-                              np.asarray(g_indptr, np.int64), np.asarray(g_indices, np.int32),
-                              np.asarray(g_data, np.float32), np.asarray(l_indptr, np.int64),
-                              np.asarray(l_indices, np.int32), np.asarray(l_data, np.float32),
-                              np.asarray(neighbour_means, np.float64), np.asarray(target_means, np.float64))
+    name = "neighbour_average"
+    neighbour_means = np.ascontiguousarray(neighbour_means, dtype=np.float64).reshape(-1)
+    target_means = np.ascontiguousarray(target_means, dtype=np.float64).reshape(-1)
+    g_indices = check_index(g_indices, len(neighbour_means), "g_indices", name, np.int32)
+    l_indices = _as(l_indices, np.int32, "l_indices")
+    g_data, l_data = _as(g_data, np.float32, "g_data"), _as(l_data, np.float32, "l_data")
+    if len(g_data) != len(g_indices) or len(l_data) != len(l_indices):
+        raise DataError("g_data/l_data must have one value per index", source=name)
+    g_indptr = check_slices(g_indptr, len(g_indices), None, name)
+    l_indptr = check_slices(l_indptr, len(l_indices), None, name)
+    targets = check_index(targets, min(len(g_indptr) - 1, len(target_means)), "targets", name)
+    others = check_index(others, len(l_indptr) - 1, "others", name)
+    if len(targets) != len(others):
+        raise DataError(f"targets has {len(targets)} entries, others {len(others)}", source=name)
+    return _neighbour_average(targets, others, g_indptr, g_indices, g_data, l_indptr, l_indices, l_data,
+                              neighbour_means, target_means)

@@ -16,8 +16,10 @@ import threading
 import numpy as np
 from numba import prange
 
-from .. import threads
+from .. import threads, validation
+from ..errors import DataError
 from ._config import kernel
+from ._csr_checks import check_index, check_slices
 
 
 @kernel
@@ -210,7 +212,15 @@ def dense_topk(scores, k, excl_indptr, excl_indices, allowed, parallel: bool | N
     """Top-k of every row of ``scores`` (n, m) float32 C-contiguous, skipping row r's
     ``excl_indices[excl_indptr[r]:excl_indptr[r + 1]]`` (sorted int32; ``excl_indptr`` int64, or empty
     for no exclusions). ``allowed``: bool mask over the m items, or empty for all. ``parallel``: see
-    ``run_parallel``."""
+    ``run_parallel``. Malformed arguments raise ``DataError``/``ParameterError`` (checks cost O(n)
+    plus the exclusions, never a pass over ``scores``)."""
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or scores.dtype.kind != "f":
+        raise DataError(f"scores must be a 2-d float array, got {scores.dtype} with shape {scores.shape}",
+                        source="dense_topk")
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    k, excl_indptr, excl_indices, allowed = _check_rows(scores.shape[0], scores.shape[1], k, excl_indptr,
+                                                        excl_indices, allowed, "dense_topk")
     if run_parallel(scores.shape[0], parallel):
         return _dense_topk_parallel(scores, k, excl_indptr, excl_indices, allowed)
     return _dense_topk_serial(scores, k, excl_indptr, excl_indices, allowed)
@@ -221,8 +231,41 @@ def ranked_topk(order, order_scores, n_rows, k, excl_indptr, excl_indices, allow
 
     ``order`` lists item indices best-first with their ``order_scores`` (a popularity ranking);
     per row this walks the ranking and skips the row's sorted exclusions by binary search.
-    ``parallel``: see ``run_parallel``.
+    ``parallel``: see ``run_parallel``. Malformed arguments raise ``DataError``/``ParameterError``.
     """
+    n_rows = validation.integer("n_rows", n_rows, minimum=0)
+    order_scores = np.ascontiguousarray(order_scores, dtype=np.float32).reshape(-1)
+    order = np.asarray(order)
+    if order.ndim != 1 or len(order) != len(order_scores) or not (order.size == 0 or order.dtype.kind in "iu"):
+        raise DataError("order must be 1-d integer item indices, one per entry of order_scores", source="ranked_topk")
+    allowed_len = np.asarray(allowed).reshape(-1).shape[0]
+    if allowed_len:  # order indexes the mask
+        order = check_index(order, allowed_len, "order", "ranked_topk", np.int32)
+    order = np.ascontiguousarray(order, dtype=np.int32)
+    k, excl_indptr, excl_indices, allowed = _check_rows(n_rows, allowed_len or None, k, excl_indptr, excl_indices,
+                                                        allowed, "ranked_topk")
     if run_parallel(n_rows, parallel):
         return _ranked_topk_parallel(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed)
     return _ranked_topk_serial(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed)
+
+
+def _check_rows(n_rows: int, n_items, k, excl_indptr, excl_indices, allowed, name: str):
+    """k, the per-row exclusions (empty indptr: none) and the allowed mask (empty: all), checked
+    and coerced for the top-k kernels."""
+    k = validation.integer("k", k, minimum=1)
+    excl_indices = np.asarray(excl_indices)
+    if excl_indices.ndim != 1 or not (excl_indices.size == 0 or excl_indices.dtype.kind in "iu"):
+        raise DataError(f"excl_indices must be 1-d integers, got {excl_indices.dtype} with shape "
+                        f"{excl_indices.shape}", source=name)
+    excl_indices = np.ascontiguousarray(excl_indices, dtype=np.int32)
+    excl_indptr = np.asarray(excl_indptr)
+    if excl_indptr.size == 0:
+        excl_indptr = np.zeros(0, dtype=np.int64)
+    else:
+        excl_indptr = check_slices(excl_indptr, len(excl_indices), n_rows, name)
+    allowed = np.asarray(allowed)
+    if allowed.size and (allowed.ndim != 1 or allowed.dtype.kind != "b"
+                         or (n_items is not None and len(allowed) != n_items)):
+        raise DataError(f"allowed must be empty or a bool mask over the {n_items} items, got {allowed.dtype} with "
+                        f"shape {allowed.shape}", source=name)
+    return k, excl_indptr, excl_indices, np.ascontiguousarray(allowed.reshape(-1), dtype=np.bool_)
