@@ -164,10 +164,12 @@ def normalize_ids(values, kind: str, source: str | None = None, column: str | No
         if bad.any():
             raise DataError(f"{kind} id is {arr[bad.argmax()]}; ids must not be missing",
                             source=source, row=int(bad.argmax()), column=column)
-        frac = arr != np.round(arr)
+        frac = (arr != np.round(arr)) | (np.abs(arr) >= 2**63)
         if frac.any():
             r = int(frac.argmax())
-            raise DataError(f"{kind} id {arr[r].item()!r} is not an integer", source=source, row=r, column=column)
+            raise DataError(f"{kind} id {arr[r].item()!r} is not an integer"
+                            + (" that fits in 64 bits" if abs(arr[r]) >= 2**63 else ""),
+                            source=source, row=r, column=column)
         return arr.astype(np.int64)
     if arr.dtype.kind == "U":
         return arr

@@ -166,7 +166,8 @@ class Interactions:
             if missing:
                 raise DataError(f"missing column(s) {missing}; found {schema_names}", source=str(path))
             df = pq.read_table(path, columns=wanted).to_pandas()
-        except (pa.ArrowException, OSError, ValueError, TypeError, OverflowError) as exc:
+        except (pa.ArrowException, OSError, ValueError, TypeError, OverflowError, KeyError, IndexError,
+                AttributeError) as exc:  # a damaged file (pandas metadata included) fails in many ways
             if isinstance(exc, DataError):
                 raise
             raise DataError(f"not a readable Parquet file ({_one_line(exc)})", source=str(path)) from None
@@ -309,6 +310,11 @@ def _check_weights(weights, n: int, source: str, column: str) -> np.ndarray:
     if neg.any():
         r = int(neg.argmax())
         raise DataError(f"weight is {w[r]}; weights must not be negative", source=source, row=r, column=column)
+    big = w > np.finfo(np.float32).max
+    if big.any():
+        r = int(big.argmax())
+        raise DataError(f"weight is {w[r]}; weights must fit in float32 (<= 3.4e38)", source=source, row=r,
+                        column=column)
     return w.astype(np.float32)
 
 
@@ -326,6 +332,10 @@ def _check_timestamps(timestamps, source: str, column: str) -> np.ndarray | None
         if bad.any():
             r = int(bad.argmax())
             raise DataError("timestamp is missing", source=source, row=r, column=column)
+        big = np.abs(t) >= 2**63
+        if big.any():
+            r = int(big.argmax())
+            raise DataError(f"timestamp {t[r]} does not fit in 64 bits", source=source, row=r, column=column)
         return t.astype(np.int64)
     if t.dtype.kind in "iu":
         return t.astype(np.int64)

@@ -29,7 +29,7 @@ import math
 import numpy as np
 from numba import prange
 
-from .. import validation
+from .. import limits, validation
 from ..errors import DataError
 from ._config import kernel
 from ._csr_checks import check_index, check_slices
@@ -252,6 +252,7 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
     b_indices = _as(b_indices, np.int32, "b_indices")
     b_data = _as(b_data, np.float32, "b_data")
     n_rows = len(a_indptr) - 1
+    limits.check_result_size(max(n_rows, 0), k, "knn_topk")
     n_sources = len(b_indptr) - 1
     _check_csr(a_indptr, a_indices, a_data, n_sources, "a")
     if validate:
@@ -313,6 +314,12 @@ def _as(arr, dtype, name: str) -> np.ndarray:
         raise DataError(f"{name} must be one-dimensional, got shape {arr.shape}")
     if arr.dtype.kind not in "iuf" and not (arr.size == 0):
         raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if np.dtype(dtype).kind in "iu" and arr.size:
+        info = np.iinfo(dtype)
+        if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+            raise DataError(f"{name} must hold integers, got dtype {arr.dtype} with non-integral values")
+        if arr.min() < info.min or arr.max() > info.max:
+            raise DataError(f"{name} holds values outside the {np.dtype(dtype).name} range")
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
@@ -341,6 +348,7 @@ def similar_rows(indptr, indices, data, rows, k: int):
         raise DataError(f"data has {len(data)} entries, indices {len(indices)}", source="similar_rows")
     indptr = check_slices(indptr, len(indices), None, "similar_rows")
     rows = check_index(rows, len(indptr) - 1, "rows", "similar_rows")
+    limits.check_result_size(len(rows), k, "similar_rows")
     return _similar_rows(indptr, indices, data, rows, k)
 
 
@@ -396,8 +404,8 @@ def neighbour_average(targets, others, g_indptr, g_indices, g_data, l_indptr, l_
     (and the prediction 0) where no neighbour had a value.
     """
     name = "neighbour_average"
-    neighbour_means = np.ascontiguousarray(neighbour_means, dtype=np.float64).reshape(-1)
-    target_means = np.ascontiguousarray(target_means, dtype=np.float64).reshape(-1)
+    neighbour_means = _as(neighbour_means, np.float64, "neighbour_means")
+    target_means = _as(target_means, np.float64, "target_means")
     g_indices = check_index(g_indices, len(neighbour_means), "g_indices", name, np.int32)
     l_indices = _as(l_indices, np.int32, "l_indices")
     g_data, l_data = _as(g_data, np.float32, "g_data"), _as(l_data, np.float32, "l_data")

@@ -16,7 +16,7 @@ import threading
 import numpy as np
 from numba import prange
 
-from .. import threads, validation
+from .. import limits, threads, validation
 from ..errors import DataError
 from ._config import kernel
 from ._csr_checks import check_index, check_slices
@@ -234,7 +234,11 @@ def ranked_topk(order, order_scores, n_rows, k, excl_indptr, excl_indices, allow
     ``parallel``: see ``run_parallel``. Malformed arguments raise ``DataError``/``ParameterError``.
     """
     n_rows = validation.integer("n_rows", n_rows, minimum=0)
-    order_scores = np.ascontiguousarray(order_scores, dtype=np.float32).reshape(-1)
+    order_scores = np.asarray(order_scores)
+    if order_scores.ndim != 1 or not (order_scores.size == 0 or order_scores.dtype.kind in "iuf"):
+        raise DataError(f"order_scores must be 1-d numbers, got {order_scores.dtype} with shape {order_scores.shape}",
+                        source="ranked_topk")
+    order_scores = np.ascontiguousarray(order_scores, dtype=np.float32)
     order = np.asarray(order)
     if order.ndim != 1 or len(order) != len(order_scores) or not (order.size == 0 or order.dtype.kind in "iu"):
         raise DataError("order must be 1-d integer item indices, one per entry of order_scores", source="ranked_topk")
@@ -253,6 +257,7 @@ def _check_rows(n_rows: int, n_items, k, excl_indptr, excl_indices, allowed, nam
     """k, the per-row exclusions (empty indptr: none) and the allowed mask (empty: all), checked
     and coerced for the top-k kernels."""
     k = validation.integer("k", k, minimum=1)
+    limits.check_result_size(n_rows, k, name)
     excl_indices = np.asarray(excl_indices)
     if excl_indices.ndim != 1 or not (excl_indices.size == 0 or excl_indices.dtype.kind in "iu"):
         raise DataError(f"excl_indices must be 1-d integers, got {excl_indices.dtype} with shape "
