@@ -1,4 +1,4 @@
-"""The ``recsys-fast`` command line: demo, doctor, train, evaluate, recommend, batch, serve.
+"""The ``recsys-fast`` command line: demo, doctor, train, evaluate, recommend, batch, export, serve.
 
 Every sub-command reads interactions from a MovieLens folder (ml-100k or ml-latest layout), a CSV
 file or a Parquet file; see ``recsys-fast <command> --help``.
@@ -43,11 +43,12 @@ DEMO_METRICS = ("precision", "recall", "f1", "ndcg", "map", "mrr", "hit_rate", "
 
 
 # ---------------------------------------------------------------------------- shared options
-def _add_data_options(p: argparse.ArgumentParser) -> None:
+def _add_data_options(p: argparse.ArgumentParser, positional: bool = True, purpose: str = "") -> None:
     g = p.add_argument_group("input data")
-    g.add_argument("data", help="a MovieLens folder (ml-100k: u.data; ml-latest: ratings.csv), a dataset name "
-                                "found by recsys_fast.datasets.find_dataset (e.g. ml-latest-small), "
-                                "a .csv/.tsv file or a .parquet file")
+    g.add_argument(*(("data",) if positional else ("--data",)), **({} if positional else {"default": None}),
+                   help=purpose + "a MovieLens folder (ml-100k: u.data; ml-latest: ratings.csv), a dataset name "
+                                  "found by recsys_fast.datasets.find_dataset (e.g. ml-latest-small), "
+                                  "a .csv/.tsv file or a .parquet file")
     g.add_argument("--user-col", default="user", help="user id column of a CSV/Parquet file (default: user)")
     g.add_argument("--item-col", default="item", help="item id column of a CSV/Parquet file (default: item)")
     g.add_argument("--weight-col", default=None,
@@ -379,6 +380,32 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import to_onnx
+    from .models.registry import load
+
+    model = load(args.bundle)
+    calibration = None
+    if args.quantize:
+        if args.data is None:
+            raise SystemExit("error: --quantize needs --data: interactions (ideally held out from training) whose "
+                             "validation split measures NDCG@10 of the fp32 and int8 graphs")
+        calibration, _ = _load_data(args)
+    t0 = time.perf_counter()
+    path = to_onnx(model, args.out, quantize=args.quantize, calibration=calibration, max_ndcg_drop=args.max_ndcg_drop)
+    print(f"exported {type(model).__name__} to {path} in {time.perf_counter() - t0:.1f} s")
+    if args.quantize:
+        from . import bundle
+
+        q = bundle.read_manifest(path)["meta"]["quantization"]
+        print(f"int8 ({q['mode']}): NDCG@10 {q['ndcg@10_int8']:.5f} vs fp32 {q['ndcg@10_fp32']:.5f} "
+              f"(drop {q['ndcg_drop']:+.5f}, max {q['max_ndcg_drop']:g}); graph {q['bytes_int8']:,} vs "
+              f"{q['bytes_fp32']:,} bytes; batch-1 p50 {q['latency_batch1_p50_ms_int8']:.3f} vs "
+              f"{q['latency_batch1_p50_ms_fp32']:.3f} ms")
+    print(f"serve it with: recsys-fast serve {path}")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .serving.http import ServiceLimits, serve
 
@@ -568,6 +595,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="ignore finished chunks of an interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("export", help="export a saved neural model bundle to an ONNX serving bundle (extra `export`)",
+                       description="Export a neural model saved with model.save() / `recsys-fast train` as an ONNX "
+                                   "serving bundle (top-k in the graph) that `recsys-fast serve` and "
+                                   "recsys_fast.serving.load serve without torch; optionally int8, behind an "
+                                   "NDCG@10 gate measured on --data.")
+    p.add_argument("bundle", help="bundle directory of a neural model (bprmf, neumf, lightgcn, multvae, ease, sasrec, "
+                                  "gru4rec, caser)")
+    p.add_argument("--out", required=True, help="serving bundle directory to write (replaced atomically)")
+    p.add_argument("--quantize", choices=("dynamic", "static"), default=None,
+                   help="write an int8 graph (needs --data); refused when NDCG@10 drops more than --max-ndcg-drop")
+    p.add_argument("--max-ndcg-drop", type=float, default=0.005,
+                   help="largest NDCG@10 drop (fp32 minus int8) accepted (default: 0.005)")
+    _add_data_options(p, positional=False, purpose="with --quantize: the interactions to measure NDCG@10 on (and "
+                                                    "calibrate a static graph with): ")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("serve", help="serve a bundle over HTTP (FastAPI + uvicorn; extra `serve`)",
                        description="Serve a bundle over HTTP: POST /recommend, POST /similar-items, GET /health, "

@@ -19,25 +19,32 @@ from numba import prange
 from .. import limits, threads, validation
 from ..errors import DataError
 from ._config import kernel
-from ._csr_checks import check_index, check_slices
 
 
-@kernel
+# ---------------------------------------------------------------------- the bounded heap
+# One min-heap for every top-k selection of the kernels (dense rows here, kNN rows in knn.py):
+# the worst kept candidate at the root; lower score is worse, and on equal scores the higher
+# index. The helpers are inlined into their callers (Numba IR), so sharing them costs no call.
+
+
+@kernel(inline=True)
+def _worse(s_a, i_a, s_b, i_b):
+    """Whether candidate a ranks below candidate b."""
+    return s_a < s_b or (s_a == s_b and i_a > i_b)
+
+
+@kernel(inline=True)
 def _sift_down(heap_s, heap_i, size, pos):
-    """Restore the min-heap (worst candidate at the root) below ``pos``.
-
-    Order: lower score is worse; on equal scores the higher index is worse.
-    """
+    """Restore the heap below ``pos``."""
     while True:
         left = 2 * pos + 1
         if left >= size:
             return
         child = left
         right = left + 1
-        if right < size and (heap_s[right] < heap_s[left]
-                             or (heap_s[right] == heap_s[left] and heap_i[right] > heap_i[left])):
+        if right < size and _worse(heap_s[right], heap_i[right], heap_s[left], heap_i[left]):
             child = right
-        if heap_s[child] < heap_s[pos] or (heap_s[child] == heap_s[pos] and heap_i[child] > heap_i[pos]):
+        if _worse(heap_s[child], heap_i[child], heap_s[pos], heap_i[pos]):
             heap_s[pos], heap_s[child] = heap_s[child], heap_s[pos]
             heap_i[pos], heap_i[child] = heap_i[child], heap_i[pos]
             pos = child
@@ -45,42 +52,51 @@ def _sift_down(heap_s, heap_i, size, pos):
             return
 
 
-@kernel
-def heap_push(heap_s, heap_i, size, k, score, index):
-    """Offer (score, index) to a bounded heap of capacity ``k``; returns the new size.
+@kernel(inline=True)
+def heap_replace_worst(heap_s, heap_i, size, score, index):
+    """On a full heap: put (score, index) in place of the worst kept candidate if it ranks above it."""
+    if _worse(heap_s[0], heap_i[0], score, index):
+        heap_s[0] = score
+        heap_i[0] = index
+        _sift_down(heap_s, heap_i, size, 0)
 
-    Candidates must be offered in increasing index order for ties to favour lower indices.
-    """
+
+@kernel(inline=True)
+def heap_push(heap_s, heap_i, size, k, score, index):
+    """Offer (score, index) to a bounded heap of capacity ``k``; returns the new size."""
     if size < k:
         pos = size
         heap_s[pos] = score
         heap_i[pos] = index
         while pos > 0:  # sift up
             parent = (pos - 1) // 2
-            if heap_s[pos] < heap_s[parent] or (heap_s[pos] == heap_s[parent] and heap_i[pos] > heap_i[parent]):
+            if _worse(heap_s[pos], heap_i[pos], heap_s[parent], heap_i[parent]):
                 heap_s[pos], heap_s[parent] = heap_s[parent], heap_s[pos]
                 heap_i[pos], heap_i[parent] = heap_i[parent], heap_i[pos]
                 pos = parent
             else:
                 break
         return size + 1
-    if score > heap_s[0] or (score == heap_s[0] and index < heap_i[0]):
-        heap_s[0] = score
-        heap_i[0] = index
-        _sift_down(heap_s, heap_i, size, 0)
+    heap_replace_worst(heap_s, heap_i, size, score, index)
     return size
+
+
+@kernel(inline=True)
+def heap_pop_sorted(heap_s, heap_i, size, out_i, out_s):
+    """Empty the heap into ``out_i[:size]``/``out_s[:size]``, best first (ties: lower index):
+    an in-place heapsort that pops the worst to the back."""
+    for end in range(size - 1, -1, -1):
+        out_s[end] = heap_s[0]
+        out_i[end] = heap_i[0]
+        heap_s[0] = heap_s[end]
+        heap_i[0] = heap_i[end]
+        _sift_down(heap_s, heap_i, end, 0)
 
 
 @kernel
 def heap_sorted_into(heap_s, heap_i, size, out_i, out_s):
-    """Write the heap's entries best-first into ``out_i``/``out_s``; pad the rest with -1/-inf."""
-    order = np.argsort(heap_i[:size], kind="mergesort")  # by index, then stable by score below
-    tmp_s = heap_s[:size][order]
-    tmp_i = heap_i[:size][order]
-    order2 = np.argsort(-tmp_s, kind="mergesort")
-    for j in range(size):
-        out_i[j] = tmp_i[order2[j]]
-        out_s[j] = tmp_s[order2[j]]
+    """Empty the heap into ``out_i``/``out_s`` best-first; pad the rest with -1/-inf."""
+    heap_pop_sorted(heap_s, heap_i, size, out_i, out_s)
     for j in range(size, out_i.shape[0]):
         out_i[j] = -1
         out_s[j] = -np.inf
@@ -208,69 +224,80 @@ def _parallel_calls_are_safe() -> bool:
     return threads.parallel_calls_are_safe()
 
 
-def dense_topk(scores, k, excl_indptr, excl_indices, allowed, parallel: bool | None = None):
-    """Top-k of every row of ``scores`` (n, m) float32 C-contiguous, skipping row r's
-    ``excl_indices[excl_indptr[r]:excl_indptr[r + 1]]`` (sorted int32; ``excl_indptr`` int64, or empty
-    for no exclusions). ``allowed``: bool mask over the m items, or empty for all. ``parallel``: see
-    ``run_parallel``. Malformed arguments raise ``DataError``/``ParameterError`` (checks cost O(n)
-    plus the exclusions, never a pass over ``scores``)."""
-    scores = np.asarray(scores)
-    if scores.ndim != 2 or scores.dtype.kind != "f":
-        raise DataError(f"scores must be a 2-d float array, got {scores.dtype} with shape {scores.shape}",
-                        source="dense_topk")
+def _exclusions(excl_indptr, excl_indices, n_rows: int, name: str):
+    """The exclusion CSR as int64 / int32 arrays: empty (none) or one row per score row. O(1)
+    checks (shapes, ends); that each row is sorted is the caller's promise."""
+    excl_indptr = np.ascontiguousarray(excl_indptr if excl_indptr is not None else _NO_INDPTR, dtype=np.int64)
+    excl_indices = np.ascontiguousarray(excl_indices if excl_indices is not None else _NO_INDICES, dtype=np.int32)
+    n_ptr = excl_indptr.shape[0] if excl_indptr.ndim == 1 else -1
+    if n_ptr == 0 and excl_indices.ndim == 1:
+        return excl_indptr, excl_indices
+    if (n_ptr != n_rows + 1 or excl_indices.ndim != 1 or excl_indptr[0] != 0
+            or excl_indptr[n_rows] != excl_indices.shape[0]):
+        raise DataError(f"excl_indptr must be empty (no exclusions) or a CSR index pointer of {n_rows + 1} "
+                        f"entries over the {excl_indices.shape[0] if excl_indices.ndim else 0} 1-d excl_indices",
+                        source=name)
+    return excl_indptr, excl_indices
+
+
+_NO_INDPTR = np.zeros(0, np.int64)
+_NO_INDICES = np.zeros(0, np.int32)
+_NO_MASK = np.zeros(0, np.bool_)
+
+
+def _allowed(allowed, n_items: int, name: str) -> np.ndarray:
+    allowed = np.ascontiguousarray(allowed if allowed is not None else _NO_MASK, dtype=np.bool_)
+    if allowed.ndim != 1 or allowed.shape[0] not in (0, n_items):
+        raise DataError(f"allowed must be empty (every item) or a bool mask over the {n_items} items, "
+                        f"got shape {allowed.shape}", source=name)
+    return allowed
+
+
+def _k(k) -> int:
+    if isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)) and k >= 1:
+        return int(k)  # the per-request path: no call into validation for a plain int
+    return validation.integer("k", k, minimum=1)
+
+
+def dense_topk(scores, k, excl_indptr=None, excl_indices=None, allowed=None, parallel: bool | None = None):
+    """Top-k of every row of ``scores`` (n, m), skipping row r's
+    ``excl_indices[excl_indptr[r]:excl_indptr[r + 1]]`` (sorted within the row; ``excl_indptr``
+    empty or None for no exclusions). ``allowed``: bool mask over the m items, or empty/None for
+    all. ``parallel``: see ``run_parallel``. Scores are used as float32 C-contiguous (passed that
+    way, nothing is copied). Checks are O(1) (dtypes, shapes), as befits a per-request path; bad
+    input raises ``DataError``."""
     scores = np.ascontiguousarray(scores, dtype=np.float32)
-    k, excl_indptr, excl_indices, allowed = _check_rows(scores.shape[0], scores.shape[1], k, excl_indptr,
-                                                        excl_indices, allowed, "dense_topk")
+    if scores.ndim != 2:
+        raise DataError(f"scores must be 2-d (rows, items), got shape {scores.shape}", source="dense_topk")
+    k = _k(k)
+    limits.check_result_size(scores.shape[0], k, "dense_topk")
+    excl_indptr, excl_indices = _exclusions(excl_indptr, excl_indices, scores.shape[0], "dense_topk")
+    allowed = _allowed(allowed, scores.shape[1], "dense_topk")
     if run_parallel(scores.shape[0], parallel):
         return _dense_topk_parallel(scores, k, excl_indptr, excl_indices, allowed)
     return _dense_topk_serial(scores, k, excl_indptr, excl_indices, allowed)
 
 
-def ranked_topk(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed, parallel: bool | None = None):
+def ranked_topk(order, order_scores, n_rows, k, excl_indptr=None, excl_indices=None, allowed=None,
+                parallel: bool | None = None):
     """The first k items of one global ranking ``order`` not excluded for each of ``n_rows`` rows.
 
-    ``order`` lists item indices best-first with their ``order_scores`` (a popularity ranking);
-    per row this walks the ranking and skips the row's sorted exclusions by binary search.
-    ``parallel``: see ``run_parallel``. Malformed arguments raise ``DataError``/``ParameterError``.
+    ``order`` lists every item index once, best-first, with their ``order_scores`` (a popularity
+    ranking); per row this walks the ranking and skips the row's sorted exclusions by binary
+    search. ``allowed``: bool mask over the ``len(order)`` items, or empty/None for all.
+    ``parallel``: see ``run_parallel``. O(1) checks; bad input raises ``DataError``.
     """
-    n_rows = validation.integer("n_rows", n_rows, minimum=0)
-    order_scores = np.asarray(order_scores)
-    if order_scores.ndim != 1 or not (order_scores.size == 0 or order_scores.dtype.kind in "iuf"):
-        raise DataError(f"order_scores must be 1-d numbers, got {order_scores.dtype} with shape {order_scores.shape}",
-                        source="ranked_topk")
-    order_scores = np.ascontiguousarray(order_scores, dtype=np.float32)
-    order = np.asarray(order)
-    if order.ndim != 1 or len(order) != len(order_scores) or not (order.size == 0 or order.dtype.kind in "iu"):
-        raise DataError("order must be 1-d integer item indices, one per entry of order_scores", source="ranked_topk")
-    allowed_len = np.asarray(allowed).reshape(-1).shape[0]
-    if allowed_len:  # order indexes the mask
-        order = check_index(order, allowed_len, "order", "ranked_topk", np.int32)
     order = np.ascontiguousarray(order, dtype=np.int32)
-    k, excl_indptr, excl_indices, allowed = _check_rows(n_rows, allowed_len or None, k, excl_indptr, excl_indices,
-                                                        allowed, "ranked_topk")
+    order_scores = np.ascontiguousarray(order_scores, dtype=np.float32)
+    if order.ndim != 1 or order_scores.shape != order.shape:
+        raise DataError(f"order and order_scores must be 1-d of one length, got shapes {order.shape} and "
+                        f"{order_scores.shape}", source="ranked_topk")
+    n_rows = validation.integer("n_rows", n_rows, minimum=0)
+    k = _k(k)
+    limits.check_result_size(n_rows, k, "ranked_topk")
+    excl_indptr, excl_indices = _exclusions(excl_indptr, excl_indices, n_rows, "ranked_topk")
+    allowed = _allowed(allowed, order.shape[0], "ranked_topk")
     if run_parallel(n_rows, parallel):
         return _ranked_topk_parallel(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed)
     return _ranked_topk_serial(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed)
 
-
-def _check_rows(n_rows: int, n_items, k, excl_indptr, excl_indices, allowed, name: str):
-    """k, the per-row exclusions (empty indptr: none) and the allowed mask (empty: all), checked
-    and coerced for the top-k kernels."""
-    k = validation.integer("k", k, minimum=1)
-    limits.check_result_size(n_rows, k, name)
-    excl_indices = np.asarray(excl_indices)
-    if excl_indices.ndim != 1 or not (excl_indices.size == 0 or excl_indices.dtype.kind in "iu"):
-        raise DataError(f"excl_indices must be 1-d integers, got {excl_indices.dtype} with shape "
-                        f"{excl_indices.shape}", source=name)
-    excl_indices = np.ascontiguousarray(excl_indices, dtype=np.int32)
-    excl_indptr = np.asarray(excl_indptr)
-    if excl_indptr.size == 0:
-        excl_indptr = np.zeros(0, dtype=np.int64)
-    else:
-        excl_indptr = check_slices(excl_indptr, len(excl_indices), n_rows, name)
-    allowed = np.asarray(allowed)
-    if allowed.size and (allowed.ndim != 1 or allowed.dtype.kind != "b"
-                         or (n_items is not None and len(allowed) != n_items)):
-        raise DataError(f"allowed must be empty or a bool mask over the {n_items} items, got {allowed.dtype} with "
-                        f"shape {allowed.shape}", source=name)
-    return k, excl_indptr, excl_indices, np.ascontiguousarray(allowed.reshape(-1), dtype=np.bool_)

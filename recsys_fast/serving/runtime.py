@@ -100,6 +100,16 @@ class OnnxRuntime(Recommender):
         scores[items < 0] = -np.inf
         return items, scores
 
+    def graph_inputs(self, user_index, k: int = 10) -> dict[str, np.ndarray]:
+        """The feeds one session run gets for these training users (internal indices), seen items
+        excluded: what a request sends to the graph. Used to calibrate a static int8 graph."""
+        user_index = np.asarray(user_index, dtype=np.int64).reshape(-1)
+        batch = self._batch_for_users(user_index, self.seen_)
+        feeds = self._model_inputs(batch)
+        feeds["exclude"] = _padded_exclusions(len(user_index), batch.excl_indptr, batch.excl_indices, batch.allowed)
+        feeds["k"] = np.array([min(int(k), self.n_items)], dtype=np.int64)
+        return feeds
+
     def _model_inputs(self, batch: RowBatch) -> dict[str, np.ndarray]:
         users = batch.user_index
         family = self.family_
@@ -189,9 +199,13 @@ class ModelRuntime:
 
 
 def _limited(n_threads):
+    """Per call, from any number of request threads: Numba's count only (per calling thread).
+    torch and BLAS pools are process-wide, and setting them from concurrent threads races (and
+    OpenBLAS must not be resized while another thread computes): size them once around the
+    service, as ``recsys-fast serve --threads`` does."""
     from .. import threads
 
-    return threads.limit(n_threads)
+    return threads.limit(n_threads, process_wide=False)
 
 
 def _session(model_bytes: bytes, n_threads: int | None, providers):
