@@ -1,4 +1,4 @@
-"""The ``recsys-fast`` command line: demo, doctor, train, evaluate, recommend, batch, export, serve.
+"""The ``recsys-fast`` command line: demo, doctor, train, update, evaluate, recommend, batch, export, serve.
 
 Every sub-command reads interactions from a MovieLens folder (ml-100k or ml-latest layout), a CSV
 file or a Parquet file; see ``recsys-fast <command> --help``.
@@ -114,6 +114,77 @@ def _load_data(args):
 
 
 SPLIT_OPTIONS = {"test_fraction": "--test-fraction", "cutoff": "--cutoff", "n": "--n-last", "seed": "--seed"}
+
+
+def _add_feature_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("item features (content_knn, hybrid)")
+    g.add_argument("--item-features", default=None, metavar="CSV",
+                   help="one row per item (e.g. ml-latest-small's movies.csv) for content models")
+    g.add_argument("--features-item-col", default=None,
+                   help="item id column of --item-features and --tags (default: item, else movieId)")
+    g.add_argument("--text", action="append", default=[], metavar="COLUMN",
+                   help="a text column (TF-IDF, or --text-weighting bm25), repeatable or comma-separated")
+    g.add_argument("--text-weighting", choices=("tfidf", "bm25"), default="tfidf")
+    g.add_argument("--categorical", action="append", default=[], metavar="COLUMN",
+                   help="a categorical column (one-hot), repeatable or comma-separated")
+    g.add_argument("--multi-label", action="append", default=[], metavar="COLUMN[=SEP]",
+                   help="a multi-label column with its separator (default '|'), e.g. genres or genres=|")
+    g.add_argument("--tags", default=None, metavar="CSV",
+                   help="tag events (e.g. ml-latest-small's tags.csv): each item's distinct tags become a "
+                        "multi-label feature 'tags'")
+    g.add_argument("--tag-col", default="tag", help="tag column of --tags (default: tag)")
+    g.add_argument("--components", default="item_knn,content_knn",
+                   help="--model hybrid: comma-separated component kinds (default: item_knn,content_knn); "
+                        "--param item_knn.k=50 targets one")
+
+
+def _id_column(frame, wanted, source: str) -> str:
+    from .errors import DataError
+
+    for col in ([wanted] if wanted else ["item", "movieId"]):
+        if col in frame.columns:
+            return col
+    raise DataError(f"no item id column {wanted or 'item or movieId'}; found {list(frame.columns)} "
+                    "(pass --features-item-col)", source=source)
+
+
+def _split_list(values: list[str]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def load_item_features(args):
+    """The ``ItemFeatures`` the feature options describe, or None without --item-features/--tags."""
+    import pandas as pd
+
+    from .data.features import TAG_SEPARATOR, ItemFeatures, item_tags
+    from .errors import DataError
+
+    if args.item_features is None and args.tags is None:
+        return None
+    frame = None
+    if args.item_features is not None:
+        path = Path(args.item_features)
+        if not path.is_file():
+            raise DataError("file not found", source=str(path))
+        frame = pd.read_csv(path)
+        frame = frame.rename(columns={_id_column(frame, args.features_item_col, str(path)): "item"})
+    multi = {}
+    for spec in args.multi_label:
+        col, _, sep = spec.partition("=")
+        multi[col.strip()] = sep or "|"
+    if args.tags is not None:
+        path = Path(args.tags)
+        if not path.is_file():
+            raise DataError("file not found", source=str(path))
+        tags = pd.read_csv(path)
+        per_item = item_tags(tags, _id_column(tags, args.features_item_col, str(path)), args.tag_col, str(path))
+        frame = per_item if frame is None else frame.merge(per_item, on="item", how="left")
+        frame["tags"] = frame["tags"].fillna("")
+        multi["tags"] = TAG_SEPARATOR
+    return ItemFeatures.from_pandas(frame, item="item", text=_split_list(args.text),
+                                    categorical=_split_list(args.categorical), multi_label=multi,
+                                    text_weighting=args.text_weighting,
+                                    source=str(args.item_features or args.tags))
 
 
 def _split(data, args):
@@ -280,15 +351,69 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _make_trained_model(args):
+    """The --model (a Hybrid of --components for ``hybrid``) and the features it needs."""
+    params = _quiet_params(args.model, parse_params(args.param), args.quiet)
+    features = load_item_features(args)
+    if args.model == "hybrid":
+        from .models.hybrid import Hybrid
+
+        from .models.registry import model_class
+
+        kinds = [k.strip() for k in args.components.split(",") if k.strip()]
+        # untargeted parameters go to every model that has them (as with evaluate --models)
+        comps = [_make_model(kind, params) for kind in kinds]
+        shared = params.get("", {})
+        taken = set(Hybrid.param_names()).union(*(model_class(k).param_names() for k in kinds))
+        if set(shared) - taken:
+            raise CliError("--param", f"no model of hybrid({', '.join(kinds)}) has parameter(s) "
+                                      f"{sorted(set(shared) - taken)}")
+        own = {k: v for k, v in shared.items() if k in Hybrid.param_names() and k != "components"}
+        model = Hybrid(comps, **{**own, **params.get("hybrid", {})})
+    else:
+        model = _make_model(args.model, params, strict=True)
+    from .models.hybrid import _takes_features
+
+    needs = _takes_features(model) or (args.model == "hybrid" and any(_takes_features(c) for c in model.components))
+    if needs and features is None:
+        raise CliError("--model", f"{args.model} needs item features: pass --item-features CSV "
+                                  "(with --text/--categorical/--multi-label) and/or --tags CSV")
+    return model, (features if needs else None)
+
+
 def cmd_train(args) -> int:
     check_output(args.out, "--out", directory=True)
-    model = _make_model(args.model, _quiet_params(args.model, parse_params(args.param), args.quiet), strict=True)
+    model, features = _make_trained_model(args)  # every option checked before the data is read
     data, _ = _load_data(args)
     t0 = time.perf_counter()
-    model.fit(data)
+    if features is not None:
+        model.fit(data, features=features)
+    else:
+        model.fit(data)
     _info(args, f"fitted {model!r} on {data} in {time.perf_counter() - t0:.2f} s")
     path = model.save(args.out)
     _info(args, f"saved bundle to {path}")
+    return 0
+
+
+def cmd_update(args) -> int:
+    from .models.registry import load
+
+    model = load(args.bundle)
+    args.data = args.events
+    new, _ = _load_data(args)
+    before = (model.n_users, model.n_items)
+    t0 = time.perf_counter()
+    model.update(new, duplicates=args.duplicates)
+    took = time.perf_counter() - t0
+    print(f"updated {args.bundle} with {new} in {took:.2f} s: users {before[0]} -> {model.n_users}, "
+          f"items {before[1]} -> {model.n_items}")
+    info = getattr(model, "update_info_", None)
+    if info:
+        print("rows changed / merged / recomputed: "
+              f"{info['changed']} / {info['merged']} / {info['recomputed']} of {info['rows']}")
+    path = model.save(args.out)
+    print(f"saved bundle to {path}")
     return 0
 
 
@@ -388,8 +513,8 @@ def cmd_export(args) -> int:
     calibration = None
     if args.quantize:
         if args.data is None:
-            raise SystemExit("error: --quantize needs --data: interactions (ideally held out from training) whose "
-                             "validation split measures NDCG@10 of the fp32 and int8 graphs")
+            raise CliError("--quantize", "needs --data: interactions (ideally held out from training) whose "
+                                         "validation split measures NDCG@10 of the fp32 and int8 graphs")
         calibration, _ = _load_data(args)
     t0 = time.perf_counter()
     path = to_onnx(model, args.out, quantize=args.quantize, calibration=calibration, max_ndcg_drop=args.max_ndcg_drop)
@@ -554,8 +679,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fit one model on all the data and save it as a bundle")
     _add_data_options(p)
     _add_model_options(p, multiple=False)
+    _add_feature_options(p)
     p.add_argument("--out", required=True, help="bundle directory to write (replaced atomically)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("update", help="fold new events into a saved model (model.update) and save it again")
+    p.add_argument("bundle", help="bundle directory written by `recsys-fast train` or model.save()")
+    p.add_argument("--events", required=True, help="the new events: a .csv/.tsv or .parquet file")
+    p.add_argument("--user-col", default="user", help="user id column (default: user)")
+    p.add_argument("--item-col", default="item", help="item id column (default: item)")
+    p.add_argument("--weight-col", default=None, help="weight or rating column (default: every event weighs 1)")
+    p.add_argument("--timestamp-col", default=None, help="timestamp column (orders events for sequential models)")
+    p.add_argument("--sep", default=None, help="CSV field separator (default: ',' or tab for .tsv)")
+    p.add_argument("--min-rating", type=float, default=None,
+                   help="keep only events rated >= this and treat them as implicit feedback (weight 1)")
+    p.add_argument("--duplicates", choices=("last", "sum", "first", "max"), default="last",
+                   help="a (user, item) pair already in the model: the new event replaces it (last), adds its "
+                        "weight (sum), or the first / the larger weight is kept")
+    p.add_argument("--out", required=True, help="bundle directory to write (may be the input bundle)")
+    p.set_defaults(func=cmd_update)
 
     p = sub.add_parser("evaluate", help="split the data, fit models, print full-ranking metrics")
     _add_data_options(p)

@@ -63,6 +63,13 @@ class EASE(Recommender):
             self.weights_ = np.ascontiguousarray(b, dtype=np.float32)
             bar.update(1, step="weights")
 
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        """Recomputes B from the Gram matrix of old + new data: a refit, exactly. The Gram update
+        itself is cheap, but every entry of B depends on the inverse, and a low-rank update of
+        the inverse (Woodbury, rank = the touched users) is no cheaper once more than a few
+        hundred users are touched and loses accuracy in float32; so EASE refits. New items join."""
+        self._fit(combined)
+
     def _score_rows(self, batch: RowBatch) -> np.ndarray:
         rows = sp.csr_matrix((np.ones(len(batch.hist_indices), np.float32), batch.hist_indices, batch.hist_indptr),
                              shape=(len(batch.user_index), self.n_items))

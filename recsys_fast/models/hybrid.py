@@ -117,6 +117,18 @@ class Hybrid(Recommender):
         self.components_ = [_fit_component(c, train, features) for c in self.components]
         return self
 
+    def _check_update(self, combined, user_pos, item_pos, new_in) -> None:
+        for c in self.components_:
+            c._check_update(combined, user_pos, item_pos, new_in)
+
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        """Each component takes the new events through its own ``update`` (they share the
+        Hybrid's id maps, so they stay aligned); ``weights_`` are kept (tuning again needs a
+        refit); the item counts that switching reads are recounted."""
+        for c in self.components_:
+            c.update(new_in, duplicates=self._update_duplicates)
+        self.item_counts_ = np.bincount(combined.matrix.indices, minlength=combined.n_items).astype(np.int64)
+
     def _tune(self, train: Interactions, features) -> tuple[float, ...]:
         from ..kernels.metrics import NDCG, per_user_metrics
         from ..split import holdout

@@ -100,6 +100,74 @@ class NeuralRecommender(Recommender):
             self.module_ = self._finalize(module, train)
             self.module_.eval()
 
+    # ------------------------------------------------------------------ the feedback loop
+    def _check_update(self, combined, user_pos, item_pos, new_in) -> None:
+        """New items have no trained vectors: they are refused (refit to add them)."""
+        from ...errors import DataError
+
+        if combined.n_items != self.n_items_:
+            fresh = np.setdiff1d(combined.item_map.ids, self.item_map_.ids)
+            raise DataError(f"{type(self).__name__} has no trained vectors for {len(fresh)} new item(s) "
+                            f"(e.g. {fresh[:5].tolist()}): refit to add them, or leave their events out",
+                            source="update")
+        if type(self)._update is NeuralRecommender._update:
+            raise NotImplementedError(f"{type(self).__name__} has no update; refit it on the combined data")
+
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no update; refit it on the combined data")
+
+    def _fold_in_update(self, combined, user_pos, new_in) -> None:
+        """Fold-in for the dot-product scorers (``MF``: BPRMF, LightGCN's final embeddings): the
+        item vectors (and biases) stay fixed; each touched user's vector is re-optimised on all of
+        its interactions (old + new) with the BPR loss and the fitted ``weight_decay``, from its
+        current vector (new users from zero), ``FOLD_IN_STEPS`` full-batch Adam steps with one
+        uniform negative per positive per step, seeded. Other users keep their vectors."""
+        from .nets import MF
+
+        t = torch()
+        old = self.module_
+        users = np.unique(new_in.row_of_nnz()).astype(np.int64)
+        d = old.item.weight.shape[1]
+        table = np.zeros((combined.n_users, d), dtype=np.float32)
+        table[user_pos] = to_numpy(old.user.weight.detach())
+        with threads.limit(self.n_threads), t.random.fork_rng(devices=[]):
+            rng = np.random.default_rng([0 if self.seed is None else int(self.seed), 11])
+            if len(users):
+                table[users] = self._bpr_fold_in(combined.matrix, users, table[users], old, rng)
+        module = MF(combined.n_users, self.n_items_, d, item_bias=old.bias is not None)
+        with t.no_grad():
+            module.user.weight.copy_(t.from_numpy(table))
+            module.item.weight.copy_(old.item.weight.detach().cpu())
+            if old.bias is not None:
+                module.bias.copy_(old.bias.detach().cpu())
+        self.module_ = module.to(self.device_).eval()
+        self.n_users_ = combined.n_users
+
+    FOLD_IN_STEPS = 100
+    FOLD_IN_LEARNING_RATE = 0.05
+
+    def _bpr_fold_in(self, matrix, users, start, scorer, rng):
+        t = torch()
+        items = scorer.item.weight.detach().cpu()
+        bias = scorer.bias.detach().cpu() if scorer.bias is not None else None
+        lens = np.diff(matrix.indptr)[users]
+        owner = t.as_tensor(np.repeat(np.arange(len(users)), lens))
+        pos_np = np.concatenate([matrix.indices[matrix.indptr[u]:matrix.indptr[u + 1]] for u in users])
+        pos = t.as_tensor(pos_np.astype(np.int64))
+        u = t.tensor(start, requires_grad=True)
+        opt = t.optim.Adam([u], lr=self.FOLD_IN_LEARNING_RATE)
+        for _ in range(self.FOLD_IN_STEPS):
+            neg = t.as_tensor(rng.integers(0, items.shape[0], size=len(pos_np)))
+            uv = u[owner]
+            diff = (uv * (items[pos] - items[neg])).sum(-1)
+            if bias is not None:
+                diff = diff + bias[pos] - bias[neg]
+            loss = -t.nn.functional.logsigmoid(diff).mean() + self.weight_decay * u.pow(2).sum() / (2 * len(users))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return u.detach().numpy()
+
     def _carve_validation(self, train: Interactions):
         if self.validation_fraction <= 0 or train.nnz == 0:
             return train, None

@@ -32,6 +32,9 @@ class BPRMF(NeuralRecommender):
                  n_threads: int | None = None, verbose: bool | None = None, negatives: str = "uniform"):
         self._init_params(locals())
 
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        self._fold_in_update(combined, user_pos, new_in)
+
     def _prepare(self, fit_data: Interactions) -> None:
         self._sampler = PairSampler(fit_data.matrix, self.n_negatives, self.negatives)
 

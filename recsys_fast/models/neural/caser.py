@@ -67,6 +67,19 @@ class Caser(SequentialRecommender):
         hidden = module.encode(self._tensor(windows), self._tensor(users))
         return self._next_item_loss(module, hidden, targets, rng)
 
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        """Sequences as for every sequential model; the user table grows: old users keep their
+        embedding, new users start from the learned "unknown user" embedding (the one history=
+        scoring uses), which stays last."""
+        from ._torch import torch
+
+        old_n = self.n_users_
+        super()._update(combined, user_pos, item_pos, new_in)
+        weight = self.module_.user.weight.detach()
+        table = weight[old_n].repeat(combined.n_users + 1, 1)
+        table[torch().as_tensor(user_pos)] = weight[:old_n]
+        self.module_.user = torch().nn.Embedding.from_pretrained(table, freeze=False).to(self.device_)
+
     def _user_inputs(self, users):
         seq = samplers.pad_sequences(self._seq_indptr, self._seq_items, users, self.max_len)
         return self._tensor(seq), self._tensor(users)

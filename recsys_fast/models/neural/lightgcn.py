@@ -33,6 +33,11 @@ class LightGCN(NeuralRecommender):
         p["n_layers"] = validation.integer("n_layers", p["n_layers"], minimum=1)
         return p
 
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        """Fold-in on the final (propagated) embeddings, item side fixed (see
+        ``NeuralRecommender._fold_in_update``); the propagation itself is not rerun."""
+        self._fold_in_update(combined, user_pos, new_in)
+
     def _prepare(self, fit_data: Interactions) -> None:
         self._sampler = PairSampler(fit_data.matrix, self.n_negatives, "uniform")
         self._adjacency = normalized_adjacency(fit_data.matrix)

@@ -61,6 +61,12 @@ class MultVAE(NeuralRecommender):
     def _user_inputs(self, users):
         return (self._tensor(dense_rows(self._rows, users), dtype=_float()),)
 
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        """MultVAE scores a user from its row: the new events are in the rows at once (new users
+        too); the network is unchanged."""
+        self._rows = combined.matrix
+        self.n_users_ = combined.n_users
+
     def _finalize(self, module, train: Interactions):
         self._rows = train.matrix
         return module
