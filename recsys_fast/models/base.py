@@ -524,7 +524,12 @@ class Recommender:
         if clash:
             raise RuntimeError(f"state arrays {clash} clash with the base arrays")
         arrays.update(state)
-        return bundle.write_bundle(path, self.kind, self.get_params(), arrays, meta=self._get_meta())
+        return bundle.write_bundle(path, self.kind, self.get_params(), arrays, meta=self._bundle_meta())
+
+    def _bundle_meta(self) -> dict:
+        """The model's own metadata plus the fingerprint of its training data."""
+        return {"data": bundle.data_fingerprint(self.user_map_.ids, self.item_map_.ids, self.seen_.nnz),
+                **self._get_meta()}
 
     def fingerprint(self) -> str:
         """A sha256 hex digest of the fitted model: kind, parameters, id maps, training matrix and
@@ -554,11 +559,23 @@ class Recommender:
         get = lambda name: bundle.load_array(path, name, manifest)  # noqa: E731
         model.user_map_ = IdMap(get("user_ids"), "user")
         model.item_map_ = IdMap(get("item_ids"), "item")
-        model.seen_ = sp.csr_matrix((get("seen_data"), get("seen_indices"), get("seen_indptr")),
-                                    shape=(len(model.user_map_), len(model.item_map_)))
+        model.seen_ = seen_matrix(path, get, len(model.user_map_), len(model.item_map_))
         names = [f[:-4] for f in manifest["files"] if f.endswith(".npy")]
         model._set_state({n: get(n) for n in names}, manifest.get("meta", {}))
         return model
+
+
+def seen_matrix(path, get, n_users: int, n_items: int) -> sp.csr_matrix:
+    """The training matrix of a bundle from its ``seen_*`` arrays, checked against the id maps."""
+    indptr, indices, data = get("seen_indptr"), get("seen_indices"), get("seen_data")
+    ok = (indptr.ndim == indices.ndim == data.ndim == 1 and indptr.dtype.kind in "iu" and indices.dtype.kind in "iu"
+          and data.dtype.kind == "f" and len(indptr) == n_users + 1 and len(indices) == len(data)
+          and (len(indptr) == 0 or (indptr[0] == 0 and indptr[-1] == len(indices) and (np.diff(indptr) >= 0).all()))
+          and (len(indices) == 0 or (indices.min() >= 0 and indices.max() < n_items)))
+    if not ok:
+        raise BundleError(f"{path}: the stored training matrix does not fit the id maps ({n_users} users x "
+                          f"{n_items} items); the bundle is inconsistent")
+    return sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
 
 
 def _union_map(old: IdMap, new: IdMap) -> IdMap:
@@ -594,6 +611,8 @@ def _query_ids(name: str, ids) -> np.ndarray:
         raise ParameterTypeError(name, validation.type_of(ids), "one id or a sequence of ids")
     try:
         arr = np.atleast_1d(np.asarray(ids))
+        if isinstance(ids, (list, tuple)) and arr.dtype.kind == "U" and arr.ndim == 1:
+            arr = np.asarray(ids, dtype=object)  # keep 3 an int next to "a", as given
     except (ValueError, TypeError):  # ragged nesting
         raise ParameterTypeError(name, validation.type_of(ids), "one id or a sequence of ids") from None
     if arr.ndim != 1 or arr.dtype.kind not in "iuUOfSb":

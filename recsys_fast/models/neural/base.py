@@ -19,6 +19,7 @@ import numpy as np
 
 from ... import threads, validation
 from ...data.interactions import Interactions
+from ...errors import BundleError
 from ...kernels.topk import SERIAL_MAX_ROWS
 from ..base import Recommender, RowBatch
 from . import samplers
@@ -37,7 +38,9 @@ class NeuralRecommender(Recommender):
     training items held out for early stopping; 0 disables validation and trains on everything;
     sequential models hold out each user's last item instead whenever it is > 0), n_threads
     (torch/BLAS threads while fitting and scoring; None leaves the pools alone), verbose (progress
-    bar with loss and validation NDCG@10).
+    per epoch with loss and validation NDCG@10: None, the default, shows it once training runs
+    over a few seconds, as a bar on a terminal and log lines otherwise; False never; see
+    ``recsys_fast.progress``).
 
     After ``fit``: ``training_log_`` lists per-epoch loss, validation NDCG@10 and seconds;
     ``best_epoch_`` is the epoch whose weights were kept (the last one without validation). To
@@ -66,7 +69,7 @@ class NeuralRecommender(Recommender):
         p["validation_fraction"] = v.number("validation_fraction", p["validation_fraction"], minimum=0.0,
                                             maximum=1.0, max_inclusive=False)
         p["n_threads"] = v.integer("n_threads", p["n_threads"], minimum=1, allow_none=True)
-        p["verbose"] = v.boolean("verbose", p["verbose"])
+        p["verbose"] = None if p["verbose"] is None else v.boolean("verbose", p["verbose"])
         if "dropout" in p:
             p["dropout"] = v.number("dropout", p["dropout"], minimum=0.0, maximum=1.0, max_inclusive=False)
         if "negatives" in p:
@@ -91,7 +94,7 @@ class NeuralRecommender(Recommender):
             self._prepare(fit_data)
             module = self._build_module().to(self.device_)
             trainer = Trainer(self.epochs, self.learning_rate, self.weight_decay if self.decay_in_optimizer else 0.0,
-                              self.optimizer, self.early_stopping_patience, bool(self.verbose), type(self).__name__)
+                              self.optimizer, self.early_stopping_patience, self.verbose, type(self).__name__)
             self.training_log_ = trainer.run(self, module, rng, validation)
             self.best_epoch_ = best_epoch(self.training_log_)
             self.module_ = self._finalize(module, train)
@@ -247,6 +250,11 @@ class NeuralRecommender(Recommender):
         (the weights are loaded after)."""
         return self._build_module()
 
+    def _shape_params(self) -> str:
+        return ", ".join(f"{n}={getattr(self, n)!r}" for n in self.param_names()
+                         if n in ("embedding_size", "n_layers", "hidden_sizes", "max_len", "n_heads", "n_blocks",
+                                  "latent_size", "layers", "n_filters"))
+
     def _get_state(self):
         state = self.module_.state_dict()
         arrays = {sanitise(key): to_numpy(value) for key, value in state.items()}
@@ -271,6 +279,15 @@ class NeuralRecommender(Recommender):
         self.best_epoch_ = best_epoch(self.training_log_)
         self._set_extra_state(arrays, meta)
         module = self._build_scoring_module()
+        expected = module.state_dict()
         state = {key: t.from_numpy(np.array(arrays[name])) for name, key in meta["state_keys"].items()}
+        if set(state) != set(expected):
+            raise BundleError(f"the stored weights {sorted(set(state) ^ set(expected))} do not match the network "
+                              f"that the manifest's parameters build")
+        for key, value in state.items():
+            if tuple(value.shape) != tuple(expected[key].shape) or value.dtype != expected[key].dtype:
+                raise BundleError(f"weight {key!r} is stored as {tuple(value.shape)} {value.dtype} but the manifest's "
+                                  f"parameters ({self._shape_params()}) build {tuple(expected[key].shape)} "
+                                  f"{expected[key].dtype}; the parameters were edited or the arrays replaced")
         module.load_state_dict(state, strict=True)
         self.module_ = module.to(self.device_).eval()

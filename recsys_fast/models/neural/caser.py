@@ -31,7 +31,7 @@ class Caser(SequentialRecommender):
     def __init__(self, embedding_size: int = 64, epochs: int = 20, learning_rate: float = 2e-3,
                  weight_decay: float = 1e-6, batch_size: int = 1024, n_negatives: int = 1, seed: int | None = 0,
                  device: str = "auto", early_stopping_patience: int | None = 3, validation_fraction: float = 0.1,
-                 n_threads: int | None = None, verbose: bool = False, max_len: int = 5, n_horizontal: int = 16,
+                 n_threads: int | None = None, verbose: bool | None = None, max_len: int = 5, n_horizontal: int = 16,
                  n_vertical: int = 4, dropout: float = 0.5, loss: str = "ce"):
         self._init_params(locals())
 

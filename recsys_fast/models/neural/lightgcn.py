@@ -25,7 +25,7 @@ class LightGCN(NeuralRecommender):
     def __init__(self, embedding_size: int = 64, epochs: int = 60, learning_rate: float = 0.01,
                  weight_decay: float = 1e-4, batch_size: int = 4096, n_negatives: int = 1, seed: int | None = 0,
                  device: str = "auto", early_stopping_patience: int | None = 5, validation_fraction: float = 0.1,
-                 n_threads: int | None = None, verbose: bool = False, n_layers: int = 3):
+                 n_threads: int | None = None, verbose: bool | None = None, n_layers: int = 3):
         self._init_params(locals())
 
     def _check_params(self, p: dict) -> dict:
