@@ -199,9 +199,13 @@ class ModelRuntime:
 
 
 def _limited(n_threads):
+    """Per call, from any number of request threads: Numba's count only (per calling thread).
+    torch and BLAS pools are process-wide, and setting them from concurrent threads races (and
+    OpenBLAS must not be resized while another thread computes): size them once around the
+    service, as ``recsys-fast serve --threads`` does."""
     from .. import threads
 
-    return threads.limit(n_threads)
+    return threads.limit(n_threads, process_wide=False)
 
 
 def _session(model_bytes: bytes, n_threads: int | None, providers):
