@@ -213,3 +213,39 @@ def test_bad_input_raises(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         topk_similarity(**args)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=csr_inputs(), similarity=st.sampled_from(SIMILARITIES), k=st.integers(1, 20),
+       shrink=st.sampled_from([0.0, 2.5]), min_support=st.integers(1, 2), seed=st.integers(0, 2**32 - 1),
+       n_added=st.integers(0, 12))
+def test_update_equals_a_full_call(data, similarity, k, shrink, min_support, seed, n_added):
+    """update_topk_similarity from an earlier result equals topk_similarity on the new matrix,
+    bit for bit, when entries are added or re-weighted and rows that did not exist appear."""
+    from recsys_fast.kernels.similarity import update_topk_similarity
+
+    mask, values = data
+    n_rows, n_cols = mask.shape
+    if n_rows == 0 or n_cols == 0:
+        return
+    rng = np.random.default_rng(seed)
+    new_mask, new_values = mask.copy(), values.copy()
+    for _ in range(n_added):
+        r, c = rng.integers(n_rows), rng.integers(n_cols)
+        new_mask[r, c] = True
+        new_values[r, c] = values.flat[0] if rng.random() < 0.7 else rng.integers(1, 5)
+    absent = rng.random(n_rows) < 0.15  # rows the old matrix did not have
+    opts = dict(similarity=similarity, shrink=shrink, min_support=min_support, alpha=0.3)
+    keep = np.flatnonzero(~absent)
+    o_ptr, o_idx, o_val = _csr(mask[keep], values[keep])
+    g_ptr, g_idx, g_val = topk_similarity(o_ptr, o_idx, o_val, n_cols, k, **opts)
+    lens = np.zeros(n_rows, np.int64)
+    lens[keep] = np.diff(g_ptr)
+    graph = (np.r_[0, np.cumsum(lens)], keep[g_idx].astype(np.int32), g_val)
+    old = _csr(mask & ~absent[:, None], values)
+    new = _csr(new_mask, new_values)
+    expected = topk_similarity(*new, n_cols, k, **opts)
+    *got, info = update_topk_similarity(old, len(keep), graph, new, n_cols, k, **opts)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    assert info["rows"] == n_rows and info["changed"] <= info["recomputed"]

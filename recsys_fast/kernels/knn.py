@@ -29,7 +29,7 @@ import math
 import numpy as np
 from numba import prange
 
-from .. import validation
+from .. import limits, validation
 from ..errors import DataError
 from ._config import kernel
 from ._csr_checks import as_vector, check_structure, check_values
@@ -243,6 +243,7 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
     b_indices = _as(b_indices, np.int32, "b_indices")
     b_data = _as(b_data, np.float32, "b_data")
     n_rows = len(a_indptr) - 1
+    limits.check_result_size(max(n_rows, 0), k, "knn_topk")
     n_sources = len(b_indptr) - 1
     _check_csr(a_indptr, a_indices, a_data, n_sources, "a")
     if validate:
@@ -319,7 +320,9 @@ def similar_rows(indptr, indices, data, rows, k: int):
                         f"({len(data)}) match them", source="similar_rows")
     if len(rows) and (rows.min() < 0 or rows.max() >= n):
         raise DataError(f"rows must be row indices in [0, {n})", source="similar_rows")
-    return _similar_rows(indptr, indices, data, rows, validation.integer("k", k, minimum=1))
+    k = validation.integer("k", k, minimum=1)
+    limits.check_result_size(len(rows), k, "similar_rows")
+    return _similar_rows(indptr, indices, data, rows, k)
 
 
 @kernel

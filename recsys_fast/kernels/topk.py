@@ -16,9 +16,10 @@ import threading
 import numpy as np
 from numba import prange
 
-from .. import threads, validation
+from .. import limits, threads, validation
 from ..errors import DataError
 from ._config import kernel
+from ._csr_checks import as_vector
 
 
 # ---------------------------------------------------------------------- the bounded heap
@@ -227,17 +228,27 @@ def _parallel_calls_are_safe() -> bool:
 def _exclusions(excl_indptr, excl_indices, n_rows: int, name: str):
     """The exclusion CSR as int64 / int32 arrays: empty (none) or one row per score row. O(1)
     checks (shapes, ends); that each row is sorted is the caller's promise."""
-    excl_indptr = np.ascontiguousarray(excl_indptr if excl_indptr is not None else _NO_INDPTR, dtype=np.int64)
-    excl_indices = np.ascontiguousarray(excl_indices if excl_indices is not None else _NO_INDICES, dtype=np.int32)
+    excl_indptr = _vector(excl_indptr, _NO_INDPTR, np.int64, "excl_indptr", name)
+    excl_indices = _vector(excl_indices, _NO_INDICES, np.int32, "excl_indices", name)
     n_ptr = excl_indptr.shape[0] if excl_indptr.ndim == 1 else -1
     if n_ptr == 0 and excl_indices.ndim == 1:
         return excl_indptr, excl_indices
     if (n_ptr != n_rows + 1 or excl_indices.ndim != 1 or excl_indptr[0] != 0
-            or excl_indptr[n_rows] != excl_indices.shape[0]):
+            or excl_indptr[n_rows] != excl_indices.shape[0]
+            or (n_rows > 1 and bool(np.any(excl_indptr[1:] < excl_indptr[:-1])))):  # O(rows): no read past the end
         raise DataError(f"excl_indptr must be empty (no exclusions) or a CSR index pointer of {n_rows + 1} "
                         f"entries over the {excl_indices.shape[0] if excl_indices.ndim else 0} 1-d excl_indices",
                         source=name)
     return excl_indptr, excl_indices
+
+
+def _vector(arr, default, dtype, what: str, name: str) -> np.ndarray:
+    if arr is None:
+        return default
+    arr = np.asarray(arr)
+    if arr.ndim == 1 and arr.size == 0:
+        return np.zeros(0, dtype)
+    return as_vector(arr, dtype, what, name)
 
 
 _NO_INDPTR = np.zeros(0, np.int64)
@@ -246,7 +257,10 @@ _NO_MASK = np.zeros(0, np.bool_)
 
 
 def _allowed(allowed, n_items: int, name: str) -> np.ndarray:
-    allowed = np.ascontiguousarray(allowed if allowed is not None else _NO_MASK, dtype=np.bool_)
+    allowed = np.asarray(allowed if allowed is not None else _NO_MASK)
+    if allowed.size and allowed.dtype.kind not in "biu":
+        raise DataError(f"allowed must be a bool mask, got {allowed.dtype}", source=name)
+    allowed = np.ascontiguousarray(allowed, dtype=np.bool_)
     if allowed.ndim != 1 or allowed.shape[0] not in (0, n_items):
         raise DataError(f"allowed must be empty (every item) or a bool mask over the {n_items} items, "
                         f"got shape {allowed.shape}", source=name)
@@ -266,10 +280,14 @@ def dense_topk(scores, k, excl_indptr=None, excl_indices=None, allowed=None, par
     all. ``parallel``: see ``run_parallel``. Scores are used as float32 C-contiguous (passed that
     way, nothing is copied). Checks are O(1) (dtypes, shapes), as befits a per-request path; bad
     input raises ``DataError``."""
+    scores = np.asarray(scores)
+    if scores.size and scores.dtype.kind not in "iuf":
+        raise DataError(f"scores must be numbers, got {scores.dtype}", source="dense_topk")
     scores = np.ascontiguousarray(scores, dtype=np.float32)
     if scores.ndim != 2:
         raise DataError(f"scores must be 2-d (rows, items), got shape {scores.shape}", source="dense_topk")
     k = _k(k)
+    limits.check_result_size(scores.shape[0], k, "dense_topk")
     excl_indptr, excl_indices = _exclusions(excl_indptr, excl_indices, scores.shape[0], "dense_topk")
     allowed = _allowed(allowed, scores.shape[1], "dense_topk")
     if run_parallel(scores.shape[0], parallel):
@@ -286,15 +304,19 @@ def ranked_topk(order, order_scores, n_rows, k, excl_indptr=None, excl_indices=N
     search. ``allowed``: bool mask over the ``len(order)`` items, or empty/None for all.
     ``parallel``: see ``run_parallel``. O(1) checks; bad input raises ``DataError``.
     """
-    order = np.ascontiguousarray(order, dtype=np.int32)
-    order_scores = np.ascontiguousarray(order_scores, dtype=np.float32)
+    order = as_vector(order, np.int32, "order", "ranked_topk")
+    order_scores = as_vector(order_scores, np.float32, "order_scores", "ranked_topk")
     if order.ndim != 1 or order_scores.shape != order.shape:
         raise DataError(f"order and order_scores must be 1-d of one length, got shapes {order.shape} and "
                         f"{order_scores.shape}", source="ranked_topk")
     n_rows = validation.integer("n_rows", n_rows, minimum=0)
     k = _k(k)
+    limits.check_result_size(n_rows, k, "ranked_topk")
     excl_indptr, excl_indices = _exclusions(excl_indptr, excl_indices, n_rows, "ranked_topk")
     allowed = _allowed(allowed, order.shape[0], "ranked_topk")
+    if allowed.shape[0] and order.shape[0] and (order.min() < 0 or order.max() >= order.shape[0]):  # order indexes the mask
+        raise DataError(f"order must hold item indices in [0, {order.shape[0]})", source="ranked_topk")
     if run_parallel(n_rows, parallel):
         return _ranked_topk_parallel(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed)
     return _ranked_topk_serial(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed)
+

@@ -39,7 +39,8 @@ def load(path, n_threads: int | None = None, providers=None):
     if kind == "onnx":
         from .runtime import OnnxRuntime
 
-        return OnnxRuntime.from_bundle(path, manifest, n_threads=n_threads, providers=providers)
+        with bundle.building(path, "serving runtime"):
+            return OnnxRuntime.from_bundle(path, manifest, n_threads=n_threads, providers=providers)
     from ..models.registry import MODELS, load as load_model
 
     if kind in TORCH_FREE_KINDS:

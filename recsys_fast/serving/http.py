@@ -39,7 +39,7 @@ import signal
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 import numpy as np
 

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ... import validation
+from ...progress import progress
 from ._torch import torch
 
 OPTIMIZERS = ("adam", "adamw")
@@ -104,7 +105,7 @@ class Trainer:
     validation epoch and stops after ``patience`` epochs without improvement (None: never)."""
 
     def __init__(self, epochs: int, learning_rate: float, weight_decay: float = 0.0, optimizer: str = "adam",
-                 patience: int | None = 3, verbose: bool = False, desc: str = "train"):
+                 patience: int | None = 3, verbose: bool | None = None, desc: str = "train"):
         validation.choice("optimizer", optimizer, OPTIMIZERS)
         self.epochs, self.learning_rate, self.weight_decay = epochs, learning_rate, weight_decay
         self.optimizer, self.patience, self.verbose, self.desc = optimizer, patience, verbose, desc
@@ -117,7 +118,7 @@ class Trainer:
             opt = cls(module.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         history: list[dict] = []
         best_score, best_state, since_best = -np.inf, None, 0
-        bar = _progress(self.epochs, self.desc, self.verbose)
+        bar = progress(self.epochs, self.desc, "epoch", enabled=self.verbose)
         step = 0
         for epoch in range(self.epochs):
             started = time.perf_counter()
@@ -141,9 +142,7 @@ class Trainer:
                     record["val_ndcg@10"] = validation.ndcg(lambda users: model._validation_scores(module, users))
             record["seconds"] = time.perf_counter() - started
             history.append(record)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("loss", "val_ndcg@10")})
+            bar.update(1, **{k: round(v, 4) for k, v in record.items() if k in ("loss", "val_ndcg@10")})
             if validation is None:
                 continue
             if record["val_ndcg@10"] > best_score:
@@ -153,8 +152,7 @@ class Trainer:
                 since_best += 1
                 if self.patience is not None and since_best >= self.patience:
                     break
-        if bar is not None:
-            bar.close()
+        bar.close()
         if best_state is not None:
             module.load_state_dict(best_state)
         module.eval()
@@ -171,10 +169,3 @@ def best_epoch(history: list[dict]) -> int:
         return int(history[-1]["epoch"])
     return int(history[int(np.argmax(scores))]["epoch"])
 
-
-def _progress(total: int, desc: str, verbose: bool):
-    if not verbose:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="epoch")
