@@ -256,3 +256,23 @@ def test_small_wrappers_check_their_input():
         neighbour_average([0], [5], g.indptr, g.indices, g.data, g.indptr, g.indices, g.data, means, means)
     with pytest.raises(DataError, match="one mean per row of the \\(square\\) graph \\(2\\)"):
         neighbour_average([0], [0], g.indptr, g.indices, g.data, g.indptr, g.indices, g.data, means[:1], means)
+
+
+def test_neighbour_average_matches_the_formula():
+    from recsys_fast.kernels.knn import neighbour_average
+
+    rng = np.random.default_rng(4)
+    g = random_csr(rng, 12, 12, 0.4, values=(0.5, 1, -0.5), empty_rows=0.1)  # a graph with negative edges
+    ratings = random_csr(rng, 9, 12, 0.5, values=(1, 2, 3, 4, 5))  # others x graph rows, sorted
+    n_means, t_means = rng.random(12) * 3, rng.random(12) * 3
+    targets, others = rng.integers(0, 12, 40), rng.integers(0, 9, 40)
+    pred, found = neighbour_average(targets, others, g.indptr, g.indices, g.data, ratings.indptr, ratings.indices,
+                                    ratings.data, n_means, t_means)
+    dense = ratings.toarray()
+    for p, (a, b) in enumerate(zip(targets, others)):
+        nbrs, sims = g.indices[g.indptr[a]:g.indptr[a + 1]], g.data[g.indptr[a]:g.indptr[a + 1]].astype(np.float64)
+        rated = dense[b, nbrs] != 0
+        den = np.abs(sims[rated]).sum()
+        assert found[p] == (den > 0)
+        expect = t_means[a] + (sims[rated] * (dense[b, nbrs][rated] - n_means[nbrs][rated])).sum() / den if den else 0.0
+        assert pred[p] == pytest.approx(expect, rel=1e-9, abs=1e-12)
