@@ -41,7 +41,8 @@ class ParameterError(RecsysError, ValueError):
     """
 
     def __init__(self, name: str, value, allowed: str, hint: str = ""):
-        message = f"{name} must be {allowed}, got {_plain(value)!r}"
+        shown = repr(_plain(value))
+        message = f"{name} must be {allowed}, got {shown if len(shown) <= 200 else shown[:200] + ' ...'}"
         if hint:
             message += f" ({hint})"
         super().__init__(message)
@@ -87,6 +88,15 @@ class BundleError(RecsysError, ValueError):
     """A saved model bundle that is missing, truncated, tampered with or of another kind."""
 
 
+class QuantizationError(RecsysError, ValueError):
+    """An int8 graph refused by its quality gate (``to_onnx(quantize=...)``): ``ndcg_fp32`` and
+    ``ndcg_int8`` are the NDCG@10 figures measured on the validation split, both in the message."""
+
+    def __init__(self, message: str, ndcg_fp32: float | None = None, ndcg_int8: float | None = None):
+        super().__init__(message)
+        self.ndcg_fp32, self.ndcg_int8 = ndcg_fp32, ndcg_int8
+
+
 class DataWarning(UserWarning):
     """Input that is usable but incomplete, reported rather than dropped silently (e.g. interactions
     naming items that have no features)."""
@@ -103,4 +113,4 @@ class MissingExtraError(RecsysError, ImportError):
 
 def _plain(value):
     """numpy scalars print as ``np.int64(3)`` in repr; show the plain Python value instead."""
-    return value.item() if hasattr(value, "item") else value
+    return value.item() if hasattr(value, "item") and getattr(value, "shape", None) == () else value

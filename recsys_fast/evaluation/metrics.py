@@ -53,7 +53,11 @@ def _as_csr(test, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
         m.sum_duplicates()  # also sorts indices
         indptr, indices = m.indptr, m.indices
     else:
-        rows = [np.unique(np.asarray(r, dtype=np.int64)) for r in test]
+        try:
+            rows = [np.unique(np.asarray(r, dtype=np.int64).reshape(-1)) for r in test]
+        except (TypeError, ValueError, OverflowError):
+            raise ParameterError("test", validation.type_of(test), "a sparse matrix or rows of integer item indices") \
+                from None
         if len(rows) != n_rows:
             raise ParameterError("test", Shown(f"{len(rows)} rows"), f"aligned with recommended ({n_rows} rows)")
         indptr = np.zeros(n_rows + 1, dtype=np.int64)
@@ -85,7 +89,7 @@ def ranking_metrics_array(recommended, test, k=10) -> tuple[np.ndarray, np.ndarr
     relevant item indices (a scipy sparse matrix with rows aligned, or a sequence of arrays).
     Rows with no test items get NaN.
     """
-    from ..kernels.metrics import ranking_metrics as _kernel
+    from ..kernels.metrics import per_user_metrics
 
     recs = _as_recs(recommended)
     ks = check_ks(k)
@@ -93,7 +97,7 @@ def ranking_metrics_array(recommended, test, k=10) -> tuple[np.ndarray, np.ndarr
         raise ParameterError("k", int(ks[-1]), f"at most the {recs.shape[1]} recommendations per row",
                              hint="recommend at least max(k) items; padding with -1 is fine")
     indptr, indices = _as_csr(test, recs.shape[0])
-    return _kernel(recs, indptr, indices, ks), ks
+    return per_user_metrics(recs, indptr, indices, ks), ks
 
 
 def ranking_metrics(recommended, test, k=10) -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ MODELS: dict[str, str] = {
     "lightgcn": "recsys_fast.models.neural.lightgcn:LightGCN",
     "multvae": "recsys_fast.models.neural.multvae:MultVAE",
     "ease": "recsys_fast.models.ease:EASE",
+    "als": "recsys_fast.models.als:ALS",
     "sasrec": "recsys_fast.models.neural.sasrec:SASRec",
     "gru4rec": "recsys_fast.models.neural.gru4rec:GRU4Rec",
     "caser": "recsys_fast.models.neural.caser:Caser",
@@ -43,4 +44,6 @@ def load(path):
     if kind not in MODELS:
         raise BundleError(f"{path}: bundle holds a model of kind {kind!r}, which this recsys_fast does not know "
                           f"(known: {', '.join(sorted(MODELS))})")
-    return model_class(kind)._from_bundle(path, manifest)
+    cls = model_class(kind)
+    with bundle.building(path, cls.__name__):
+        return cls._from_bundle(path, manifest)

@@ -93,7 +93,7 @@ class OnnxRuntime(Recommender):
         kk = np.array([k_eff], dtype=np.int64)
         for start in range(0, n, self.chunk_rows_):
             stop = min(n, start + self.chunk_rows_)
-            sub = batch if (start == 0 and stop == n) else _slice(batch, start, stop)
+            sub = batch if (start == 0 and stop == n) else batch.rows(start, stop)
             feeds = self._model_inputs(sub)
             feeds["exclude"] = _padded_exclusions(stop - start, sub.excl_indptr, sub.excl_indices, sub.allowed)
             feeds["k"] = kk
@@ -106,6 +106,16 @@ class OnnxRuntime(Recommender):
         items[~(scores > -np.inf)] = -1  # excluded, disallowed or NaN: padding
         scores[items < 0] = -np.inf
         return items, scores
+
+    def graph_inputs(self, user_index, k: int = 10) -> dict[str, np.ndarray]:
+        """The feeds one session run gets for these training users (internal indices), seen items
+        excluded: what a request sends to the graph. Used to calibrate a static int8 graph."""
+        user_index = np.asarray(user_index, dtype=np.int64).reshape(-1)
+        batch = self._batch_for_users(user_index, self.seen_)
+        feeds = self._model_inputs(batch)
+        feeds["exclude"] = _padded_exclusions(len(user_index), batch.excl_indptr, batch.excl_indices, batch.allowed)
+        feeds["k"] = np.array([min(int(k), self.n_items)], dtype=np.int64)
+        return feeds
 
     def _model_inputs(self, batch: RowBatch) -> dict[str, np.ndarray]:
         users = batch.user_index
@@ -183,10 +193,10 @@ class ModelRuntime:
             return self.model.recommend_indices(user_index, k, exclude=exclude, allowed=allowed)
 
     def recommend(self, users, k: int = 10, exclude_seen: bool = True, items=None, history=None,
-                  on_unknown: str = "raise"):
+                  on_unknown: str = "raise", on_unknown_items: str = "raise"):
         with _limited(self.n_threads_):
             return self.model.recommend(users, k=k, exclude_seen=exclude_seen, items=items, history=history,
-                                        on_unknown=on_unknown)
+                                        on_unknown=on_unknown, on_unknown_items=on_unknown_items)
 
     def similar_items(self, items, k: int = 10):
         if not hasattr(self.model, "similar_items"):
@@ -200,9 +210,13 @@ class ModelRuntime:
 
 
 def _limited(n_threads):
+    """Per call, from any number of request threads: Numba's count only (per calling thread).
+    torch and BLAS pools are process-wide, and setting them from concurrent threads races (and
+    OpenBLAS must not be resized while another thread computes): size them once around the
+    service, as ``recsys-fast serve --threads`` does."""
     from .. import threads
 
-    return threads.limit(n_threads)
+    return threads.limit(n_threads, process_wide=False)
 
 
 def _session(model_bytes: bytes, n_threads: int | None, providers):
@@ -258,12 +272,6 @@ def _padded_exclusions(n, excl_indptr, excl_indices, allowed) -> np.ndarray:
     """The graph's ``exclude`` input: each row's excluded items, plus every item outside ``allowed``."""
     extra = np.flatnonzero(~allowed) if len(allowed) else None
     return _padded(n, excl_indptr, excl_indices, pad=-1, extra=extra)
-
-
-def _slice(batch: RowBatch, start: int, stop: int) -> RowBatch:
-    from ..models.base import _slice_batch
-
-    return _slice_batch(batch, start, stop)
 
 
 def _model_bytes(path, manifest: dict) -> bytes:

@@ -128,8 +128,9 @@ class NeuMFNet(nn.Module):
 
     def __init__(self, n_users: int, n_items: int, dim: int, layers: tuple[int, ...], dropout: float = 0.0):
         super().__init__()
-        self.user_gmf, self.item_gmf = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
-        self.user_mlp, self.item_mlp = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
+        # sparse gradients: the trainer steps these tables with a lazy SparseAdam (rows of the batch only)
+        self.user_gmf, self.item_gmf = nn.Embedding(n_users, dim, sparse=True), nn.Embedding(n_items, dim, sparse=True)
+        self.user_mlp, self.item_mlp = nn.Embedding(n_users, dim, sparse=True), nn.Embedding(n_items, dim, sparse=True)
         for emb in (self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp):
             nn.init.normal_(emb.weight, std=0.01)
         sizes = [2 * dim] + list(layers)
