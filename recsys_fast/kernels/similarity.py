@@ -415,9 +415,13 @@ def _row_work(indptr, indices, t_indptr):
     return work
 
 
-def _chunks(work, n_chunks):
-    """Rows sorted by work (heaviest first) and dealt round-robin into ``n_chunks`` chunks."""
-    order = np.argsort(-work, kind="stable").astype(np.int32)
+def _chunks(work, n_chunks, rows=None):
+    """Rows (all, or the given ``rows``) sorted by work (heaviest first) and dealt round-robin
+    into ``n_chunks`` chunks."""
+    if rows is None:
+        order = np.argsort(-work, kind="stable").astype(np.int32)
+    else:
+        order = rows[np.argsort(-work[rows], kind="stable")].astype(np.int32)
     n_rows = order.shape[0]
     n_chunks = max(1, min(n_chunks, n_rows))
     rows = np.concatenate([order[c::n_chunks] for c in range(n_chunks)]) if n_rows else order
@@ -474,11 +478,13 @@ def _scaled_values(indptr, indices, data, n_cols, similarity, alpha):
 
 def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str = "cosine",
                     shrink: float = 0.0, min_support: int = 1, alpha: float = 0.5,
-                    exclude_self: bool = True):
+                    exclude_self: bool = True, query_rows=None):
     """Top-k most similar rows of every row of a CSR matrix; see the module docstring.
 
     Returns ``(indptr int64, indices int32, data float32)`` of the n_rows x n_rows result,
     each row sorted by score descending, ties by lower index. Identical for any thread count.
+    ``query_rows``: compute only these rows (sorted unique indices; the others come back empty),
+    each exactly as the full build computes it: a distributed build splits the rows over workers.
     """
     n_rows = np.asarray(indptr).shape[0] - 1
     if n_rows < 0:
@@ -518,10 +524,19 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
     work = _row_work(indptr, indices, t_indptr)
     import numba
 
-    chunk_ptr, chunk_rows = _chunks(work, 8 * numba.get_num_threads())
+    slot_work = work
+    if query_rows is not None:
+        query_rows = np.asarray(query_rows, dtype=np.int64)
+        if len(query_rows) and (query_rows.min() < 0 or query_rows.max() >= n_rows
+                                or np.any(np.diff(query_rows) <= 0)):
+            raise DataError(f"query_rows must be sorted unique row indices in [0, {n_rows})",
+                            source="topk_similarity")
+        slot_work = np.zeros_like(work)
+        slot_work[query_rows] = work[query_rows]
+    chunk_ptr, chunk_rows = _chunks(work, 8 * numba.get_num_threads(), query_rows)
     # each row's output slot: at most k entries, and no more than its scatter-adds (its candidates)
     slots = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.minimum(work, min(int(k), n_rows)), out=slots[1:])
+    np.cumsum(np.minimum(slot_work, min(int(k), n_rows)), out=slots[1:])
     lens, out_i, out_s = _topk_similarity(
         indptr, indices, left, t_indptr, t_indices, t_data, lscale, rscale, n_rows, int(k),
         binary, similarity == "jaccard", positive, row_nnz, np.float32(shrink), int(min_support),

@@ -65,6 +65,16 @@ class _NeighbourhoodModel(Recommender):
         }
 
     # ------------------------------------------------------------------ fitting
+    def fit(self, train: Interactions, client=None) -> "_NeighbourhoodModel":
+        """Learn the neighbour graph from ``train``; returns self. ``client``: a
+        ``dask.distributed.Client`` whose workers build the graph's rows in blocks (extra
+        ``dist``); the graph is identical to the local build."""
+        self._client = client
+        try:
+            return super().fit(train)
+        finally:
+            self._client = None
+
     def _fit(self, train: Interactions) -> None:
         rows = self._compared_rows(train.matrix)
         with threads.limit(self.n_threads):
@@ -80,6 +90,14 @@ class _NeighbourhoodModel(Recommender):
 
     def _neighbour_graph(self, rows: sp.csr_matrix) -> sp.csr_matrix:
         from ..kernels.similarity import topk_similarity
+
+        client = getattr(self, "_client", None)
+        if client is not None:
+            from functools import partial
+
+            from .distributed import topk_similarity_on_cluster
+
+            topk_similarity = partial(topk_similarity_on_cluster, client)  # noqa: F811 - same contract
 
         rows = sp.csr_matrix(rows, dtype=np.float32)
         rows.sort_indices()

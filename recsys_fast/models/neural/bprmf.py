@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from ...data.interactions import Interactions
-from .base import NeuralRecommender
+from .base import MFFactors, NeuralRecommender
 from .samplers import PairSampler
 
 
-class BPRMF(NeuralRecommender):
+class BPRMF(MFFactors, NeuralRecommender):
     """Matrix factorisation with item biases, trained on (user, positive, sampled negative)
     triples with the BPR loss and Adam.
 
     ``weight_decay`` is an L2 penalty on the embeddings of each batch (the usual BPR
     regularisation, not a decay of the whole table); ``negatives`` is "uniform" or
-    "popularity". Scoring network: ``MF``, ``forward(users int64 (b,)) -> (b, n_items)``.
+    "popularity". Scoring network: ``MF``, ``forward(users int64 (b,)) -> (b, n_items)``; ranking (``recommend``, ``evaluate``,
+    ``batch.score``) uses its factors through ``FactorModel`` (sgemm + Numba top-k), ``similar_items`` their cosine.
     """
 
     kind = "bprmf"
