@@ -5,7 +5,7 @@ Protocols (full ranking over all items, each user's training items excluded, met
 
 - ``holdout``: per-user random holdout, ``holdout(test_fraction=0.2, seed=42)``; Precision,
   Recall, NDCG, MAP, HitRate @10. Models: popularity, itemknn, userknn, bprmf, neumf, lightgcn,
-  multvae, ease (and implicit's BPR/ALS as peers with ``--implicit``).
+  multvae, ease, als (and implicit's BPR/ALS as peers with ``--implicit``).
 - ``loo``: leave-last-one-out by timestamp, ``leave_last_out(n=1)``; HR@10 and NDCG@10.
   Models: popularity, itemknn, gru4rec, caser, sasrec.
 
@@ -42,20 +42,21 @@ from recsys_fast.split import holdout, leave_last_out
 from recsys_fast.evaluation import evaluate
 from recsys_fast.models.base import Recommender
 
-HOLDOUT_MODELS = ["popularity", "itemknn", "userknn", "bprmf", "neumf", "lightgcn", "multvae", "ease"]
+HOLDOUT_MODELS = ["popularity", "itemknn", "userknn", "bprmf", "neumf", "lightgcn", "multvae", "ease", "als"]
 LOO_MODELS = ["popularity", "itemknn", "gru4rec", "caser", "sasrec"]
 NEURAL = {"bprmf": "BPRMF", "neumf": "NeuMF", "lightgcn": "LightGCN", "multvae": "MultVAE",
           "sasrec": "SASRec", "gru4rec": "GRU4Rec", "caser": "Caser"}
 VERBOSE = False  # --verbose: progress bars (loss, validation NDCG@10) on stderr
-SEEDED = set(NEURAL) | {"implicit-bpr", "implicit-als"}
+SEEDED = set(NEURAL) | {"als", "implicit-bpr", "implicit-als"}
 
 # Small grids (the tuning budget): every combination is fitted once on the validation carve.
 GRIDS = {
-    "bprmf": {"embedding_size": [64, 128], "weight_decay": [1e-4, 1e-3], "learning_rate": [0.005]},
+    "bprmf": {"embedding_size": [64, 128], "weight_decay": [0.01, 0.02, 0.03], "learning_rate": [0.005]},
     "neumf": {"embedding_size": [32, 64], "learning_rate": [0.001, 0.002]},
     "lightgcn": {"n_layers": [2, 3], "weight_decay": [1e-4, 1e-3]},
     "multvae": {"dropout": [0.5], "anneal_cap": [0.2, 0.5], "hidden_size": [600]},
     "ease": {"weight_decay": [100.0, 250.0, 500.0, 1000.0, 2000.0]},
+    "als": {"weight_decay": [10.0, 35.0, 50.0, 70.0, 100.0], "alpha": [1.0, 3.0]},
     "itemknn": {"k": [20, 50, 100, 200]},
     "userknn": {"k": [20, 50, 100, 200]},
     "sasrec": {"max_len": [50, 100], "dropout": [0.2, 0.5]},
@@ -79,6 +80,10 @@ def make_model(name: str, seed: int, n_threads: int, **overrides) -> Recommender
         from recsys_fast.models.ease import EASE
 
         return EASE(**overrides)
+    if name == "als":
+        from recsys_fast.models.als import ALS
+
+        return ALS(seed=seed, n_threads=n_threads, **overrides)
     if name in ("implicit-bpr", "implicit-als"):
         return ImplicitFactors(name, seed, n_threads)
     from recsys_fast.models import neural

@@ -24,6 +24,7 @@ _LAZY = {
     "LightGCN": "recsys_fast.models.neural.lightgcn:LightGCN",
     "MultVAE": "recsys_fast.models.neural.multvae:MultVAE",
     "EASE": "recsys_fast.models.ease:EASE",
+    "ALS": "recsys_fast.models.als:ALS",
     "SASRec": "recsys_fast.models.neural.sasrec:SASRec",
     "GRU4Rec": "recsys_fast.models.neural.gru4rec:GRU4Rec",
     "Caser": "recsys_fast.models.neural.caser:Caser",

@@ -1,4 +1,4 @@
-"""The ``recsys-fast`` command line: demo, doctor, train, evaluate, recommend, batch, bench.
+"""The ``recsys-fast`` command line: demo, doctor, train, evaluate, recommend, batch, bench, export, serve.
 
 Every sub-command reads interactions from a MovieLens folder (ml-100k or ml-latest layout), a CSV
 file or a Parquet file; see ``recsys-fast <command> --help``.
@@ -19,11 +19,12 @@ DEMO_METRICS = ("precision", "recall", "f1", "ndcg", "map", "mrr", "hit_rate", "
 
 
 # ---------------------------------------------------------------------------- shared options
-def _add_data_options(p: argparse.ArgumentParser) -> None:
+def _add_data_options(p: argparse.ArgumentParser, positional: bool = True, purpose: str = "") -> None:
     g = p.add_argument_group("input data")
-    g.add_argument("data", help="a MovieLens folder (ml-100k: u.data; ml-latest: ratings.csv), a dataset name "
-                                "found by recsys_fast.datasets.find_dataset (e.g. ml-latest-small), "
-                                "a .csv/.tsv file or a .parquet file")
+    g.add_argument(*(("data",) if positional else ("--data",)), **({} if positional else {"default": None}),
+                   help=purpose + "a MovieLens folder (ml-100k: u.data; ml-latest: ratings.csv), a dataset name "
+                                  "found by recsys_fast.datasets.find_dataset (e.g. ml-latest-small), "
+                                  "a .csv/.tsv file or a .parquet file")
     g.add_argument("--user-col", default="user", help="user id column of a CSV/Parquet file (default: user)")
     g.add_argument("--item-col", default="item", help="item id column of a CSV/Parquet file (default: item)")
     g.add_argument("--weight-col", default=None,
@@ -332,6 +333,43 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import to_onnx
+    from .models.registry import load
+
+    model = load(args.bundle)
+    calibration = None
+    if args.quantize:
+        if args.data is None:
+            raise SystemExit("error: --quantize needs --data: interactions (ideally held out from training) whose "
+                             "validation split measures NDCG@10 of the fp32 and int8 graphs")
+        calibration, _ = _load_data(args)
+    t0 = time.perf_counter()
+    path = to_onnx(model, args.out, quantize=args.quantize, calibration=calibration, max_ndcg_drop=args.max_ndcg_drop)
+    print(f"exported {type(model).__name__} to {path} in {time.perf_counter() - t0:.1f} s")
+    if args.quantize:
+        from . import bundle
+
+        q = bundle.read_manifest(path)["meta"]["quantization"]
+        print(f"int8 ({q['mode']}): NDCG@10 {q['ndcg@10_int8']:.5f} vs fp32 {q['ndcg@10_fp32']:.5f} "
+              f"(drop {q['ndcg_drop']:+.5f}, max {q['max_ndcg_drop']:g}); graph {q['bytes_int8']:,} vs "
+              f"{q['bytes_fp32']:,} bytes; batch-1 p50 {q['latency_batch1_p50_ms_int8']:.3f} vs "
+              f"{q['latency_batch1_p50_ms_fp32']:.3f} ms")
+    print(f"serve it with: recsys-fast serve {path}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .serving.http import ServiceLimits, serve
+
+    limits = ServiceLimits(max_users=args.max_users, max_k=args.max_k, max_body_bytes=args.max_body_bytes,
+                           max_concurrency=args.max_concurrency, workers=args.workers, timeout_s=args.timeout)
+    providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
+    serve(args.bundle, host=args.host, port=args.port, n_threads=args.threads, limits=limits, providers=providers,
+          admin=not args.no_admin, log_level=args.log_level, access_log=args.access_log)
+    return 0
+
+
 # ---------------------------------------------------------------------------- plumbing
 def _parse_id(text: str):
     text = text.strip()
@@ -407,6 +445,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default="benches/results/scaling.json",
                    help="the JSON written by benches/scaling.py (default: benches/results/scaling.json)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="export a saved neural model bundle to an ONNX serving bundle (extra `export`)",
+                       description="Export a neural model saved with model.save() / `recsys-fast train` as an ONNX "
+                                   "serving bundle (top-k in the graph) that `recsys-fast serve` and "
+                                   "recsys_fast.serving.load serve without torch; optionally int8, behind an "
+                                   "NDCG@10 gate measured on --data.")
+    p.add_argument("bundle", help="bundle directory of a neural model (bprmf, neumf, lightgcn, multvae, ease, sasrec, "
+                                  "gru4rec, caser)")
+    p.add_argument("--out", required=True, help="serving bundle directory to write (replaced atomically)")
+    p.add_argument("--quantize", choices=("dynamic", "static"), default=None,
+                   help="write an int8 graph (needs --data); refused when NDCG@10 drops more than --max-ndcg-drop")
+    p.add_argument("--max-ndcg-drop", type=float, default=0.005,
+                   help="largest NDCG@10 drop (fp32 minus int8) accepted (default: 0.005)")
+    _add_data_options(p, positional=False, purpose="with --quantize: the interactions to measure NDCG@10 on (and "
+                                                    "calibrate a static graph with): ")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="serve a bundle over HTTP (FastAPI + uvicorn; extra `serve`)",
+                       description="Serve a bundle over HTTP: POST /recommend, POST /similar-items, GET /health, "
+                                   "GET /metadata, GET /metrics, POST /admin/reload, /docs. SIGHUP reloads the "
+                                   "bundle; SIGTERM/SIGINT stop gracefully.")
+    p.add_argument("bundle", help="a model.save() bundle of a kNN/popularity/EASE model, or an exported ONNX bundle "
+                                  "(`recsys-fast export`)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one, logged)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads per request: onnxruntime intra-op / Numba (default: the libraries' own)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker threads calling the runtime (default: min(32, cpu count + 4))")
+    p.add_argument("--max-concurrency", type=int, default=64,
+                   help="requests running at once; beyond it 503 with Retry-After (default: 64)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds before a request is answered 504 (default: 10)")
+    p.add_argument("--max-users", type=int, default=1000, help="users (or items) per request (default: 1000)")
+    p.add_argument("--max-k", type=int, default=1000, help="largest k (default: 1000; also capped by the catalogue)")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default: 1 MiB)")
+    p.add_argument("--providers", default=None,
+                   help="onnxruntime execution providers, comma-separated (default: CPUExecutionProvider)")
+    p.add_argument("--no-admin", action="store_true", help="leave out POST /admin/reload (SIGHUP still reloads)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn log level (default: info)")
+    p.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs throughput)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -87,6 +87,15 @@ class BundleError(RecsysError, ValueError):
     """A saved model bundle that is missing, truncated, tampered with or of another kind."""
 
 
+class QuantizationError(RecsysError, ValueError):
+    """An int8 graph refused by its quality gate (``to_onnx(quantize=...)``): ``ndcg_fp32`` and
+    ``ndcg_int8`` are the NDCG@10 figures measured on the validation split, both in the message."""
+
+    def __init__(self, message: str, ndcg_fp32: float | None = None, ndcg_int8: float | None = None):
+        super().__init__(message)
+        self.ndcg_fp32, self.ndcg_int8 = ndcg_fp32, ndcg_int8
+
+
 class DataWarning(UserWarning):
     """Input that is usable but incomplete, reported rather than dropped silently (e.g. interactions
     naming items that have no features)."""

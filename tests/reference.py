@@ -55,7 +55,9 @@ def similarity_reference(dense: np.ndarray, similarity: str = "cosine", shrink: 
         ss = (y * y).sum(axis=1)
         dot = y @ y.T
         with np.errstate(invalid="ignore", divide="ignore"):
-            if similarity == "asymmetric_cosine":
+            if similarity == "dot":
+                s = dot
+            elif similarity == "asymmetric_cosine":
                 s = dot / (ss[:, None] ** alpha * ss[None, :] ** (1.0 - alpha))
             else:
                 s = dot / np.sqrt(ss[:, None] * ss[None, :])

@@ -15,7 +15,7 @@ from recsys_fast.errors import DataWarning, ParameterError
 from recsys_fast.kernels.similarity import topk_similarity
 from recsys_fast.models.content import ContentKNN
 from recsys_fast.models.registry import load
-from recsys_fast.testing import RecommenderContract, contract_features
+from recsys_fast.testing import RecommenderContract
 
 
 class TestContentKNNContract(RecommenderContract):
@@ -23,7 +23,7 @@ class TestContentKNNContract(RecommenderContract):
         return ContentKNN(k=10)
 
     def fit_model(self, model, data):
-        return model.fit(data, features=contract_features(data))
+        return model.fit(data, features=self.features(data))
 
 
 def _world(seed=0, n_users=30, n_items=40, n_cold=6):

@@ -26,7 +26,7 @@ class TestHybridContentContract(RecommenderContract):
         return Hybrid([ItemKNN(k=10), ContentKNN(k=10)], weights=[0.7, 0.3], candidates=20)
 
     def fit_model(self, model, data):
-        return model.fit(data, features=contract_features(data))
+        return model.fit(data, features=self.features(data))
 
 
 class TestHybridSwitchingContract(RecommenderContract):
@@ -34,7 +34,7 @@ class TestHybridSwitchingContract(RecommenderContract):
         return Hybrid([ItemKNN(k=10), ContentKNN(k=10)], strategy="switching", min_interactions=6)
 
     def fit_model(self, model, data):
-        return model.fit(data, features=contract_features(data))
+        return model.fit(data, features=self.features(data))
 
 
 def test_normalise_and_blend_reference():

@@ -181,9 +181,10 @@ def test_similar_rows_is_a_padded_row_slice():
 
 def test_parallel_default_is_serial_off_main_thread_when_layer_unsafe(monkeypatch):
     import recsys_fast.kernels.knn as knn
+    import recsys_fast.kernels.topk as topk
 
     calls = []
-    monkeypatch.setattr(knn, "_parallel_calls_are_safe", lambda: False)
+    monkeypatch.setattr(topk, "_parallel_calls_are_safe", lambda: False)
     monkeypatch.setattr(knn, "_knn_topk_parallel", lambda *a: calls.append("parallel") or knn._knn_topk_serial(*a[:-1]))
     args = big_case(2)
     main_thread = knn_topk(*args)

@@ -142,3 +142,23 @@ def test_bad_inputs_are_named():
         coverage(np.full((1, 1), 5), 2)
     with pytest.raises(ParameterError, match=r"actual must be the shape of predicted \(1,\), got shape \(2,\)"):
         rating_errors([1.0], [1.0, 2.0])
+
+
+def test_kernel_wrapper_checks_its_input_and_pads_short_lists():
+    from recsys_fast.errors import DataError
+    from recsys_fast.kernels.metrics import NDCG, RECALL, per_user_metrics
+
+    recs = np.array([[2, 0], [1, -1]], np.int32)
+    indptr, indices = np.array([0, 2, 3]), np.array([0, 3, 1])
+    short = per_user_metrics(recs, indptr, indices, [1, 4])
+    padded = per_user_metrics(np.pad(recs, ((0, 0), (0, 2)), constant_values=-1), indptr, indices, [1, 4])
+    np.testing.assert_array_equal(short, padded)  # ranks past the list are padding
+    assert short[RECALL, 0, 1] == 0.5 and short[NDCG, 1, 0] == 1.0
+    with pytest.raises(DataError, match="sorted and unique"):
+        per_user_metrics(recs, indptr, np.array([3, 0, 1]), [1])
+    with pytest.raises(DataError, match="test_indptr must be a CSR index pointer of 3 entries"):
+        per_user_metrics(recs, np.array([0, 3]), indices, [1])
+    with pytest.raises(DataError, match="ks must be unique cutoffs >= 1"):
+        per_user_metrics(recs, indptr, indices, [0])
+    with pytest.raises(DataError, match="recs must be 2-D"):
+        per_user_metrics(recs[0], indptr, indices, [1])

@@ -58,3 +58,38 @@ def test_ranked_topk_skips_exclusions(rng, k):
     ref_i, ref_s = topk_reference(np.tile(score_of, (5, 1)), k, sets, allowed)
     np.testing.assert_array_equal(got_i, ref_i)
     np.testing.assert_array_equal(got_s, ref_s)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 12), m=st.integers(1, 60), k=st.integers(1, 70), seed=st.integers(0, 10_000),
+       p_excl=st.floats(0, 1), restrict=st.booleans())
+def test_serial_and_parallel_kernels_agree(n, m, k, seed, p_excl, restrict):
+    """The serial path (what a single request takes) returns exactly what the parallel one does."""
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 4, (n, m)).astype(np.float32)  # ties: the order must agree too
+    scores[rng.random((n, m)) < 0.1] = np.nan
+    _, indptr, indices = _exclusions(rng, n, m, p_excl)
+    allowed = rng.random(m) < 0.6 if restrict else np.zeros(0, np.bool_)
+    serial = dense_topk(scores, k, indptr, indices, allowed, parallel=False)
+    par = dense_topk(scores, k, indptr, indices, allowed, parallel=True)
+    np.testing.assert_array_equal(serial[0], par[0])
+    np.testing.assert_array_equal(serial[1], par[1])
+    order = rng.permutation(m).astype(np.int32)
+    order_scores = np.sort(rng.random(m).astype(np.float32))[::-1].copy()
+    serial = ranked_topk(order, order_scores, n, k, indptr, indices, allowed, parallel=False)
+    par = ranked_topk(order, order_scores, n, k, indptr, indices, allowed, parallel=True)
+    np.testing.assert_array_equal(serial[0], par[0])
+    np.testing.assert_array_equal(serial[1], par[1])
+
+
+def test_small_batches_take_the_serial_kernel(monkeypatch, rng):
+    import recsys_fast.kernels.topk as topk
+
+    calls = []
+    monkeypatch.setattr(topk, "_dense_topk_parallel", lambda *a: calls.append("parallel") or topk._dense_topk_serial(*a))
+    empty_p, empty_i, empty_a = np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.bool_)
+    topk.dense_topk(rng.random((1, 50)).astype(np.float32), 5, empty_p, empty_i, empty_a)
+    topk.dense_topk(rng.random((topk.SERIAL_MAX_ROWS, 50)).astype(np.float32), 5, empty_p, empty_i, empty_a)
+    assert calls == []
+    topk.dense_topk(rng.random((topk.SERIAL_MAX_ROWS + 1, 50)).astype(np.float32), 5, empty_p, empty_i, empty_a)
+    assert calls == ["parallel"]

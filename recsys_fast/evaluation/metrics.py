@@ -85,7 +85,7 @@ def ranking_metrics_array(recommended, test, k=10) -> tuple[np.ndarray, np.ndarr
     relevant item indices (a scipy sparse matrix with rows aligned, or a sequence of arrays).
     Rows with no test items get NaN.
     """
-    from ..kernels.metrics import ranking_metrics as _kernel
+    from ..kernels.metrics import per_user_metrics
 
     recs = _as_recs(recommended)
     ks = check_ks(k)
@@ -93,7 +93,7 @@ def ranking_metrics_array(recommended, test, k=10) -> tuple[np.ndarray, np.ndarr
         raise ParameterError("k", int(ks[-1]), f"at most the {recs.shape[1]} recommendations per row",
                              hint="recommend at least max(k) items; padding with -1 is fine")
     indptr, indices = _as_csr(test, recs.shape[0])
-    return _kernel(recs, indptr, indices, ks), ks
+    return per_user_metrics(recs, indptr, indices, ks), ks
 
 
 def ranking_metrics(recommended, test, k=10) -> dict[str, np.ndarray]:

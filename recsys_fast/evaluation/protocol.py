@@ -166,7 +166,7 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
     kmax = int(ks[-1])
     values = np.empty((len(RANKING_METRICS), len(users), len(ks)), dtype=np.float64)
     covered = np.zeros((len(ks), n_items), dtype=bool)
-    from ..kernels.metrics import ranking_metrics as _kernel
+    from ..kernels.metrics import per_user_metrics
     from ..data.csr import gather_rows
 
     cold_hits = np.zeros((0 if cold is None else len(cold["users"]), len(ks)), dtype=np.float64)
@@ -185,7 +185,7 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
         main = main_row[start:start + batch_size]
         rows, recs = rows_b[main], np.ascontiguousarray(recs_b[main])
         t_indptr, t_indices, _ = gather_rows(test_m.indptr, test_m.indices, test_m.data, rows)
-        values[:, done:done + len(rows), :] = _kernel(recs, t_indptr, t_indices, ks)
+        values[:, done:done + len(rows), :] = per_user_metrics(recs, t_indptr, t_indices, ks)
         done += len(rows)
         for j, kk in enumerate(ks):
             top = recs[:, :kk]

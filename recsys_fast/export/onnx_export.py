@@ -45,14 +45,33 @@ FAMILY_INPUTS = {"users": ("users",), "rows": ("rows",), "history": ("history",)
                  "sequence_users": ("sequence", "users")}
 
 
-def to_onnx(model, path) -> Path:
+def to_onnx(model, path, quantize: str | None = None, calibration=None, max_ndcg_drop: float = 0.005) -> Path:
     """Export the fitted neural ``model`` as a serving bundle directory at ``path``; returns the path.
 
     The bundle holds ``model.onnx`` (checked with ``onnx.checker``), the id maps, the training rows
     (exclusion of seen items) and, for sequential models, the users' sequences; its manifest has
     kind ``"onnx"``, the model kind and parameters, the opset, exporter and library versions and
-    the sha256 of every file (fp32 graph; int8 quantization is not implemented).
+    the sha256 of every file.
+
+    ``quantize="dynamic"`` or ``"static"`` writes an int8 graph instead (``onnxruntime.quantization``;
+    static calibrates activation ranges on ``calibration``'s users). It needs ``calibration``:
+    ``Interactions`` (ideally held out from training) whose validation split (per-user holdout,
+    20%, seed 0) measures NDCG@10 of the fp32 and the int8 graph as served; both figures, the graph
+    sizes and the batch-1 latencies go into the manifest (``meta["quantization"]``). When the drop
+    (fp32 minus int8) exceeds ``max_ndcg_drop``, ``QuantizationError`` names both figures and no
+    bundle is written.
     """
+    import tempfile
+
+    from .. import validation
+    from ..data.interactions import Interactions
+    from .quantize import MODES, quantize_bundle
+
+    quantize = validation.choice("quantize", quantize, (None,) + MODES)
+    max_ndcg_drop = validation.number("max_ndcg_drop", max_ndcg_drop)
+    if quantize is not None:
+        validation.instance("calibration", calibration, Interactions,
+                            "recsys_fast.Interactions to measure NDCG@10 on (and, for static, to calibrate with)")
     model.check_fitted()
     kind = getattr(model, "kind", "")
     if kind not in INPUT_FAMILIES:
@@ -71,7 +90,17 @@ def to_onnx(model, path) -> Path:
         indptr, items = model.sequences()
         arrays.update(seq_indptr=indptr, seq_items=items)
         meta["max_len"] = int(model.max_len)
-    return bundle.write_bundle(path, BUNDLE_KIND, model.get_params(), arrays, meta=meta, files={MODEL_FILE: graph})
+
+    def write(target, graph_bytes: bytes, extra: dict | None = None) -> Path:
+        return bundle.write_bundle(target, BUNDLE_KIND, model.get_params(), arrays, meta={**meta, **(extra or {})},
+                                   files={MODEL_FILE: graph_bytes})
+
+    if quantize is None:
+        return write(path, graph)
+    with tempfile.TemporaryDirectory(prefix="recsys-fast-quantize-") as work:
+        fp32_dir = write(Path(work) / "fp32", graph)
+        int8_graph, record = quantize_bundle(fp32_dir, quantize, calibration, max_ndcg_drop, write, Path(work))
+    return write(path, int8_graph, {"quantization": record})
 
 
 def export_graph(model, family: str) -> bytes:

@@ -15,7 +15,7 @@ from ._config import kernel
 
 
 @kernel
-def _first_unsorted_row(indptr, indices):
+def first_unsorted_row(indptr, indices):
     """-1 if every row's indices increase strictly; else the first row that does not (as ``row``),
     returning ``-2 - row`` when the problem is a duplicate rather than the order."""
     n_rows = indptr.shape[0] - 1
@@ -110,14 +110,14 @@ def check_csr(indptr, indices, data, n_rows, n_cols, *, name: str):
         at = int(np.flatnonzero(~np.isfinite(data))[0])
         row = int(np.searchsorted(indptr, at, side="right") - 1)
         raise DataError(f"values must be finite, got {data[at]}", source=name, row=row)
-    status = _first_unsorted_row(indptr, indices)
+    status = first_unsorted_row(indptr, indices)
     if status <= -2:
         row = -2 - status
         raise DataError("duplicate column index in a row; sum or drop duplicates first",
                         source=name, row=row)
     if status >= 0:
         indices, data = _sort_rows(indptr, indices, data)
-        status = _first_unsorted_row(indptr, indices)
+        status = first_unsorted_row(indptr, indices)
         if status <= -2:
             raise DataError("duplicate column index in a row; sum or drop duplicates first",
                             source=name, row=-2 - status)

@@ -8,13 +8,18 @@ rows ahead hides most of that latency (measured here: 2-4x on rows of 30-100 ent
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import types
+from numba import config, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 
+def _prefetch_python(arr, index):
+    """``prefetch`` with the JIT off (``NUMBA_DISABLE_JIT=1``): the kernels run as Python, and a
+    cache hint has nothing to do."""
+
+
 @intrinsic
-def prefetch(typingctx, arr, index):
+def _prefetch_intrinsic(typingctx, arr, index):
     """Hint the CPU to load ``arr[index]``'s cache line (read, keep in all cache levels).
 
     A hint only: no effect on results, no fault on any address, so ``index`` may be anything
@@ -36,3 +41,7 @@ def prefetch(typingctx, arr, index):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+# An intrinsic cannot be called from Python: with the JIT off the kernels call the no-op instead.
+prefetch = _prefetch_python if config.DISABLE_JIT else _prefetch_intrinsic

@@ -24,18 +24,16 @@ prefetched, since on large catalogues they usually come from DRAM.
 
 from __future__ import annotations
 
-import functools
 import math
-import threading
 
 import numpy as np
 from numba import prange
 
-from .. import threads, validation
+from .. import validation
 from ..errors import DataError
 from ._config import kernel
 from ._intrinsics import prefetch
-from .topk import _sift_down, heap_push
+from .topk import _sift_down, heap_push, run_parallel
 
 _PREFETCH_AHEAD = 3  # history entries ahead whose graph rows are prefetched ...
 _PREFETCH_ENTRIES = 128  # ... up to this many of their entries
@@ -217,9 +215,6 @@ def _knn_topk_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n
 
 
 # ---------------------------------------------------------------------- public wrapper
-SERIAL_MAX_ROWS = 8  # at or below this many rows, a parallel launch costs more than it saves
-
-
 def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: int, k: int,
              excl_indptr=None, excl_indices=None, allowed=None, fill_order=None, labels=None,
              parallel: bool | None = None, validate: bool = True, b_min: float | None = None):
@@ -236,7 +231,7 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
     ``allowed`` and ``fill_order`` are in kernel (relabelled) numbering.
     ``parallel``: None picks the serial kernel for small batches (per-request paths), and for any
     batch launched off the main thread when Numba's threading layer is not safe for concurrent
-    launches; the parallel one otherwise. The results are identical either way.
+    launches; the parallel one otherwise (``topk.run_parallel``). The results are identical either way.
     ``validate=False`` skips the O(nnz) checks of ``B``, ``fill_order`` and the exclusions (for
     callers that validated them once, such as the models; a per-request call then costs only
     the row's own work). ``b_min``: a lower bound of ``b_data`` (its minimum, for callers that
@@ -291,9 +286,7 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
         labels = _as(labels, np.int32, "labels")
         if len(labels) != n_items:
             raise DataError(f"labels must hold one label per item ({n_items}), got {len(labels)}")
-    if parallel is None:
-        parallel = n_rows > SERIAL_MAX_ROWS and (_parallel_calls_are_safe()
-                                                 or threading.current_thread() is threading.main_thread())
+    parallel = run_parallel(n_rows, parallel)
     args = (a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
             excl_indptr, excl_indices, allowed, fill_order, labels,
             _products_positive(a_data, b_data, b_min))
@@ -311,11 +304,6 @@ def _products_positive(a_data, b_data, b_min) -> bool:
         b_min = float(b_data.min()) if len(b_data) else 1.0
     a_min = float(a_data.min()) if len(a_data) else 1.0
     return a_min > 0.0 and b_min > 0.0 and a_min * b_min > 1e-30
-
-
-@functools.lru_cache(maxsize=1)
-def _parallel_calls_are_safe() -> bool:
-    return threads.parallel_calls_are_safe()
 
 
 def _as(arr, dtype, name: str) -> np.ndarray:

@@ -13,6 +13,10 @@ the order of ``METRIC_NAMES``. For a user with test items T and top-k list R:
 
 A user with no test items gets NaN for every metric (undefined, and left out of means).
 No fastmath: these numbers are reported, and must be the same for any thread count.
+
+``per_user_metrics`` is the public wrapper (O(1) checks of dtypes and shapes, plus one pass over
+the test indices for their order): evaluation, the hybrid's weight tuning and the neural models'
+validation NDCG all call it, so every NDCG in the library is this one.
 """
 
 from __future__ import annotations
@@ -20,14 +24,43 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from ..errors import DataError
 from ._config import kernel
+from ._csr_checks import first_unsorted_row
 
 METRIC_NAMES = ("precision", "recall", "f1", "ndcg", "map", "mrr", "hit_rate")
 PRECISION, RECALL, F1, NDCG, MAP, MRR, HIT_RATE = range(len(METRIC_NAMES))
 
 
+def per_user_metrics(recs, test_indptr, test_indices, ks) -> np.ndarray:
+    """Every metric of ``METRIC_NAMES`` at every cutoff of ``ks`` for every row of ``recs``.
+
+    ``recs``: (n_users, K) item indices, best first, -1 padding; ``test_indptr`` (n_users + 1) /
+    ``test_indices``: each row's test items, sorted and unique within the row; ``ks``: unique
+    cutoffs >= 1 (ranks past K count as padding). Returns float64 ``(len(METRIC_NAMES), n_users, len(ks))``, NaN for
+    rows without test items. Bad input raises ``DataError``.
+    """
+    recs = np.ascontiguousarray(recs, dtype=np.int32)
+    test_indptr = np.ascontiguousarray(test_indptr, dtype=np.int64)
+    test_indices = np.ascontiguousarray(test_indices, dtype=np.int32)
+    ks = np.ascontiguousarray(np.atleast_1d(ks), dtype=np.int64)
+    if recs.ndim != 2:
+        raise DataError(f"recs must be 2-D (n_users, k), got shape {recs.shape}")
+    n = recs.shape[0]
+    if test_indptr.shape != (n + 1,) or test_indptr[0] != 0 or test_indptr[-1] != test_indices.shape[0]:
+        raise DataError(f"test_indptr must be a CSR index pointer of {n + 1} entries over "
+                        f"{test_indices.shape[0]} test items")
+    if ks.ndim != 1 or ks.size == 0 or ks.min() < 1 or np.unique(ks).size != ks.size:
+        raise DataError(f"ks must be unique cutoffs >= 1, got {ks.tolist()}")
+    if ks.max() > recs.shape[1]:  # ranks past the list are padding (a list clamped to the catalogue)
+        recs = np.concatenate([recs, np.full((n, int(ks.max()) - recs.shape[1]), -1, np.int32)], axis=1)
+    if first_unsorted_row(test_indptr, test_indices) != -1:
+        raise DataError("test_indices must be sorted and unique within each row")
+    return _ranking_metrics(recs, test_indptr, test_indices, ks)
+
+
 @kernel(parallel=True, fastmath=False)
-def ranking_metrics(recs, test_indptr, test_indices, ks):
+def _ranking_metrics(recs, test_indptr, test_indices, ks):
     """Every metric of ``METRIC_NAMES`` at every cutoff of ``ks`` (unique) for every row of ``recs``."""
     n_users = recs.shape[0]
     n_ks = ks.shape[0]

@@ -16,6 +16,8 @@ not interactions; c_ij, the co-count, is the number of columns stored in both ro
   stored entries (the correlation over the row's non-zeros; co-rated means are not used).
 - ``adjusted_cosine``: cosine after subtracting from every stored entry of column u the mean
   of column u's stored entries (for item-kNN on ratings: the user's mean rating).
+- ``dot``: x_i.x_j, unnormalised (computed as ``asymmetric_cosine`` with alpha = 1, which orders
+  a row's neighbours the same, then multiplied by |x_i|^2).
 
 Then ``shrink`` multiplies a score by c_ij / (c_ij + shrink). An entry (i, j) is kept when
 c_ij >= max(1, min_support), its final score is > 0 (negative correlations and rows whose
@@ -51,7 +53,8 @@ from ._config import kernel
 from ._csr_checks import check_csr, transpose
 from ._intrinsics import prefetch
 
-SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine")
+# the one list of similarity names (models validate against it too)
+SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine", "dot")
 
 _GROUP = 16  # values per group of the group-maximum bound in the dense path
 _HIST_SHIFT = 17  # histogram of group maxima by float32 bits >> 17: 1/64-octave buckets
@@ -445,8 +448,22 @@ def _row_ids(indptr):
     return np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
 
 
-def _scaled_values(indptr, indices, data, n_cols, similarity, alpha):
-    """Left (query row) and right (neighbour row) values whose dot product is the similarity."""
+def column_means(indices, data, n_cols: int) -> np.ndarray:
+    """Mean of each column's stored values (float64; 0 for an empty column): ``adjusted_cosine``'s
+    centring."""
+    x = np.asarray(data, dtype=np.float64)
+    n = np.bincount(indices, minlength=n_cols)
+    return np.bincount(indices, weights=x, minlength=n_cols) / np.maximum(n, 1)
+
+
+def scaled_values(indptr, indices, data, n_cols: int, similarity: str, alpha: float = 0.5, col_means=None):
+    """Left (query row) and right (neighbour row) float32 values whose dot product is the
+    similarity before shrinkage: the one definition of each similarity's centring and scaling.
+
+    ``col_means``: the column means ``adjusted_cosine`` subtracts (e.g. a training matrix's, to
+    compare new rows with training rows); None computes them from these rows. Explicit zeros
+    must be dropped first (they are not interactions).
+    """
     if similarity == "cosine":
         from .weighting import _l2_normalize
 
@@ -457,13 +474,15 @@ def _scaled_values(indptr, indices, data, n_cols, similarity, alpha):
     if similarity == "jaccard":
         ones = np.ones(x.shape[0], dtype=np.float32)
         return ones, ones
+    if similarity == "dot":
+        y = x.astype(np.float32)
+        return y, y
     if similarity == "pearson":
         n = np.diff(indptr)
         means = np.bincount(rows, weights=x, minlength=n.shape[0]) / np.maximum(n, 1)
         x = x - means[rows]
     elif similarity == "adjusted_cosine":
-        n = np.bincount(indices, minlength=n_cols)
-        means = np.bincount(indices, weights=x, minlength=n_cols) / np.maximum(n, 1)
+        means = column_means(indices, x, n_cols) if col_means is None else col_means
         x = x - means[indices]
     ss = np.bincount(rows, weights=x * x, minlength=indptr.shape[0] - 1)
     with np.errstate(divide="ignore"):
@@ -498,6 +517,13 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
     n_cols = int(n_cols)
     if n_rows == 0:
         return np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    if similarity == "dot":
+        # x_i.x_j = |x_i|^2 * asymmetric cosine with alpha = 1 (x_i.x_j / |x_i|^2): the same order
+        # within a row, so that top-k is the dot product's top-k; rescale the kept values after.
+        out_ptr, out_idx, out_val = topk_similarity(indptr, indices, data, n_cols, k, "asymmetric_cosine", shrink,
+                                                    min_support, 1.0, exclude_self)
+        sq = np.bincount(_row_ids(indptr), weights=np.asarray(data, np.float64) ** 2, minlength=n_rows)
+        return out_ptr, out_idx, (out_val * np.repeat(sq, np.diff(out_ptr))).astype(np.float32)
 
     indptr, indices, data = _drop_zeros(indptr, indices, data)
     row_nnz = np.diff(indptr).astype(np.float32)
@@ -516,7 +542,7 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
             lscale = (n ** -float(alpha)).astype(np.float32)
             rscale = (n ** -(1.0 - float(alpha))).astype(np.float32)
     else:
-        left, right = _scaled_values(indptr, indices, data, n_cols, similarity, float(alpha))
+        left, right = scaled_values(indptr, indices, data, n_cols, similarity, float(alpha))
         # all products > 1e-30 cannot underflow to 0, so "accumulator == 0" means "not touched"
         positive = (similarity in ("cosine", "asymmetric_cosine") and data.size > 0
                     and float(left.min()) * float(right.min()) > 1e-30)

@@ -121,6 +121,18 @@ class RowBatch:
     excl_indices: np.ndarray
     allowed: np.ndarray
 
+    def rows(self, start: int, stop: int) -> "RowBatch":
+        """Rows ``start:stop`` of the batch (CSR parts re-based to 0; ``allowed`` shared), for
+        scoring a large batch in chunks."""
+        hp = self.hist_indptr[start:stop + 1]
+        hist = (hp - hp[0], self.hist_indices[hp[0]:hp[-1]], self.hist_data[hp[0]:hp[-1]])
+        if len(self.excl_indptr):
+            ep = self.excl_indptr[start:stop + 1]
+            excl = (ep - ep[0], self.excl_indices[ep[0]:ep[-1]])
+        else:
+            excl = (self.excl_indptr, self.excl_indices)
+        return RowBatch(self.user_index[start:stop], *hist, *excl, self.allowed)
+
 
 class Recommender:
     """Base class: parameters in the constructor, data in ``fit``, learned state ends in ``_``."""
@@ -404,7 +416,7 @@ class Recommender:
         out_s = np.empty((n, k), dtype=np.float32)
         for start in range(0, n, SCORE_CHUNK_ROWS):
             stop = min(n, start + SCORE_CHUNK_ROWS)
-            sub = _slice_batch(batch, start, stop)
+            sub = batch.rows(start, stop)
             scores = np.ascontiguousarray(self._score_rows(sub), dtype=np.float32)
             out_i[start:stop], out_s[start:stop] = dense_topk(scores, k, sub.excl_indptr, sub.excl_indices,
                                                               sub.allowed)
@@ -485,17 +497,6 @@ class Recommender:
         names = [f[:-4] for f in manifest["files"] if f.endswith(".npy")]
         model._set_state({n: get(n) for n in names}, manifest.get("meta", {}))
         return model
-
-
-def _slice_batch(batch: RowBatch, start: int, stop: int) -> RowBatch:
-    hp = batch.hist_indptr[start:stop + 1]
-    hist = (hp - hp[0], batch.hist_indices[hp[0]:hp[-1]], batch.hist_data[hp[0]:hp[-1]])
-    if len(batch.excl_indptr):
-        ep = batch.excl_indptr[start:stop + 1]
-        excl = (ep - ep[0], batch.excl_indices[ep[0]:ep[-1]])
-    else:
-        excl = (batch.excl_indptr, batch.excl_indices)
-    return RowBatch(batch.user_index[start:stop], *hist, *excl, batch.allowed)
 
 
 def _check_k(k) -> int:

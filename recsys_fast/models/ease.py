@@ -51,7 +51,9 @@ class EASE(Recommender):
         p = _spd_inverse(gram)
         b = p / (-np.diag(p))[None, :]
         b[np.diag_indices(n)] = 0.0
-        self.weights_ = b.astype(np.float32)
+        # C order: the Cholesky solve returns Fortran order, and a row x B product with a Fortran
+        # B makes scipy copy all of B (n_items^2 floats) on every call
+        self.weights_ = np.ascontiguousarray(b, dtype=np.float32)
 
     def _score_rows(self, batch: RowBatch) -> np.ndarray:
         rows = sp.csr_matrix((np.ones(len(batch.hist_indices), np.float32), batch.hist_indices, batch.hist_indptr),
@@ -81,7 +83,7 @@ class EASE(Recommender):
         return {"weights": self.weights_}
 
     def _set_state(self, arrays, meta):
-        self.weights_ = arrays["weights"].astype(np.float32)
+        self.weights_ = np.ascontiguousarray(arrays["weights"], dtype=np.float32)
 
 
 def _spd_inverse(a: np.ndarray) -> np.ndarray:

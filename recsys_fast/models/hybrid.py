@@ -118,7 +118,7 @@ class Hybrid(Recommender):
         return self
 
     def _tune(self, train: Interactions, features) -> tuple[float, ...]:
-        from ..kernels.metrics import METRIC_NAMES, ranking_metrics
+        from ..kernels.metrics import NDCG, per_user_metrics
         from ..split import holdout
 
         sub, val = holdout(train, test_fraction=self.validation_fraction, seed=self.seed)
@@ -134,7 +134,7 @@ class Hybrid(Recommender):
         best, best_value = None, -np.inf
         for w in _simplex(len(models)):
             recs, _ = _blend(lists, w, k, train.n_items)
-            value = float(np.nanmean(ranking_metrics(recs, t_indptr, t_indices, ks)[METRIC_NAMES.index("ndcg"), :, 0]))
+            value = float(np.nanmean(per_user_metrics(recs, t_indptr, t_indices, ks)[NDCG, :, 0]))
             self.tuning_.append((w, value))
             if value > best_value + 1e-12:
                 best, best_value = w, value

@@ -29,11 +29,11 @@ import scipy.sparse as sp
 from .. import threads, validation
 from ..data.interactions import Interactions
 from ..kernels.knn import knn_topk, neighbour_average, similar_rows
-from ..kernels.similarity import SIMILARITIES as KERNEL_SIMILARITIES
+from ..kernels.similarity import SIMILARITIES, column_means, scaled_values, topk_similarity
+from ..kernels.weighting import bm25_weight, idf_weights, row_sum_mean, tfidf_weight
 from ..data.csr import gather_rows
 from .base import Neighbours, Recommender, RowBatch
 
-SIMILARITIES = KERNEL_SIMILARITIES + ("dot",)  # "dot": scored through asymmetric_cosine, rescaled
 WEIGHTINGS = (None, "tfidf", "bm25")
 FILLS = ("popularity", None)
 
@@ -88,9 +88,18 @@ class _NeighbourhoodModel(Recommender):
         """The CSR whose rows are compared: items x users (ItemKNN) or users x items (UserKNN)."""
         raise NotImplementedError
 
-    def _neighbour_graph(self, rows: sp.csr_matrix) -> sp.csr_matrix:
-        from ..kernels.similarity import topk_similarity
+    def _weighted(self, rows: sp.csr_matrix, idf=None, average_length=None) -> np.ndarray:
+        """``rows``' values under the model's ``weighting`` (float32; CSR with sorted indices);
+        ``idf``/``average_length``: statistics to reuse (fold-in uses the training matrix's)."""
+        n_rows, n_cols = rows.shape
+        if self.weighting == "tfidf":
+            return tfidf_weight(rows.indptr, rows.indices, rows.data, n_rows, n_cols, idf=idf)
+        if self.weighting == "bm25":
+            return bm25_weight(rows.indptr, rows.indices, rows.data, n_rows, n_cols, k1=self.k1, b=self.b, idf=idf,
+                               average_length=average_length)
+        return np.asarray(rows.data, dtype=np.float32)
 
+<<<<<<< HEAD
         client = getattr(self, "_client", None)
         if client is not None:
             from functools import partial
@@ -99,32 +108,17 @@ class _NeighbourhoodModel(Recommender):
 
             topk_similarity = partial(topk_similarity_on_cluster, client)  # noqa: F811 - same contract
 
+=======
+    def _neighbour_graph(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+>>>>>>> main
         rows = sp.csr_matrix(rows, dtype=np.float32)
         rows.sort_indices()
         n_rows, n_cols = rows.shape
-        data = rows.data
-        if self.weighting == "tfidf":
-            from ..kernels.weighting import tfidf_weight
-
-            data = tfidf_weight(rows.indptr, rows.indices, data, n_rows, n_cols)
-        elif self.weighting == "bm25":
-            from ..kernels.weighting import bm25_weight
-
-            data = bm25_weight(rows.indptr, rows.indices, data, n_rows, n_cols, k1=self.k1, b=self.b)
-        if self.similarity == "dot":
-            # x_i.x_j = |x_i|^2 * asymmetric cosine with alpha=1 (x_i.x_j / |x_i|^2): same order within a
-            # row, so the kernel's top-k is the dot product's top-k; rescale the kept values after.
-            indptr, indices, values = topk_similarity(rows.indptr, rows.indices, data, n_cols, self.k,
-                                                      similarity="asymmetric_cosine", shrink=self.shrink,
-                                                      min_support=self.min_support, alpha=1.0, exclude_self=True)
-            sq = np.bincount(np.repeat(np.arange(n_rows), np.diff(rows.indptr)),
-                             weights=np.asarray(data, np.float64) ** 2, minlength=n_rows)
-            values = (values * np.repeat(sq, np.diff(indptr))).astype(np.float32)
-        else:
-            indptr, indices, values = topk_similarity(rows.indptr, rows.indices, data, n_cols, self.k,
-                                                      similarity=self.similarity, shrink=self.shrink,
-                                                      min_support=self.min_support, alpha=self.alpha,
-                                                      exclude_self=True)
+        data = self._weighted(rows)
+        indptr, indices, values = topk_similarity(rows.indptr, rows.indices, data, n_cols, self.k,
+                                                  similarity=self.similarity, shrink=self.shrink,
+                                                  min_support=self.min_support, alpha=self.alpha,
+                                                  exclude_self=True)
         return sp.csr_matrix((values, indices, indptr), shape=(n_rows, n_rows))
 
     def _derive(self) -> None:
@@ -387,16 +381,13 @@ class UserKNN(_NeighbourhoodModel):
         centring statistics come from the training data. Returns CSR (indptr, indices, data)."""
         st = self._fold_state()
         n_items = self.n_items
-        x = sp.csr_matrix((np.asarray(data, np.float64), indices, indptr), shape=(len(indptr) - 1, n_items))
+        x = sp.csr_matrix((np.asarray(data, np.float32), indices, indptr), shape=(len(indptr) - 1, n_items))
         x.sum_duplicates()
-        if self.weighting == "tfidf":
-            x.data = np.sqrt(x.data) * st["idf"][x.indices]
-        elif self.weighting == "bm25":
-            rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
-            length = (1.0 - self.b) + self.b * np.asarray(x.sum(axis=1)).ravel() / st["mean_row_sum"]
-            x.data = x.data * (self.k1 + 1.0) / (self.k1 * length[rows] + x.data) * st["idf"][x.indices]
+        if self.weighting is not None:
+            x.data = self._weighted(x, idf=st["idf"], average_length=st["average_length"])
         x.eliminate_zeros()
-        left = _scaled(x, self.similarity, self.alpha, st["col_means"], side="left")
+        left, _ = scaled_values(x.indptr, x.indices, x.data, n_items, self.similarity, self.alpha, st["col_means"])
+        left = sp.csr_matrix((left.astype(np.float64), x.indices, x.indptr), shape=x.shape)
         dots = (left @ st["right_t"]).tocsr()
         binary = x.copy()
         binary.data[:] = 1.0
@@ -427,6 +418,25 @@ class UserKNN(_NeighbourhoodModel):
         """Training-side values for fold-in (weighted, scaled rows and statistics), built once."""
         if getattr(self, "_fold", None) is not None:
             return self._fold
+        seen = sp.csr_matrix(self.seen_, dtype=np.float32)
+        seen.sort_indices()
+        n_users, n_items = seen.shape
+        w = seen.copy()
+        stats = {"idf": idf_weights(seen.indptr, seen.indices, n_users, n_items),
+                 "average_length": row_sum_mean(seen.indptr, seen.data)}
+        if self.weighting is not None:
+            w.data = self._weighted(seen, **stats)
+        w.eliminate_zeros()
+        col_means = column_means(w.indices, w.data, n_items) if self.similarity == "adjusted_cosine" else None
+        _, right = scaled_values(w.indptr, w.indices, w.data, n_items, self.similarity, self.alpha, col_means)
+        binary = w.copy()
+        binary.data[:] = 1.0
+        self._fold = {
+            **stats, "col_means": col_means, "binary_t": binary.T.tocsr(),
+            "row_nnz": np.diff(w.indptr).astype(np.float64),
+            "right_t": sp.csr_matrix((right.astype(np.float64), w.indices, w.indptr), shape=w.shape).T.tocsr(),
+        }
+        return self._fold
         seen = sp.csr_matrix(self.seen_, dtype=np.float64)
         seen.sort_indices()
         n_users, n_items = seen.shape
@@ -465,28 +475,6 @@ class UserKNN(_NeighbourhoodModel):
                                         self.graph_.data, t.indptr, t.indices, t.data,
                                         self.user_means_, self.user_means_)
         return self._finish_prediction(pred, found, user_index, self.user_means_, item_index, self.item_means_)
-
-
-def _scaled(m: sp.csr_matrix, similarity: str, alpha: float, col_means, side: str) -> sp.csr_matrix:
-    """Row values whose dot products (left row . right row) give the similarity before shrinkage,
-    following ``kernels.similarity``'s definitions; values rounded to float32 as the kernel does."""
-    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-    x = m.data.astype(np.float64)
-    if similarity == "jaccard":
-        x = np.ones_like(x)
-    elif similarity == "pearson":
-        n = np.diff(m.indptr)
-        x = x - (np.bincount(rows, weights=x, minlength=m.shape[0]) / np.maximum(n, 1))[rows]
-    elif similarity == "adjusted_cosine":
-        x = x - col_means[m.indices]
-    if similarity in ("cosine", "pearson", "adjusted_cosine", "asymmetric_cosine"):
-        ss = np.bincount(rows, weights=x * x, minlength=m.shape[0])
-        power = 0.5 if similarity != "asymmetric_cosine" else (alpha if side == "left" else 1.0 - alpha)
-        with np.errstate(divide="ignore"):
-            scale = np.where(ss > 0, ss ** -power, 0.0)
-        x = x * scale[rows]
-    out = sp.csr_matrix((x.astype(np.float32).astype(np.float64), m.indices, m.indptr), shape=m.shape)
-    return out
 
 
 def _means(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:

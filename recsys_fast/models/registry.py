@@ -18,6 +18,7 @@ MODELS: dict[str, str] = {
     "lightgcn": "recsys_fast.models.neural.lightgcn:LightGCN",
     "multvae": "recsys_fast.models.neural.multvae:MultVAE",
     "ease": "recsys_fast.models.ease:EASE",
+    "als": "recsys_fast.models.als:ALS",
     "sasrec": "recsys_fast.models.neural.sasrec:SASRec",
     "gru4rec": "recsys_fast.models.neural.gru4rec:GRU4Rec",
     "caser": "recsys_fast.models.neural.caser:Caser",

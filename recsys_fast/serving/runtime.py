@@ -5,7 +5,7 @@
   ``history=`` fold-in, ``on_unknown`` and the index-level protocol (``recommend_indices``) are
   the same code as the trained model's.
 - ``ModelRuntime``: a bundle saved with ``model.save`` by a model that needs no torch
-  (Popularity, ItemKNN, UserKNN, EASE), served by the model itself (Numba kernels).
+  (Popularity, ItemKNN, UserKNN, ContentKNN, EASE), served by the model itself (Numba kernels).
 
 Both are immutable after loading and safe to call from many threads at once (an onnxruntime
 session's ``run`` is thread-safe; the models keep no per-request state).
@@ -86,7 +86,7 @@ class OnnxRuntime(Recommender):
         kk = np.array([k_eff], dtype=np.int64)
         for start in range(0, n, self.chunk_rows_):
             stop = min(n, start + self.chunk_rows_)
-            sub = batch if (start == 0 and stop == n) else _slice(batch, start, stop)
+            sub = batch if (start == 0 and stop == n) else batch.rows(start, stop)
             feeds = self._model_inputs(sub)
             feeds["exclude"] = _padded_exclusions(stop - start, sub.excl_indptr, sub.excl_indices, sub.allowed)
             feeds["k"] = kk
@@ -99,6 +99,16 @@ class OnnxRuntime(Recommender):
         items[~(scores > -np.inf)] = -1  # excluded, disallowed or NaN: padding
         scores[items < 0] = -np.inf
         return items, scores
+
+    def graph_inputs(self, user_index, k: int = 10) -> dict[str, np.ndarray]:
+        """The feeds one session run gets for these training users (internal indices), seen items
+        excluded: what a request sends to the graph. Used to calibrate a static int8 graph."""
+        user_index = np.asarray(user_index, dtype=np.int64).reshape(-1)
+        batch = self._batch_for_users(user_index, self.seen_)
+        feeds = self._model_inputs(batch)
+        feeds["exclude"] = _padded_exclusions(len(user_index), batch.excl_indptr, batch.excl_indices, batch.allowed)
+        feeds["k"] = np.array([min(int(k), self.n_items)], dtype=np.int64)
+        return feeds
 
     def _model_inputs(self, batch: RowBatch) -> dict[str, np.ndarray]:
         users = batch.user_index
@@ -125,7 +135,7 @@ class OnnxRuntime(Recommender):
 
 
 class ModelRuntime:
-    """A torch-free saved model (Popularity, ItemKNN, UserKNN, EASE) served as it is."""
+    """A torch-free saved model (Popularity, ItemKNN, UserKNN, ContentKNN, EASE) served as it is."""
 
     def __init__(self, model: Recommender, manifest: dict, path, n_threads: int | None = None):
         self.model = model
@@ -172,10 +182,10 @@ class ModelRuntime:
             return self.model.recommend_indices(user_index, k, exclude=exclude, allowed=allowed)
 
     def recommend(self, users, k: int = 10, exclude_seen: bool = True, items=None, history=None,
-                  on_unknown: str = "raise"):
+                  on_unknown: str = "raise", on_unknown_items: str = "raise"):
         with _limited(self.n_threads_):
             return self.model.recommend(users, k=k, exclude_seen=exclude_seen, items=items, history=history,
-                                        on_unknown=on_unknown)
+                                        on_unknown=on_unknown, on_unknown_items=on_unknown_items)
 
     def similar_items(self, items, k: int = 10):
         if not hasattr(self.model, "similar_items"):
@@ -244,12 +254,6 @@ def _padded_exclusions(n, excl_indptr, excl_indices, allowed) -> np.ndarray:
     """The graph's ``exclude`` input: each row's excluded items, plus every item outside ``allowed``."""
     extra = np.flatnonzero(~allowed) if len(allowed) else None
     return _padded(n, excl_indptr, excl_indices, pad=-1, extra=extra)
-
-
-def _slice(batch: RowBatch, start: int, stop: int) -> RowBatch:
-    from ..models.base import _slice_batch
-
-    return _slice_batch(batch, start, stop)
 
 
 def _model_bytes(path, manifest: dict) -> bytes:

@@ -47,18 +47,19 @@ def test_negatives_avoid_positives_and_follow_popularity(rng):
         pos = np.concatenate([b[1] for b in batches])
         neg = np.concatenate([b[2] for b in batches])
         assert neg.shape == (m.nnz, 4)
-        assert np.array_equal(np.sort(users * 1000 + pos), np.sort(s._keys // 25 * 1000 + s._keys % 25))
+        coo = m.tocoo()
+        assert np.array_equal(np.sort(users * 1000 + pos), np.sort(coo.row * 1000 + coo.col))
         dense = m.toarray() > 0
         assert not dense[users[:, None], neg].any()
     # popularity sampling: a very popular item is drawn far more often than a rare one
-    counts = np.zeros(10)
-    counts[0], counts[1] = 50, 1
-    rows = sp.csr_matrix((np.ones(51, np.float32), np.r_[np.zeros(50, int), 1], np.r_[np.arange(50), 51]),
-                         shape=(50, 10))
+    rows = sp.csr_matrix((np.ones(51, np.float32), np.r_[np.zeros(50, int), 1], np.r_[np.arange(50), 51, 51]),
+                         shape=(51, 10))  # item 0 seen by users 0..49, item 1 by user 49; user 50 by nobody
     s = samplers.PairSampler(rows, 1, "popularity")
-    draws = s._draw(np.random.default_rng(0), 10000)
-    assert (draws == 0).sum() > 5 * (draws == 1).sum()
+    draws = s.negatives(np.full(10000, 50), np.random.default_rng(0)).ravel()
+    assert (draws == 0).sum() > 5 * (draws == 1).sum() > 0
     assert np.isin(draws, [0, 1]).all()  # zero-count items have zero weight
+    # item 0 is user 3's own: redrawn up to 32 times (P(item 1) ~ 0.05 a draw), so ~81% end on item 1
+    assert 0.7 < (s.negatives(np.full(2000, 3), np.random.default_rng(0)) == 1).mean() < 0.9
 
 
 def test_user_sequences_order_by_time_and_pad_left():
@@ -141,6 +142,15 @@ def test_validation_ndcg_textbook():
     u0 = (1 / np.log2(3)) / 1.0
     u1 = (1 / np.log2(3)) / (1 + 1 / np.log2(3))  # top-2 = 0, 1 -> hit at rank 2 of 2 relevant
     assert got == pytest.approx((u0 + u1) / 2)
+
+
+def test_validation_ndcg_caps_the_ideal_at_k_and_counts_users_without_targets_as_zero():
+    # user 0: 3 held-out items, top-2 hits both -> NDCG@2 = 1 (IDCG over min(k, |T|) = 2 ranks);
+    # user 1: no held-out items -> 0 in the mean
+    v = Validation(np.array([0, 1]), sp.csr_matrix((2, 4), dtype=np.float32),
+                   sp.csr_matrix(np.array([[1, 1, 1, 0], [0, 0, 0, 0]], np.float32)))
+    scores = np.array([[4, 3, 2, 1], [4, 3, 2, 1]], np.float32)
+    assert v.ndcg(lambda users: scores[users], k=2) == pytest.approx(0.5)
 
 
 def test_trainer_restores_best_epoch_and_stops():

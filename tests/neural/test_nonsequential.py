@@ -121,3 +121,23 @@ def test_bad_hyper_parameters_are_named():
         _cls("BPRMF")(device="tpu")
     with pytest.raises(ValueError, match="validation_fraction"):
         _cls("LightGCN")(validation_fraction=1.5)
+
+
+def test_bprmf_quality_floor_on_ml_latest_small():
+    """The fused Numba epoch learns real data: 10 epochs on ml-latest-small's holdout beat
+    popularity by a clear margin (measured: 0.222-0.227 against 0.192; README for ml-100k)."""
+    from recsys_fast.datasets import find_dataset, load_movielens
+    from recsys_fast.evaluation import evaluate
+    from recsys_fast.split import holdout
+
+    if find_dataset("ml-latest-small") is None:
+        pytest.skip("ml-latest-small not found (data/ml-latest-small or RECSYS_FAST_DATA)")
+    train, test = holdout(load_movielens("ml-latest-small")[0], test_fraction=0.2, seed=42)
+    model = _cls("BPRMF")(epochs=10, validation_fraction=0.0, n_threads=1).fit(train)
+
+    def ndcg(m):
+        return float(evaluate(m, train, test, k=10, metrics=["ndcg"]).means["ndcg@10"])
+
+    losses = [r["loss"] for r in model.training_log_]
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert ndcg(model) > ndcg(Popularity().fit(train)) + 0.02

@@ -19,6 +19,7 @@ import numpy as np
 
 from ... import threads, validation
 from ...data.interactions import Interactions
+from ...kernels.topk import SERIAL_MAX_ROWS
 from ..base import Recommender, RowBatch
 from ..factors import FactorModel
 from . import samplers
@@ -151,8 +152,12 @@ class NeuralRecommender(Recommender):
 
     def _score_rows(self, batch: RowBatch) -> np.ndarray:
         t = torch()
-        with threads.limit(self.n_threads), t.no_grad():
-            return self._run_chunked(self.module_, self._scoring_inputs(batch), len(batch.user_index))
+        n = len(batch.user_index)
+        # a request of a few rows runs on one thread: a parallel region costs more than it saves
+        # there (and far more on a busy machine, where a pool thread may not be scheduled at once)
+        n_threads = 1 if n <= SERIAL_MAX_ROWS else self.n_threads
+        with threads.limit(n_threads), t.inference_mode():
+            return self._run_chunked(self.module_, self._scoring_inputs(batch), n)
 
     def _run_chunked(self, module, inputs: tuple, n: int) -> np.ndarray:
         out = np.empty((n, self.n_items_), dtype=np.float32)

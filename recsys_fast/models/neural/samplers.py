@@ -16,7 +16,6 @@ import scipy.sparse as sp
 from ... import validation
 
 NEGATIVE_SAMPLERS = ("uniform", "popularity")
-_REJECTION_ROUNDS = 20  # resample negatives that hit a positive; leftovers after this are kept
 
 
 class PairSampler:
@@ -24,7 +23,10 @@ class PairSampler:
 
     ``negatives="uniform"`` draws items uniformly; ``"popularity"`` in proportion to
     ``count ** alpha`` (word2vec's 0.75 by default). A negative that is one of the user's
-    positives is redrawn (up to 20 rounds, after which the rare leftover stays).
+    positives is redrawn (``kernels.sampling``: Numba, parallel, reproducible for a seed at any
+    thread count; after 32 draws the last one stays, for users who have seen almost everything).
+    ``users``/``items`` are the positives, ``indptr``/``indices`` the sorted CSR they come from and
+    ``cdf`` the negative distribution (None: uniform), for kernels that sample themselves.
     """
 
     def __init__(self, matrix: sp.csr_matrix, n_negatives: int = 1, negatives: str = "uniform",
@@ -35,39 +37,24 @@ class PairSampler:
         matrix.sort_indices()
         self.n_items = matrix.shape[1]
         self.n_negatives = int(n_negatives)
+        self.indptr = matrix.indptr.astype(np.int64)
+        self.indices = matrix.indices.astype(np.int32)
         self.users = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
         self.items = matrix.indices.astype(np.int64)
-        self._keys = self.users * self.n_items + self.items  # sorted: CSR rows then sorted columns
-        self._cdf = None
+        self.cdf = None
         if negatives == "popularity":
             weight = np.bincount(self.items, minlength=self.n_items).astype(np.float64) ** alpha
-            self._cdf = np.cumsum(weight) / weight.sum()
+            self.cdf = np.cumsum(weight) / weight.sum()
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def _draw(self, rng: np.random.Generator, shape) -> np.ndarray:
-        if self._cdf is None:
-            return rng.integers(0, self.n_items, size=shape, dtype=np.int64)
-        return np.minimum(np.searchsorted(self._cdf, rng.random(shape), side="right"), self.n_items - 1)
-
-    def is_positive(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        keys = users * self.n_items + items
-        pos = np.searchsorted(self._keys, keys)
-        pos = np.minimum(pos, len(self._keys) - 1)
-        return self._keys[pos] == keys if len(self._keys) else np.zeros(keys.shape, dtype=bool)
-
     def negatives(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(len(users), n_negatives) items, none of them (bar rare leftovers) a positive of its user."""
-        neg = self._draw(rng, (len(users), self.n_negatives))
-        u = np.broadcast_to(users[:, None], neg.shape)
-        for _ in range(_REJECTION_ROUNDS):
-            hit = self.is_positive(u, neg)
-            n_hit = int(hit.sum())
-            if n_hit == 0:
-                break
-            neg[hit] = self._draw(rng, n_hit)
-        return neg
+        from ...kernels.sampling import sample_negatives
+
+        seed = int(rng.integers(0, 2 ** 63))
+        return sample_negatives(self.indptr, self.indices, users, self.n_items, self.n_negatives, seed, self.cdf)
 
     def epoch(self, rng: np.random.Generator, batch_size: int):
         """Yield (users, positives, negatives) int64 arrays over one shuffled pass."""

@@ -1,0 +1,674 @@
+"""The HTTP service (FastAPI + uvicorn, extra ``serve``): a loaded runtime behind JSON endpoints.
+
+``create_app(runtime)`` returns a FastAPI app for users who mount it in their own service;
+``serve(bundle, ...)`` (``recsys-fast serve BUNDLE``) loads a bundle and runs the app with uvicorn.
+
+Endpoints: ``POST /recommend``, ``POST /similar-items``, ``GET /health`` (200 once ``prepare()``
+ran, 503 before), ``GET /metadata``, ``GET /metrics`` (Prometheus text format),
+``POST /admin/reload`` and the OpenAPI schema (``/openapi.json``, ``/docs``).
+
+How a request runs:
+
+- the body is refused with 413 above ``ServiceLimits.max_body_bytes`` (by the Content-Length
+  header, or by counting a streamed body), and validated by pydantic models whose bounds come
+  from ``ServiceLimits`` (422 naming the field: wrong types, k <= 0 or above the limit, too many
+  users, malformed JSON); k above the loaded catalogue is a 422 too, unknown ids a 404;
+- it is admitted only while fewer than ``max_concurrency`` requests are running (else 503 with
+  ``Retry-After``), and runs on a worker thread, never on the event loop; one that takes longer
+  than ``timeout_s`` is answered 504 (its thread finishes the work and frees the slot after);
+- it takes the runtime current when it was admitted and finishes on it: a reload (``POST
+  /admin/reload`` or SIGHUP under ``serve``) builds and prepares the new runtime aside and swaps
+  one reference, and a bundle that fails to load leaves the old one serving (DESIGN: "a reload
+  builds a new one aside and swaps one reference").
+
+Errors are JSON ``{"error": code, "message": text, "field": name or null, "errors": [...]}``;
+nothing a client sends stops the process. Padding of the runtime's rectangular results (id -1,
+score -inf) is dropped: each list holds only the items that qualified.
+"""
+
+# no ``from __future__ import annotations``: FastAPI reads the endpoint annotations, and the request
+# models are built per app (their bounds are the app's limits)
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any, Literal, Optional, Union
+
+import numpy as np
+
+from ..errors import MissingExtraError, ParameterError, UnknownIdError
+from .. import validation
+
+logger = logging.getLogger("recsys_fast.serving")
+
+ENDPOINTS = ("/recommend", "/similar-items", "/health", "/metadata", "/metrics", "/admin/reload",
+             "/openapi.json", "/docs")  # metric labels; any other path is counted as "other"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+INT64 = (-(2**63), 2**63 - 1)
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """Bounds of the HTTP service; every one is enforced before the runtime is called.
+
+    ``max_users``: users (or items, for /similar-items) per request; ``max_k``: list length (also
+    capped by the catalogue); ``max_items``: ids in a request's ``items`` candidate filter;
+    ``max_history``: items per user in ``history``; ``max_body_bytes``: request body size (413
+    above); ``max_concurrency``: requests running at once (503 with ``Retry-After`` beyond);
+    ``workers``: threads that call the runtime (None: ``min(32, cpu count + 4)``);
+    ``timeout_s``: seconds before a request is answered 504.
+    """
+
+    max_users: int = 1000
+    max_k: int = 1000
+    max_items: int = 100_000
+    max_history: int = 10_000
+    max_body_bytes: int = 1 << 20
+    max_concurrency: int = 64
+    workers: Optional[int] = None
+    timeout_s: float = 10.0
+
+    def __post_init__(self):
+        for name in ("max_users", "max_k", "max_items", "max_history", "max_body_bytes", "max_concurrency"):
+            validation.integer(name, getattr(self, name), minimum=1)
+        validation.integer("workers", self.workers, minimum=1, allow_none=True)
+        validation.number("timeout_s", self.timeout_s, minimum=0, min_inclusive=False)
+
+    @property
+    def n_workers(self) -> int:
+        return self.workers or min(32, (os.cpu_count() or 1) + 4)
+
+
+class ServiceError(Exception):
+    """An error answered as JSON with ``status``; ``field`` names the request field at fault."""
+
+    def __init__(self, status: int, code: str, message: str, field: Optional[str] = None,
+                 headers: Optional[dict] = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field, self.headers = status, code, message, field, headers
+
+
+class Service:
+    """The app's state: the current runtime (swapped whole on reload), the worker threads, the
+    admission slots and the metrics. ``app.state.service`` of ``create_app``."""
+
+    def __init__(self, runtime, limits: ServiceLimits, n_threads: Optional[int], providers, registry):
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.current = (runtime, 1)  # (runtime, generation), swapped as one reference
+        self.limits = limits
+        self.n_threads = n_threads
+        self.providers = providers
+        self.loaded_at = time.time()
+        self.ready = False
+        self.prepare_error: Optional[str] = None
+        self.last_reload: Optional[dict] = None
+        self._preparing = False
+        self._reload_lock = asyncio.Lock()
+        self._slots = threading.BoundedSemaphore(limits.max_concurrency)
+        self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._executor_lock = threading.Lock()
+        self.registry = registry
+        self.requests = Counter("recsys_fast_requests", "HTTP requests by endpoint and status code",
+                                ("endpoint", "status"), registry=registry)
+        self.latency = Histogram("recsys_fast_request_duration_seconds", "HTTP request latency (s) by endpoint",
+                                 ("endpoint",), buckets=LATENCY_BUCKETS, registry=registry)
+        self.in_flight = Gauge("recsys_fast_in_flight_requests", "requests admitted to the runtime and not done",
+                               registry=registry)
+        self.reloads = Counter("recsys_fast_reloads", "bundle reloads by result (ok, error)", ("result",),
+                               registry=registry)
+        self.generation_gauge = Gauge("recsys_fast_model_generation", "how many bundles were loaded (1 = the first)",
+                                      registry=registry)
+        self.generation_gauge.set(1)
+
+    @property
+    def runtime(self):
+        return self.current[0]
+
+    @property
+    def generation(self) -> int:
+        return self.current[1]
+
+    # ------------------------------------------------------------------ warm-up
+    def start_prepare(self) -> None:
+        """Run the runtime's ``prepare()`` in the background once; /health is ready when it is done."""
+        if self.ready or self._preparing:
+            return
+        self._preparing = True
+        runtime = self.runtime
+
+        def work():
+            try:
+                runtime.prepare()
+            except Exception as exc:  # noqa: BLE001 - reported by /health, the service stays up
+                logger.exception("prepare() of %s failed", self.runtime_path())
+                self.prepare_error = f"{type(exc).__name__}: {exc}"
+            else:
+                self.ready = True
+            finally:
+                self._preparing = False
+
+        threading.Thread(target=work, name="recsys-fast-prepare", daemon=True).start()
+
+    # ------------------------------------------------------------------ running requests
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            with self._executor_lock:
+                if self._executor is None:
+                    self._executor = concurrent.futures.ThreadPoolExecutor(
+                        self.limits.n_workers, thread_name_prefix="recsys-fast-worker")
+        return self._executor
+
+    def shutdown(self) -> None:
+        with self._executor_lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+
+    async def run(self, fn):
+        """``fn(runtime, generation)`` on a worker thread with the runtime current now; 503 when every slot is
+        taken, 504 after ``timeout_s`` (the slot is freed when the thread is done, not before)."""
+        if not self._slots.acquire(blocking=False):
+            raise ServiceError(503, "overloaded", f"the service is running {self.limits.max_concurrency} requests "
+                               "(max_concurrency); retry shortly", headers={"Retry-After": "1"})
+        runtime, generation = self.current
+        self.in_flight.inc()
+        try:
+            future = self.executor().submit(fn, runtime, generation)
+        except BaseException:
+            self._release(None)
+            raise
+        future.add_done_callback(self._release)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise ServiceError(504, "timeout", f"the request took longer than {self.limits.timeout_s:g} s "
+                               "(timeout_s)") from None
+
+    def _release(self, _future) -> None:
+        self.in_flight.dec()
+        self._slots.release()
+
+    # ------------------------------------------------------------------ reload
+    def runtime_path(self) -> str:
+        return str(self.runtime.metadata.get("path", ""))
+
+    async def reload(self, path: Optional[str] = None, wait: bool = False) -> dict:
+        """Load ``path`` (default: the current bundle's path) aside, prepare it, swap it in.
+
+        A reload already running answers 409 (``wait``: queue behind it instead, as SIGHUP does);
+        a bundle that fails to load raises a 422 ``ServiceError`` and the old runtime keeps serving.
+        """
+        if self._reload_lock.locked() and not wait:
+            raise ServiceError(409, "reload_running", "a reload is already running; retry when it is done")
+        async with self._reload_lock:
+            target = path or self.runtime_path()
+            t0 = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            try:
+                new = await loop.run_in_executor(None, self._load_prepared, target)
+            except Exception as exc:  # noqa: BLE001 - any failure keeps the old runtime serving
+                self.reloads.labels("error").inc()
+                message = f"{type(exc).__name__}: {exc}"
+                self.last_reload = {"ok": False, "path": target, "error": message, "at": time.time()}
+                logger.error("reload of %s failed, still serving %s: %s", target, self.runtime_path(), message)
+                raise ServiceError(422, "reload_failed", f"could not load {target!r}, still serving "
+                                   f"{self.runtime_path()!r}: {message}", field="path") from None
+            self.current = (new, self.generation + 1)  # the swap: requests admitted from now on use it
+            self.loaded_at = time.time()
+            self.ready = True
+            self.prepare_error = None
+            self.generation_gauge.set(self.generation)
+            self.reloads.labels("ok").inc()
+            seconds = time.perf_counter() - t0
+            self.last_reload = {"ok": True, "path": target, "error": None, "at": self.loaded_at}
+            logger.info("reloaded %s (generation %d) in %.2f s", target, self.generation, seconds)
+            return {"status": "reloaded", "path": target, "generation": self.generation,
+                    "seconds": round(seconds, 4), "metadata": _plain_json(new.metadata)}
+
+    def _load_prepared(self, path: str):
+        from . import load
+
+        return load(path, n_threads=self.n_threads, providers=self.providers).prepare()
+
+    def on_reload_signal(self) -> None:
+        """SIGHUP: reload the current bundle; a failure is logged and counted, the old one serves on."""
+        async def reload():
+            try:
+                await self.reload(wait=True)
+            except ServiceError:
+                pass  # logged and counted by reload()
+
+        asyncio.ensure_future(reload())
+
+
+# ---------------------------------------------------------------------------- the app
+def create_app(runtime, *, limits: Optional[ServiceLimits] = None, n_threads: Optional[int] = None,
+               providers=None, admin: bool = True, reload_signal: Optional[int] = None):
+    """A FastAPI app serving ``runtime`` (from ``recsys_fast.serving.load``).
+
+    ``limits``: the service's bounds (``ServiceLimits()`` by default). ``n_threads`` and
+    ``providers``: how a reload loads the new bundle (default: as the current one was loaded).
+    ``admin=False`` leaves out ``POST /admin/reload``. ``reload_signal`` (e.g. ``signal.SIGHUP``,
+    as ``serve`` does): a signal that reloads the bundle; it needs the app to run in the main
+    thread's event loop. The app prepares the runtime in the background when it starts (its
+    lifespan, or the first ``/health`` call when it is mounted in another app).
+    """
+    try:
+        from fastapi import Body, FastAPI, Request
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import JSONResponse, Response
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from starlette.exceptions import HTTPException as StarletteHTTPException
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "fastapi", "serve") from None
+    import contextlib
+
+    limits = limits or ServiceLimits()
+    if not isinstance(limits, ServiceLimits):
+        raise ParameterError("limits", limits, "a recsys_fast.serving.http.ServiceLimits")
+    meta = runtime.metadata
+    if n_threads is None:
+        n_threads = meta.get("n_threads")
+    if providers is None and meta.get("kind") == "onnx":
+        providers = meta.get("providers")
+    service = Service(runtime, limits, n_threads, providers, CollectorRegistry(auto_describe=True))
+    models = _request_models(limits)
+    RecommendRequest, SimilarRequest, ReloadRequest = models["recommend"], models["similar"], models["reload"]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        service.start_prepare()
+        installed = False
+        if reload_signal is not None:
+            try:
+                asyncio.get_running_loop().add_signal_handler(reload_signal, service.on_reload_signal)
+                installed = True
+            except (ValueError, RuntimeError, NotImplementedError) as exc:
+                logger.warning("reload signal %s not installed: %s", reload_signal, exc)
+        try:
+            yield
+        finally:
+            if installed:
+                asyncio.get_running_loop().remove_signal_handler(reload_signal)
+            service.shutdown()
+
+    app = FastAPI(title="recsys_fast", version=_version(), lifespan=lifespan,
+                  description="Top-k recommendations from a recsys_fast bundle (kNN, popularity, EASE or an "
+                              "exported neural model). Errors are JSON objects naming the field at fault.")
+    app.state.service = service
+    app.add_middleware(_ServiceMiddleware, service=service)
+    errors = {status: {"model": models["error"], "description": text} for status, text in (
+        (404, "unknown id, or the model has no such scores"), (413, "request body too large"),
+        (422, "invalid request: the field is named"), (503, "overloaded: retry after Retry-After seconds"),
+        (504, "the request took longer than the service's timeout"))}
+
+    # ------------------------------------------------------------------ errors as JSON
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError):
+        return _error(exc.status, exc.code, exc.message, exc.field, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        details = _field_errors(exc.errors())
+        first = details[0] if details else {"field": None, "message": "invalid request"}
+        message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+        if len(details) > 1:
+            message += f" (and {len(details) - 1} more)"
+        return _error(422, "invalid_request", message, first["field"], errors=details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 413:
+            return _too_large(limits.max_body_bytes)
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail), None, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception):
+        logger.exception("unexpected error answering %s", request.url.path)
+        return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ endpoints
+    @app.post("/recommend", response_model=models["recommend_response"], responses=errors,
+              summary="top-k items for each user")
+    async def recommend(body: RecommendRequest):
+        return JSONResponse(await service.run(lambda rt, gen: _recommend(rt, gen, body)))
+
+    @app.post("/similar-items", response_model=models["similar_response"], responses=errors,
+              summary="the k most similar items of each item (kNN bundles)")
+    async def similar_items(body: SimilarRequest):
+        return JSONResponse(await service.run(lambda rt, gen: _similar(rt, gen, body)))
+
+    @app.get("/health", responses={503: {"description": "not ready: the runtime is still being prepared"}},
+             summary="200 once the runtime is prepared (warm), 503 before")
+    async def health():
+        if not service.ready:
+            service.start_prepare()
+        body = {"status": "ready" if service.ready else "starting", "ready": service.ready,
+                "generation": service.generation, "model_kind": service.runtime.metadata.get("model_kind"),
+                "prepare_error": service.prepare_error}
+        return JSONResponse(body, status_code=200 if service.ready else 503)
+
+    @app.get("/metadata", summary="what is loaded, the service limits and the last reload")
+    async def metadata():
+        return JSONResponse(_plain_json({**service.runtime.metadata, "generation": service.generation,
+                                         "loaded_at": service.loaded_at, "last_reload": service.last_reload,
+                                         "limits": asdict(limits), "service_version": _version()}))
+
+    @app.get("/metrics", summary="Prometheus metrics (text format)", response_class=Response)
+    async def metrics():
+        return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if admin:
+        @app.post("/admin/reload", responses={409: {"model": models["error"], "description": "a reload is running"},
+                                              422: {"model": models["error"],
+                                                    "description": "the bundle did not load; the old one serves on"}},
+                  summary="load the bundle again (or the one at `path`) and swap it in atomically")
+        async def reload(body: Annotated[Optional[ReloadRequest], Body()] = None):
+            return JSONResponse(await service.reload(body.path if body is not None else None))
+
+    return app
+
+
+def _request_models(limits: ServiceLimits) -> dict:
+    """The pydantic request/response models, bounded by ``limits`` (so the OpenAPI schema shows them)."""
+    from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+    Id = Union[Annotated[StrictInt, Field(ge=INT64[0], le=INT64[1])], Annotated[StrictStr, Field(max_length=256)]]
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    class RecommendRequest(Strict):
+        users: list[Id] = Field(min_length=1, max_length=limits.max_users, description="external user ids")
+        k: StrictInt = Field(10, ge=1, le=limits.max_k, description="list length (at most the catalogue size)")
+        exclude_seen: bool = Field(True, description="leave out the items each user interacted with")
+        items: Optional[list[Id]] = Field(None, min_length=1, max_length=limits.max_items,
+                                          description="recommend only among these item ids")
+        history: Optional[dict[Annotated[str, Field(max_length=256)],
+                               Annotated[list[Id], Field(max_length=limits.max_history)]]] = Field(
+            None, max_length=limits.max_users,
+            description="user id -> item ids: score these users from the given items (fold-in models)")
+        on_unknown: Literal["raise", "pad"] = Field(
+            "raise", description="unknown users: 404 (raise) or an empty list (pad)")
+        on_unknown_items: Literal["raise", "ignore"] = Field(
+            "raise", description="unknown item ids in a history: 404 (raise) or left out (ignore)")
+
+    class SimilarRequest(Strict):
+        items: list[Id] = Field(min_length=1, max_length=limits.max_users, description="external item ids")
+        k: StrictInt = Field(10, ge=1, le=limits.max_k)
+
+    class ReloadRequest(Strict):
+        path: Optional[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+            None, description="bundle directory to load instead of the current one")
+
+    class UserRecommendations(BaseModel):
+        user: Id
+        items: list[Id]
+        scores: list[float]
+
+    class RecommendResponse(BaseModel):
+        recommendations: list[UserRecommendations]
+        generation: int
+
+    class ItemNeighbours(BaseModel):
+        item: Id
+        items: list[Id]
+        scores: list[float]
+
+    class SimilarResponse(BaseModel):
+        similar: list[ItemNeighbours]
+        generation: int
+
+    class FieldError(BaseModel):
+        field: Optional[str]
+        message: str
+        type: str
+
+    class ErrorResponse(BaseModel):
+        error: str
+        message: str
+        field: Optional[str] = None
+        errors: list[FieldError] = []
+
+    return {"recommend": RecommendRequest, "similar": SimilarRequest, "reload": ReloadRequest,
+            "recommend_response": RecommendResponse, "similar_response": SimilarResponse, "error": ErrorResponse}
+
+
+# ---------------------------------------------------------------------------- request handlers (worker threads)
+def _recommend(runtime, generation: int, body) -> dict:
+    n_items = runtime.n_items
+    if body.k > n_items:
+        raise ServiceError(422, "invalid_request", f"k: must be <= the catalogue size {n_items}, got {body.k}", "k")
+    user_map = runtime.user_map_
+    users = [_normal_id(u, user_map) for u in body.users]
+    history = None
+    if body.history is not None:
+        history = {_normal_id(key, user_map): value for key, value in body.history.items()}
+    if body.on_unknown == "pad" and not user_map.is_string:
+        users = _pad_non_integer(users, user_map)
+    try:
+        recs = runtime.recommend(users, k=body.k, exclude_seen=body.exclude_seen, items=body.items,
+                                 history=history, on_unknown=body.on_unknown, on_unknown_items=body.on_unknown_items)
+    except UnknownIdError as exc:
+        field = "users" if exc.kind == "user" else ("items" if _names_any(body.items, exc.ids) else "history")
+        raise ServiceError(404, "unknown_id", exc.message, field) from None
+    except (ParameterError, ValueError) as exc:
+        field = getattr(exc, "name", None) or ("history" if body.history else None)
+        raise ServiceError(422, "invalid_request", str(exc), field) from None
+    rows = _rows(recs.ids, recs.scores)
+    return {"recommendations": [{"user": u, "items": i, "scores": s} for u, (i, s) in zip(body.users, rows)],
+            "generation": generation}
+
+
+def _similar(runtime, generation: int, body) -> dict:
+    n_items = runtime.n_items
+    if body.k > n_items:
+        raise ServiceError(422, "invalid_request", f"k: must be <= the catalogue size {n_items}, got {body.k}", "k")
+    try:
+        out = runtime.similar_items(body.items, k=body.k)
+    except UnknownIdError as exc:
+        raise ServiceError(404, "unknown_id", exc.message, "items") from None
+    except TypeError as exc:  # the model has no item-item scores
+        raise ServiceError(404, "not_supported", str(exc)) from None
+    except (ParameterError, ValueError) as exc:
+        raise ServiceError(422, "invalid_request", str(exc), getattr(exc, "name", None)) from None
+    rows = _rows(out.ids, out.scores)
+    return {"similar": [{"item": q, "items": i, "scores": s} for q, (i, s) in zip(body.items, rows)],
+            "generation": generation}
+
+
+def _names_any(given, ids) -> bool:
+    """Whether the request list ``given`` holds any of ``ids`` (compared as text)."""
+    wanted = {str(i) for i in ids}
+    return given is not None and any(str(g) in wanted for g in given)
+
+
+def _rows(ids: np.ndarray, scores: np.ndarray) -> list[tuple[list, list]]:
+    """Each row's qualifying (finite-score) ids and scores as plain lists: padding is dropped."""
+    valid = np.isfinite(scores)
+    if valid.all():
+        return list(zip(ids.tolist(), scores.tolist()))
+    return [(ids[r][valid[r]].tolist(), scores[r][valid[r]].tolist()) for r in range(len(ids))]
+
+
+def _normal_id(value, id_map):
+    """An id from JSON as the id map holds it: integer maps take ints and integer strings (JSON
+    object keys are always strings), string maps take strings."""
+    if id_map.is_string:
+        return str(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit() and INT64[0] <= int(text) <= INT64[1]:
+            return int(text)
+    return value
+
+
+def _pad_non_integer(users: list, user_map) -> list:
+    """For ``on_unknown="pad"`` on an integer id map: a non-integer id cannot be looked up (the map
+    refuses the batch), so it is replaced by an integer the map does not hold, which pads."""
+    if all(isinstance(u, int) for u in users):
+        return users
+    ids = user_map.ids
+    absent = int(ids[0]) - 1 if len(ids) and int(ids[0]) > INT64[0] else (int(ids[-1]) + 1 if len(ids) else 0)
+    return [u if isinstance(u, int) else absent for u in users]
+
+
+# ---------------------------------------------------------------------------- plumbing
+class _ServiceMiddleware:
+    """Pure ASGI middleware around the app: refuses oversized bodies (413, by Content-Length before
+    anything is read, or by counting a streamed body as it is read), and counts and times every
+    HTTP request by endpoint and status."""
+
+    def __init__(self, app, service: Service):
+        self.app = app
+        self.service = service
+        self.known = frozenset(ENDPOINTS)
+        self.max_body = service.limits.max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = path if path in self.known else "other"
+        status = [500]
+        t0 = time.perf_counter()
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            if _content_length(scope) > self.max_body:
+                await _too_large(self.max_body)(scope, receive, send_status)
+                return
+            await self.app(scope, self._limited(receive), send_status)
+        finally:
+            self.service.requests.labels(endpoint, str(status[0])).inc()
+            self.service.latency.labels(endpoint).observe(time.perf_counter() - t0)
+
+    def _limited(self, receive):
+        size = [0]
+
+        async def receive_limited():
+            message = await receive()
+            if message["type"] == "http.request":
+                size[0] += len(message.get("body", b""))
+                if size[0] > self.max_body:
+                    from starlette.exceptions import HTTPException
+
+                    raise HTTPException(413)  # FastAPI passes it to the app's handler: a JSON 413
+            return message
+
+        return receive_limited
+
+
+def _content_length(scope) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return -1
+    return -1
+
+
+def _too_large(max_body: int):
+    return _error(413, "body_too_large", f"request body larger than {max_body} bytes (max_body_bytes)", "body")
+
+
+def _error(status: int, code: str, message: str, field: Optional[str] = None, errors=None, headers=None):
+    from fastapi.responses import JSONResponse
+
+    body = {"error": code, "message": message, "field": field,
+            "errors": errors if errors is not None else ([{"field": field, "message": message, "type": code}]
+                                                        if field else [])}
+    return JSONResponse(_plain_json(body), status_code=status, headers=headers)
+
+
+_UNION_MEMBERS = frozenset({"int", "str", "constrained-int", "constrained-str"})  # pydantic's loc tags of Id
+
+
+def _field_errors(errors) -> list[dict]:
+    """pydantic's errors as ``{"field", "message", "type"}``, one per field: the members of an id
+    union (an id is an int or a string) are merged into one entry."""
+    out: dict = {}
+    for e in errors:
+        loc = tuple(p for p in e.get("loc", ()) if not (isinstance(p, str) and p in _UNION_MEMBERS))
+        field = _field_name(loc)
+        if field in out:
+            if e.get("msg") and e.get("msg") not in out[field]["message"]:
+                out[field]["message"] += " or " + e["msg"][0].lower() + e["msg"][1:]
+        else:
+            out[field] = {"field": field, "message": e.get("msg", ""), "type": e.get("type", "")}
+    return list(out.values())
+
+
+def _field_name(loc) -> Optional[str]:
+    """("body", "users", 3) -> "users[3]"; ("body", "history", "42", 0) -> "history.42[0]"."""
+    parts = [p for p in loc if p != "body"] if loc and loc[0] == "body" else list(loc)
+    if not parts:
+        return "body"
+    name = str(parts[0])
+    if isinstance(parts[0], int):  # a position in malformed JSON
+        return "body"
+    for p in parts[1:]:
+        name += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return name
+
+
+def _plain_json(value):
+    """``value`` with numpy scalars/arrays, tuples and non-finite floats made JSON-safe."""
+    return json.loads(json.dumps(value, default=_json_default, allow_nan=True),
+                      parse_constant=lambda c: None)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        value = obj.item()
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+# ---------------------------------------------------------------------------- recsys-fast serve
+def serve(bundle, host: str = "127.0.0.1", port: int = 8000, n_threads: Optional[int] = None,
+          limits: Optional[ServiceLimits] = None, providers=None, admin: bool = True,
+          log_level: str = "info", access_log: bool = False) -> None:
+    """Load ``bundle`` and serve it with uvicorn until SIGINT/SIGTERM (graceful: requests in
+    flight finish); SIGHUP reloads the bundle. ``port=0`` picks a free port (logged)."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise MissingExtraError("uvicorn", "serve") from None
+    from . import load
+
+    port = validation.integer("port", port, minimum=0, maximum=65535)
+    if not logger.handlers:  # the service's own lines (reloads, failures) beside uvicorn's
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(log_level.upper())
+    runtime = load(bundle, n_threads=n_threads, providers=providers)
+    app = create_app(runtime, limits=limits, n_threads=n_threads, providers=providers, admin=admin,
+                     reload_signal=getattr(signal, "SIGHUP", None))
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
+                            timeout_graceful_shutdown=30, lifespan="on")
+    uvicorn.Server(config).run()
