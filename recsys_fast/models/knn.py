@@ -99,26 +99,22 @@ class _NeighbourhoodModel(Recommender):
                                average_length=average_length)
         return np.asarray(rows.data, dtype=np.float32)
 
-<<<<<<< HEAD
+    def _neighbour_graph(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        build = topk_similarity
         client = getattr(self, "_client", None)
-        if client is not None:
+        if client is not None:  # the same rows computed on the workers, stitched in order
             from functools import partial
 
             from .distributed import topk_similarity_on_cluster
 
-            topk_similarity = partial(topk_similarity_on_cluster, client)  # noqa: F811 - same contract
-
-=======
-    def _neighbour_graph(self, rows: sp.csr_matrix) -> sp.csr_matrix:
->>>>>>> main
+            build = partial(topk_similarity_on_cluster, client)
         rows = sp.csr_matrix(rows, dtype=np.float32)
         rows.sort_indices()
         n_rows, n_cols = rows.shape
         data = self._weighted(rows)
-        indptr, indices, values = topk_similarity(rows.indptr, rows.indices, data, n_cols, self.k,
-                                                  similarity=self.similarity, shrink=self.shrink,
-                                                  min_support=self.min_support, alpha=self.alpha,
-                                                  exclude_self=True)
+        indptr, indices, values = build(rows.indptr, rows.indices, data, n_cols, self.k,
+                                        similarity=self.similarity, shrink=self.shrink,
+                                        min_support=self.min_support, alpha=self.alpha, exclude_self=True)
         return sp.csr_matrix((values, indices, indptr), shape=(n_rows, n_rows))
 
     def _derive(self) -> None:
