@@ -50,7 +50,7 @@ def _gemm_tiles(users, items_t, tile, n_buffers):
             gemm_into(users[start:stop], items_t, buffers[w, :stop - start])
 
 
-def contenders(users, items, seen, k, block_rows):
+def contenders(users, items, seen, k, block_rows, peers=("torch", "implicit")):
     """name -> callable returning (items, scores) or None (the GEMM alone)."""
     n, m = users.shape[0], items.shape[0]
     fns = {
@@ -78,7 +78,7 @@ def contenders(users, items, seen, k, block_rows):
         import torch
     except ImportError:
         torch = None
-    if torch is not None:
+    if torch is not None and "torch" in peers:
         tu, ti = torch.from_numpy(users), torch.from_numpy(items)
         rows = torch.from_numpy(np.repeat(np.arange(n), np.diff(seen.indptr)))
         cols = torch.from_numpy(seen.indices.astype(np.int64))
@@ -102,7 +102,7 @@ def contenders(users, items, seen, k, block_rows):
         from implicit.cpu.topk import topk as implicit_topk
     except ImportError:
         implicit_topk = None
-    if implicit_topk is not None:
+    if implicit_topk is not None and "implicit" in peers:
         fns["implicit"] = lambda: implicit_topk(items, users, k, filter_query_items=seen, num_threads=0)
     return fns
 
@@ -116,14 +116,14 @@ def agreement(a, b) -> float:
     return float(np.mean(same | tie))
 
 
-def run(n_users, n_items, nnz, dim, k, n_threads, repeats, seed=0):
+def run(n_users, n_items, nnz, dim, k, n_threads, repeats, seed=0, peers=("torch", "implicit")):
     rng = np.random.default_rng(seed)
     users = rng.standard_normal((n_users, dim), dtype=np.float32) * 0.1
     items = rng.standard_normal((n_items, dim), dtype=np.float32) * 0.1
     seen = synthetic(n_users, n_items, nnz, seed=seed, with_timestamps=False).matrix
     block_rows = max(64, min(4096, (64 << 20) // (4 * n_items)))  # peers: 64 MiB blocks of scores
     with threads.limit(n_threads):
-        fns = contenders(users, items, seen, k, block_rows)
+        fns = contenders(users, items, seen, k, block_rows, peers)
         med, cpu, raw, outs = interleaved(fns, repeats)
     flops = 2.0 * n_users * n_items * dim
     res = {"users": n_users, "items": n_items, "nnz": int(seen.nnz), "dim": dim, "k": k, "threads": n_threads,
@@ -149,12 +149,13 @@ def main(argv=None):
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--peers", default="torch,implicit", help="comma-separated peers (default: torch,implicit)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     results = {"load_before": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": []}
     for n_items in args.items or [20_000, 50_000]:
         r = run(args.users, n_items, int(args.users * args.interactions_per_user), args.dim, args.k, args.threads,
-                args.repeats)
+                args.repeats, peers=tuple(args.peers.split(",")))
         results["runs"].append(r)
         line = ", ".join(f"{name} {u:,.0f} users/s ({r['gflops'][name]:.0f} GFLOP/s)"
                          for name, u in r["users_per_s"].items())
