@@ -41,7 +41,8 @@ class ParameterError(RecsysError, ValueError):
     """
 
     def __init__(self, name: str, value, allowed: str, hint: str = ""):
-        message = f"{name} must be {allowed}, got {_plain(value)!r}"
+        shown = repr(_plain(value))
+        message = f"{name} must be {allowed}, got {shown if len(shown) <= 200 else shown[:200] + ' ...'}"
         if hint:
             message += f" ({hint})"
         super().__init__(message)
@@ -112,4 +113,4 @@ class MissingExtraError(RecsysError, ImportError):
 
 def _plain(value):
     """numpy scalars print as ``np.int64(3)`` in repr; show the plain Python value instead."""
-    return value.item() if hasattr(value, "item") else value
+    return value.item() if hasattr(value, "item") and getattr(value, "shape", None) == () else value

@@ -115,7 +115,7 @@ def type_of(value) -> Shown:
 
 
 def _show(v) -> str:
-    return repr(v.item() if hasattr(v, "item") else v)
+    return repr(v.item() if hasattr(v, "item") and getattr(v, "shape", None) == () else v)
 
 
 def _range_text(kind, minimum, maximum, allow_none, min_inclusive=True, max_inclusive=True) -> str:

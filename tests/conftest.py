@@ -11,6 +11,17 @@ def rng():
     return np.random.default_rng(12345)
 
 
+@pytest.fixture
+def events_csv(tmp_path):
+    """A small ratings CSV: columns uid, iid, stars (1-5), ts; 20 users x 15 items, 2/3 filled."""
+    import pandas as pd
+
+    rows = [(u, i, 1 + (u * i) % 5, 1000 + u * 10 + i) for u in range(1, 21) for i in range(1, 16) if (u + i) % 3]
+    path = tmp_path / "events.csv"
+    pd.DataFrame(rows, columns=["uid", "iid", "stars", "ts"]).to_csv(path, index=False)
+    return path
+
+
 @pytest.fixture(scope="session")
 def ml_latest_small_path():
     from recsys_fast.datasets import find_dataset

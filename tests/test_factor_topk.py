@@ -80,7 +80,7 @@ def test_empty_inputs_and_bad_input_errors(rng):
         factor_topk(users[0], items, 3)
     with pytest.raises(DataError, match=r"excl_indptr must have 5 entries"):
         factor_topk(users, items, 3, excl_indptr=np.zeros(3, np.int64), excl_indices=np.zeros(0, np.int32))
-    with pytest.raises(DataError, match=r"outside \[0, 6\)"):
+    with pytest.raises(DataError, match=r"out of range \[0, 6\)"):
         factor_topk(users, items, 3, excl_indptr=np.array([0, 1, 1, 1, 1]), excl_indices=np.array([6]))
     with pytest.raises(DataError, match="item_bias must have shape"):
         factor_topk(users, items, 3, item_bias=np.zeros(5))

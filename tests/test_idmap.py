@@ -26,9 +26,14 @@ def test_from_values_strings():
     assert idx.tolist() == [1, 0, 2, 0]
 
 
-def test_mixed_object_ints_and_strings_become_strings():
-    m, _ = IdMap.from_values(np.array([1, "x"], dtype=object), "item")
-    assert m.is_string and sorted(m.ids.tolist()) == ["1", "x"]
+@pytest.mark.parametrize("values, row", [
+    (np.array([1, "x"], dtype=object), 1),       # a tie: the kind row 0 is not offends
+    (["a", "b", 3, "c"], 2),                      # a list: numpy would have made 3 into "3"
+    (np.array([5, 6, "z", 7], dtype=object), 2),
+])
+def test_mixed_ints_and_strings_name_the_first_offending_row(values, row):
+    with pytest.raises(DataError, match=rf"row {row}: item id .* ids must be all integers or all strings"):
+        IdMap.from_values(values, "item")
 
 
 def test_to_index_and_back():

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from recsys_fast import threads
 from recsys_fast.errors import DataError, ParameterError
 from recsys_fast.kernels.similarity import SIMILARITIES, topk_similarity
+from tests.jit import size
 
 from tests.reference import dense_of_csr, similarity_reference
 
@@ -107,10 +108,10 @@ def _random_csr(rng, n_rows, n_cols, density, binary=False):
 @pytest.mark.parametrize("binary", [False, True])
 @pytest.mark.parametrize("similarity", SIMILARITIES)
 def test_large_and_small_k_match_reference(similarity, binary):
-    """k = 1000 (most candidates kept) and k = 5 (most dropped) on 1500 rows, sparse and dense
-    row paths."""
+    """k = 1000 (most candidates kept) and k = 5 (most dropped) on 1500 rows (400 with the JIT
+    off), sparse and dense row paths."""
     rng = np.random.default_rng(7)
-    indptr, indices, vals = _random_csr(rng, 1500, 60, 0.05, binary)
+    indptr, indices, vals = _random_csr(rng, size(1500, 400), 60, 0.05, binary)
     dense = dense_of_csr(indptr, indices, vals, 60)
     for k in (1000, 5):
         out = topk_similarity(indptr, indices, vals, 60, k, similarity, min_support=2)
@@ -159,7 +160,7 @@ def test_hundreds_of_exact_ties_are_broken_by_lower_index(k):
 @pytest.mark.parametrize("similarity", SIMILARITIES)
 def test_one_and_two_threads_identical(similarity, binary):
     rng = np.random.default_rng(3)
-    indptr, indices, vals = _random_csr(rng, 700, 80, 0.08, binary)
+    indptr, indices, vals = _random_csr(rng, size(700, 200), 80, 0.08, binary)
     results = []
     for n in (1, 2):
         with threads.limit(n):
@@ -212,3 +213,39 @@ def test_bad_input_raises(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         topk_similarity(**args)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=csr_inputs(), similarity=st.sampled_from(SIMILARITIES), k=st.integers(1, 20),
+       shrink=st.sampled_from([0.0, 2.5]), min_support=st.integers(1, 2), seed=st.integers(0, 2**32 - 1),
+       n_added=st.integers(0, 12))
+def test_update_equals_a_full_call(data, similarity, k, shrink, min_support, seed, n_added):
+    """update_topk_similarity from an earlier result equals topk_similarity on the new matrix,
+    bit for bit, when entries are added or re-weighted and rows that did not exist appear."""
+    from recsys_fast.kernels.similarity import update_topk_similarity
+
+    mask, values = data
+    n_rows, n_cols = mask.shape
+    if n_rows == 0 or n_cols == 0:
+        return
+    rng = np.random.default_rng(seed)
+    new_mask, new_values = mask.copy(), values.copy()
+    for _ in range(n_added):
+        r, c = rng.integers(n_rows), rng.integers(n_cols)
+        new_mask[r, c] = True
+        new_values[r, c] = values.flat[0] if rng.random() < 0.7 else rng.integers(1, 5)
+    absent = rng.random(n_rows) < 0.15  # rows the old matrix did not have
+    opts = dict(similarity=similarity, shrink=shrink, min_support=min_support, alpha=0.3)
+    keep = np.flatnonzero(~absent)
+    o_ptr, o_idx, o_val = _csr(mask[keep], values[keep])
+    g_ptr, g_idx, g_val = topk_similarity(o_ptr, o_idx, o_val, n_cols, k, **opts)
+    lens = np.zeros(n_rows, np.int64)
+    lens[keep] = np.diff(g_ptr)
+    graph = (np.r_[0, np.cumsum(lens)], keep[g_idx].astype(np.int32), g_val)
+    old = _csr(mask & ~absent[:, None], values)
+    new = _csr(new_mask, new_values)
+    expected = topk_similarity(*new, n_cols, k, **opts)
+    *got, info = update_topk_similarity(old, len(keep), graph, new, n_cols, k, **opts)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    assert info["rows"] == n_rows and info["changed"] <= info["recomputed"]

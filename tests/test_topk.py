@@ -93,3 +93,27 @@ def test_small_batches_take_the_serial_kernel(monkeypatch, rng):
     assert calls == []
     topk.dense_topk(rng.random((topk.SERIAL_MAX_ROWS + 1, 50)).astype(np.float32), 5, empty_p, empty_i, empty_a)
     assert calls == ["parallel"]
+
+
+def test_wrappers_check_shapes_in_constant_time():
+    from recsys_fast.errors import DataError
+    from recsys_fast.kernels.topk import dense_topk, ranked_topk
+
+    scores = np.arange(6, dtype=np.float64).reshape(2, 3)  # float64 is coerced
+    got_i, got_s = dense_topk(scores, 2)
+    np.testing.assert_array_equal(got_i, [[2, 1], [2, 1]])
+    assert got_s.dtype == np.float32
+    with pytest.raises(DataError, match="dense_topk: scores must be 2-d"):
+        dense_topk(scores[0], 2)
+    with pytest.raises(DataError, match="excl_indptr must be empty .* of 3 entries over the 1 1-d excl_indices"):
+        dense_topk(scores, 2, [0, 1], [0])
+    with pytest.raises(DataError, match="allowed must be empty .* over the 3 items, got shape \\(2,\\)"):
+        dense_topk(scores, 2, allowed=np.ones(2, bool))
+    with pytest.raises(ValueError, match="k must be an integer >= 1, got 0"):
+        dense_topk(scores, 0)
+    order, order_scores = np.array([2, 0, 1]), np.array([3.0, 2.0, 1.0])
+    np.testing.assert_array_equal(ranked_topk(order, order_scores, 2, 2, [0, 1, 1], [2])[0], [[0, 1], [2, 0]])
+    with pytest.raises(DataError, match="order and order_scores must be 1-d of one length"):
+        ranked_topk(order, order_scores[:2], 1, 1)
+    with pytest.raises(DataError, match="ranked_topk: allowed must be empty"):
+        ranked_topk(order, order_scores, 1, 1, allowed=np.ones(4, bool))

@@ -10,6 +10,11 @@ def gather_rows(indptr, indices, data, rows):
     index of -1 gives an empty row. Vectorised: no Python loop over rows. When ``rows`` is every
     row in order (scoring all users) the input arrays come back uncopied: read them only."""
     rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 1:  # one request: copy a slice, without the vectorised gather's dozen array operations
+        r = int(rows[0])
+        lo, hi = (int(indptr[r]), int(indptr[r + 1])) if r >= 0 else (0, 0)
+        return (np.array([0, hi - lo], dtype=np.int64), np.array(indices[lo:hi], dtype=np.int32),
+                np.array(data[lo:hi], dtype=np.float32))
     n_src = len(indptr) - 1
     if len(rows) == n_src and n_src > 0 and rows[0] == 0 and np.array_equal(rows, np.arange(n_src)):
         return (np.asarray(indptr).astype(np.int64, copy=False), np.asarray(indices).astype(np.int32, copy=False),

@@ -175,6 +175,25 @@ class ItemFeatures:
         return sp.csr_matrix((data[keep], indices[keep], new_ptr), shape=(len(item_map), self.n_features))
 
 
+TAG_SEPARATOR = "\x1f"  # joins an item's tags for multi_label: never inside a tag
+
+
+def item_tags(tags, item: str = "item", tag: str = "tag", source: str = "tags"):
+    """One row per item from tag events (e.g. ml-latest-small's ``tags.csv``: one row per user,
+    item, tag): columns ``item`` and ``tags``, the item's distinct tags (stripped, lower-cased)
+    joined by ``TAG_SEPARATOR``; pass ``multi_label={"tags": TAG_SEPARATOR}`` to
+    ``ItemFeatures.from_pandas`` after merging it into the items' frame."""
+    import pandas as pd
+
+    missing = [c for c in (item, tag) if c not in tags.columns]
+    if missing:
+        raise DataError(f"missing column(s) {missing}; found {list(tags.columns)}", source=source)
+    clean = tags[tag].astype(str).str.strip().str.lower()
+    frame = pd.DataFrame({"item": tags[item].to_numpy(), "tag": clean.to_numpy()}).drop_duplicates()
+    frame = frame[frame["tag"] != ""]
+    return frame.groupby("item")["tag"].agg(TAG_SEPARATOR.join).rename("tags").reset_index()
+
+
 def union_item_map(*maps: IdMap) -> IdMap:
     """The sorted union of item id maps (all integer or all string ids)."""
     kinds = {m.is_string for m in maps if len(m)}

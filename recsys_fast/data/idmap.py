@@ -148,7 +148,10 @@ def normalize_ids(values, kind: str, source: str | None = None, column: str | No
 
     NaN/None ids and non-integral floats are errors naming the first bad row.
     """
+    # lists go through object arrays: np.asarray(["a", 3]) would turn 3 into "3" silently
     arr = np.asarray(values)
+    if isinstance(values, (list, tuple)) and arr.dtype.kind == "U":
+        arr = np.asarray(values, dtype=object)
     if arr.ndim != 1:
         raise DataError(f"{kind} ids must be one-dimensional, got shape {arr.shape}", source=source,
                         column=column)
@@ -161,10 +164,12 @@ def normalize_ids(values, kind: str, source: str | None = None, column: str | No
         if bad.any():
             raise DataError(f"{kind} id is {arr[bad.argmax()]}; ids must not be missing",
                             source=source, row=int(bad.argmax()), column=column)
-        frac = arr != np.round(arr)
+        frac = (arr != np.round(arr)) | (np.abs(arr) >= 2**63)
         if frac.any():
             r = int(frac.argmax())
-            raise DataError(f"{kind} id {arr[r].item()!r} is not an integer", source=source, row=r, column=column)
+            raise DataError(f"{kind} id {arr[r].item()!r} is not an integer"
+                            + (" that fits in 64 bits" if abs(arr[r]) >= 2**63 else ""),
+                            source=source, row=r, column=column)
         return arr.astype(np.int64)
     if arr.dtype.kind == "U":
         return arr
@@ -174,10 +179,30 @@ def normalize_ids(values, kind: str, source: str | None = None, column: str | No
         if missing.any():
             r = int(missing.argmax())
             raise DataError(f"{kind} id is missing (NaN/None)", source=source, row=r, column=column)
-        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in obj):
+        is_int = np.fromiter((isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in obj),
+                             bool, len(obj))
+        is_text = np.fromiter((isinstance(v, (str, np.str_)) for v in obj), bool, len(obj))
+        if is_int.all():
             return obj.astype(np.int64)
+        if not is_text.all():
+            if is_text.any() and (is_int | is_text).all():
+                r, other = mixed_rows(is_int)
+                raise DataError(f"{kind} id {obj[r]!r} is {'an integer' if is_int[r] else 'text'} but other ids are "
+                                f"{'text' if is_int[r] else 'integers'} (e.g. row {other}: {obj[other]!r}); ids must "
+                                "be all integers or all strings", source=source, row=r, column=column)
+            r = int((~(is_int | is_text)).argmax())
+            raise DataError(f"{kind} id {obj[r]!r} is a {type(obj[r]).__name__}; ids must be integers or strings",
+                            source=source, row=r, column=column)
         return obj.astype(str)
     raise DataError(f"{kind} ids must be integers or strings, got dtype {arr.dtype}", source=source, column=column)
+
+
+def mixed_rows(is_a: np.ndarray) -> tuple[int, int]:
+    """In a column mixing two kinds of id (``is_a`` marks one kind): the first row of the minority
+    kind (on a tie, of the kind that row 0 is not), and the first row of the other kind."""
+    n_a, n_b = int(is_a.sum()), int((~is_a).sum())
+    minority = is_a if (n_a < n_b or (n_a == n_b and not is_a[0])) else ~is_a
+    return int(minority.argmax()), int((~minority).argmax())
 
 
 def _is_missing(value) -> bool:

@@ -11,6 +11,12 @@ Duplicate (user, item) pairs are resolved at construction by ``duplicates=``:
 
 Explicit ratings (the ``weight`` column) are kept in ``ratings`` for RMSE/MAE. ``min_rating=r``
 turns them into implicit feedback: events rated below ``r`` are dropped and the matrix holds 1.0.
+A weight column that holds counts or strengths (plays, clicks, dwell time) is declared with
+``ratings=False``: it is the matrix's weight and no ``ratings`` are kept, so no RMSE/MAE is reported.
+
+Ids keep their type and are never coerced silently: a column mixing integers and text (in a CSV,
+integer literals and other text) is a ``DataError`` naming the first row of the minority kind
+(rows are 0-based data rows, the header excluded, everywhere, including pandas' parse errors).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import scipy.sparse as sp
 
 from .. import validation
 from ..errors import DataError, ParameterError
-from .idmap import IdMap, normalize_ids
+from .idmap import IdMap, mixed_rows, normalize_ids
 
 DUPLICATE_POLICIES = ("last", "first", "sum", "max", "error")
 
@@ -54,11 +60,14 @@ class Interactions:
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_arrays(cls, users, items, weights=None, timestamps=None, *, min_rating: float | None = None,
-                    duplicates: str = "last", source: str = "arrays",
+                    duplicates: str = "last", source: str = "arrays", ratings: bool = True,
                     columns: tuple[str, str, str, str] = ("users", "items", "weights", "timestamps")
                     ) -> "Interactions":
-        """Build from parallel arrays of external user ids, item ids, weights and timestamps."""
+        """Build from parallel arrays of external user ids, item ids, weights and timestamps.
+
+        ``ratings=False``: the weights are implicit strengths (counts), not ratings."""
         validation.choice("duplicates", duplicates, DUPLICATE_POLICIES)
+        ratings_given = validation.boolean("ratings", ratings)
         if min_rating is not None:
             min_rating = validation.number("min_rating", min_rating)
         ucol, icol, wcol, tcol = columns
@@ -73,8 +82,11 @@ class Interactions:
         items = normalize_ids(items, "item", source, icol)
         w = _check_weights(weights, n, source, wcol)
         ts = _check_timestamps(timestamps, source, tcol)
-        ratings = None if weights is None else w.copy()
+        ratings = None if weights is None or not ratings_given else w.copy()
         if min_rating is not None:
+            if not ratings_given:
+                raise ParameterError("min_rating", min_rating, "None when ratings=False",
+                                     hint="min_rating filters ratings; the weights were declared implicit")
             if weights is None:
                 raise DataError("min_rating needs ratings: pass a weight column with the ratings",
                                 source=source, column=wcol)
@@ -91,8 +103,9 @@ class Interactions:
     @classmethod
     def from_pandas(cls, df, user: str = "user", item: str = "item", weight: str | None = None,
                     timestamp: str | None = None, *, min_rating: float | None = None,
-                    duplicates: str = "last", source: str = "DataFrame") -> "Interactions":
-        """Build from a DataFrame's columns; missing columns are named in the error."""
+                    duplicates: str = "last", source: str = "DataFrame", ratings: bool = True) -> "Interactions":
+        """Build from a DataFrame's columns; missing columns are named in the error (``ratings``: as
+        in ``from_arrays``)."""
         wanted = [c for c in (user, item, weight, timestamp) if c is not None]
         missing = [c for c in wanted if c not in df.columns]
         if missing:
@@ -103,51 +116,63 @@ class Interactions:
         return cls.from_arrays(
             df[user].to_numpy(), df[item].to_numpy(),
             None if weight is None else df[weight].to_numpy(), ts,
-            min_rating=min_rating, duplicates=duplicates, source=source,
+            min_rating=min_rating, duplicates=duplicates, source=source, ratings=ratings,
             columns=(user, item, weight or "weight", timestamp or "timestamp"),
         )
 
     @classmethod
     def from_csv(cls, path, user: str = "user", item: str = "item", weight: str | None = None,
                  timestamp: str | None = None, *, sep: str = ",", min_rating: float | None = None,
-                 duplicates: str = "last") -> "Interactions":
+                 duplicates: str = "last", ratings: bool = True) -> "Interactions":
         """Read a delimited text file with a header row (ids keep their type: ints stay ints)."""
         import pandas as pd
 
         path = Path(path)
         if not path.is_file():
-            raise DataError("file not found", source=str(path))
+            raise DataError("file not found" if not path.exists() else "not a file (a folder?)", source=str(path))
+        validation.instance("sep", sep, str, "a one-character string such as ',' or '\\t'")
         dtypes = {c: "string" for c in (user, item)}
         try:
-            df = pd.read_csv(path, sep=sep, dtype=dtypes, keep_default_na=True)
+            df = pd.read_csv(path, sep=sep, dtype=dtypes, keep_default_na=True, engine="c")
         except pd.errors.EmptyDataError:
             raise DataError("the file is empty", source=str(path)) from None
-        except ValueError as exc:  # a header without one of our columns given a dtype
-            raise DataError(f"could not read: {exc}", source=str(path)) from None
+        except pd.errors.ParserError as exc:
+            raise _parser_error(exc, str(path)) from None
+        except UnicodeDecodeError as exc:
+            raise DataError(f"not UTF-8 text (byte {exc.start} of the file)", source=str(path)) from None
+        except (ValueError, OverflowError) as exc:  # a header without one of our columns given a dtype
+            raise DataError(f"could not read: {_one_line(exc)}", source=str(path)) from None
         for col in (user, item):
             if col in df.columns:
                 df[col] = _ids_from_strings(df[col], str(path), col)
         return cls.from_pandas(df, user, item, weight, timestamp, min_rating=min_rating,
-                               duplicates=duplicates, source=str(path))
+                               duplicates=duplicates, source=str(path), ratings=ratings)
 
     @classmethod
     def from_parquet(cls, path, user: str = "user", item: str = "item", weight: str | None = None,
                      timestamp: str | None = None, *, min_rating: float | None = None,
-                     duplicates: str = "last") -> "Interactions":
+                     duplicates: str = "last", ratings: bool = True) -> "Interactions":
         """Read a Parquet file with pyarrow (only the needed columns are loaded)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         path = Path(path)
         if not path.is_file():
-            raise DataError("file not found", source=str(path))
-        schema_names = pq.read_schema(path).names
-        wanted = [c for c in (user, item, weight, timestamp) if c is not None]
-        missing = [c for c in wanted if c not in schema_names]
-        if missing:
-            raise DataError(f"missing column(s) {missing}; found {schema_names}", source=str(path))
-        df = pq.read_table(path, columns=wanted).to_pandas()
+            raise DataError("file not found" if not path.exists() else "not a file (a folder?)", source=str(path))
+        try:
+            schema_names = pq.read_schema(path).names
+            wanted = [c for c in (user, item, weight, timestamp) if c is not None]
+            missing = [c for c in wanted if c not in schema_names]
+            if missing:
+                raise DataError(f"missing column(s) {missing}; found {schema_names}", source=str(path))
+            df = pq.read_table(path, columns=wanted).to_pandas()
+        except (pa.ArrowException, OSError, ValueError, TypeError, OverflowError, KeyError, IndexError,
+                AttributeError) as exc:  # a damaged file (pandas metadata included) fails in many ways
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"not a readable Parquet file ({_one_line(exc)})", source=str(path)) from None
         return cls.from_pandas(df, user, item, weight, timestamp, min_rating=min_rating,
-                               duplicates=duplicates, source=str(path))
+                               duplicates=duplicates, source=str(path), ratings=ratings)
 
     @classmethod
     def _from_indices(cls, uidx, iidx, weights, timestamps, ratings, user_map: IdMap, item_map: IdMap,
@@ -285,6 +310,11 @@ def _check_weights(weights, n: int, source: str, column: str) -> np.ndarray:
     if neg.any():
         r = int(neg.argmax())
         raise DataError(f"weight is {w[r]}; weights must not be negative", source=source, row=r, column=column)
+    big = w > np.finfo(np.float32).max
+    if big.any():
+        r = int(big.argmax())
+        raise DataError(f"weight is {w[r]}; weights must fit in float32 (<= 3.4e38)", source=source, row=r,
+                        column=column)
     return w.astype(np.float32)
 
 
@@ -302,6 +332,10 @@ def _check_timestamps(timestamps, source: str, column: str) -> np.ndarray | None
         if bad.any():
             r = int(bad.argmax())
             raise DataError("timestamp is missing", source=source, row=r, column=column)
+        big = np.abs(t) >= 2**63
+        if big.any():
+            r = int(big.argmax())
+            raise DataError(f"timestamp {t[r]} does not fit in 64 bits", source=source, row=r, column=column)
         return t.astype(np.int64)
     if t.dtype.kind in "iu":
         return t.astype(np.int64)
@@ -349,15 +383,43 @@ def _ids_from_strings(column, source: str, name: str):
     missing = np.fromiter((v is None for v in values), bool, len(values))
     if missing.any():
         raise DataError("id is missing", source=source, row=int(missing.argmax()), column=name)
-    as_int = pd.to_numeric(column, errors="coerce")
-    if as_int.notna().all():
-        numeric = as_int.to_numpy(dtype=np.float64)
-        frac = numeric != np.round(numeric)
+    as_num = pd.to_numeric(column, errors="coerce")
+    is_num = as_num.notna().to_numpy()
+    if is_num.all():
+        numeric = as_num.to_numpy(dtype=np.float64)
+        frac = (numeric != np.round(numeric)) | (np.abs(numeric) >= 2**63)
         if frac.any():
             r = int(frac.argmax())
             raise DataError(f"id {values[r]!r} is not an integer", source=source, row=r, column=name)
-        return as_int.astype(np.int64).to_numpy()
+        if not len(numeric) or np.abs(numeric).max() < 2**53:
+            return numeric.astype(np.int64)
+        return np.array([int(float(v)) if not str(v).strip().lstrip("+-").isdigit() else int(v) for v in values],
+                        dtype=np.int64)  # exact beyond float64's 53 bits
+    if is_num.any():
+        r, other = mixed_rows(is_num)
+        kinds = ("a number", "text") if is_num[r] else ("text", "numbers")
+        raise DataError(f"id {values[r]!r} is {kinds[0]} but the column's other ids are {kinds[1]} (e.g. row "
+                        f"{other}: {values[other]!r}); ids of a column must be all integers or all text",
+                        source=source, row=r, column=name)
     return values.astype(str)
+
+
+def _parser_error(exc, source: str) -> DataError:
+    """pandas' ParserError as a DataError with our row convention: pandas counts file lines from 1,
+    header included, so its "line N" is data row N - 2."""
+    import re
+
+    text = _one_line(exc)
+    match = re.search(r"\b(?:in )?line (\d+)", text)
+    if match is None:
+        return DataError(f"could not parse: {text}", source=source)
+    row = int(match.group(1)) - 2
+    detail = re.sub(r"\s*(?:in )?line \d+,?", "", text).replace("Error tokenizing data. C error: ", "")
+    return DataError(f"could not parse: {detail.strip()}", source=source, row=max(row, 0))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _argmax_per_group(values: np.ndarray, starts: np.ndarray) -> np.ndarray:

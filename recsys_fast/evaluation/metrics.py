@@ -53,7 +53,11 @@ def _as_csr(test, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
         m.sum_duplicates()  # also sorts indices
         indptr, indices = m.indptr, m.indices
     else:
-        rows = [np.unique(np.asarray(r, dtype=np.int64)) for r in test]
+        try:
+            rows = [np.unique(np.asarray(r, dtype=np.int64).reshape(-1)) for r in test]
+        except (TypeError, ValueError, OverflowError):
+            raise ParameterError("test", validation.type_of(test), "a sparse matrix or rows of integer item indices") \
+                from None
         if len(rows) != n_rows:
             raise ParameterError("test", Shown(f"{len(rows)} rows"), f"aligned with recommended ({n_rows} rows)")
         indptr = np.zeros(n_rows + 1, dtype=np.int64)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import threads, validation
+from ..progress import progress as progress_bar
 from ..data.interactions import Interactions
 from ..errors import DataError, ParameterError
 from .metrics import RANKING_METRICS, check_ks, check_metrics, rating_errors
@@ -86,14 +87,17 @@ class EvaluationResult:
 
 def evaluate(model, train: Interactions | None, test: Interactions, k=(10, 20), metrics=None,
              batch_size: int = DEFAULT_BATCH_SIZE, n_threads: int | None = None,
-             progress: bool = False) -> EvaluationResult:
+             progress: bool | None = None) -> EvaluationResult:
     """Evaluate a fitted ``model`` on ``test`` by full ranking, excluding each user's ``train`` items.
 
     ``k``: one cutoff or several. ``metrics``: names from precision, recall, f1, ndcg, map, mrr,
     hit_rate, coverage, cold_recall, rmse, mae (None: all that apply; rmse and mae need a model
     that ``predicts_ratings`` and test ratings; cold_recall needs ``train`` and is reported when
     test holds cold items, items without a train interaction, as ``cold_items`` splits make). ``train=None`` excludes nothing. ``n_threads`` bounds
-    every thread pool for the call. See the module docstring for the protocol.
+    every thread pool for the call. ``progress``: None (default) shows progress of evaluations
+    that run over a few seconds (a bar on a terminal, log lines otherwise; see
+    ``recsys_fast.progress``), False never. No evaluable user (no test user known to the model with
+    a known test item) is a ``DataError``. See the module docstring for the protocol.
     """
     from ..models.base import Recommender
 
@@ -113,6 +117,8 @@ def evaluate(model, train: Interactions | None, test: Interactions, k=(10, 20), 
     explicit = metrics is not None
     wanted = check_metrics(metrics)
     batch_size = validation.integer("batch_size", batch_size, minimum=1)
+    if progress is not None:
+        progress = validation.boolean("progress", progress)
     n_threads = validation.integer("n_threads", n_threads, minimum=1, allow_none=True)
     rating_ok = model.predicts_ratings and test.ratings is not None
     if explicit and not rating_ok and any(m in wanted for m in ("rmse", "mae")):
@@ -170,13 +176,11 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
     from ..data.csr import gather_rows
 
     cold_hits = np.zeros((0 if cold is None else len(cold["users"]), len(ks)), dtype=np.float64)
-    starts = range(0, len(rows_all), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=f"evaluating {type(model).__name__}", unit="batch")
+    if len(rows_all) == 0:
+        raise DataError(_nothing_to_evaluate(test, test_rows, known_u, dropped))
+    bar = progress_bar(len(rows_all), f"evaluating {type(model).__name__}", "users", enabled=progress)
     done = 0  # rows of ``users`` evaluated so far
-    for start in starts:
+    for start in range(0, len(rows_all), batch_size):
         rows_b = rows_all[start:start + batch_size]
         recs_b, _ = model.recommend_indices(rows_b, kmax, exclude=excl)
         recs_b = np.ascontiguousarray(recs_b, dtype=np.int32)
@@ -190,6 +194,8 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
         for j, kk in enumerate(ks):
             top = recs[:, :kk]
             covered[j, top[top >= 0]] = True
+        bar.update(len(rows_b))
+    bar.close()
 
     # --- assemble
     means, columns = {}, {"user": user_map.ids[users], "n_test": n_test[users]}
@@ -232,6 +238,18 @@ def _evaluate(model, train, test, ks, wanted, batch_size, progress) -> Evaluatio
     per_user = pd.DataFrame({c: v for c, v in columns.items()
                              if c in ("user", "n_test") or c.split("@")[0] in wanted})
     return EvaluationResult(means=means, per_user=per_user, protocol=protocol, k=tuple(int(x) for x in ks))
+
+
+def _nothing_to_evaluate(test, test_rows, known_u, dropped) -> str:
+    """Why no user can be evaluated, in words."""
+    if test.nnz == 0:
+        return "no users to evaluate: the test split is empty (check the split's parameters)"
+    n_test_users = int(test_rows.sum())
+    n_unknown = int((test_rows & ~known_u).sum())
+    return (f"no users to evaluate: of the {n_test_users} test users, {n_unknown} are unknown to the model and the "
+            f"other {n_test_users - n_unknown} have no test item the model knows ({int(dropped.sum())} test "
+            "interactions with unknown items); train and test must share users and items, as the splits of "
+            "recsys_fast.split make them")
 
 
 def _cold_targets(train, test, user_map, item_map, known_u) -> dict | None:

@@ -12,9 +12,13 @@ FASTMATH = {"nsz", "arcp", "contract", "reassoc", "afn"}
 
 
 
-def kernel(fn=None, *, parallel: bool = False, fastmath: bool = True):
-    """``@njit`` with the project's options; ``parallel=True`` for ``prange`` kernels."""
+def kernel(fn=None, *, parallel: bool = False, fastmath: bool = True, inline: bool = False):
+    """``@njit`` with the project's options; ``parallel=True`` for ``prange`` kernels;
+    ``inline=True`` for small helpers inlined into every caller (Numba IR), so that kernels can
+    share them on their hot loops at no call cost."""
     options = dict(cache=True, nogil=True, parallel=parallel)
+    if inline:
+        options["inline"] = "always"
     if fastmath:
         options["fastmath"] = FASTMATH
     if fn is None:

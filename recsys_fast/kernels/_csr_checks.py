@@ -70,6 +70,39 @@ def transpose(indptr, indices, data, n_cols):
     return t_indptr, t_indices, t_data
 
 
+def as_vector(arr, dtype, what: str, source: str | None = None, convert: bool = True) -> np.ndarray:
+    """``arr`` as a C-contiguous 1-d array of ``dtype`` (integer dtypes take integer input only);
+    ``convert=False`` checks the kind only and returns the array as given."""
+    arr = np.asarray(arr)
+    kinds = "iu" if np.issubdtype(dtype, np.integer) else "iuf"
+    if arr.ndim != 1 or not (arr.size == 0 or arr.dtype.kind in kinds):
+        kind = "integer" if kinds == "iu" else "numeric"
+        raise DataError(f"{what} must be a 1-d {kind} array, got {arr.dtype} with shape {arr.shape}", source=source)
+    return np.ascontiguousarray(arr, dtype=dtype) if convert else arr
+
+
+def check_structure(indptr, indices, n_cols: int, source: str | None = None) -> None:
+    """A valid CSR index pointer over ``indices``, and every column index in ``[0, n_cols)``."""
+    nnz = indices.shape[0]
+    if indptr.shape[0] == 0 or indptr[0] != 0 or indptr[-1] != nnz or np.any(np.diff(indptr) < 0):
+        raise DataError(f"indptr must start at 0, never decrease and end at nnz = {nnz}", source=source)
+    if nnz:
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= n_cols:
+            raise DataError(f"column index {lo if lo < 0 else hi} out of range [0, {n_cols})", source=source)
+
+
+def check_values(indptr, indices, data, source: str | None = None) -> None:
+    """One finite value per stored entry."""
+    if indices.shape[0] != data.shape[0]:
+        raise DataError(f"indices and data must have the same length, got {indices.shape[0]} and "
+                        f"{data.shape[0]}", source=source)
+    if data.size and not np.isfinite(data).all():
+        at = int(np.flatnonzero(~np.isfinite(data))[0])
+        row = int(np.searchsorted(indptr, at, side="right") - 1)
+        raise DataError(f"values must be finite, got {data[at]}", source=source, row=row)
+
+
 def check_csr(indptr, indices, data, n_rows, n_cols, *, name: str):
     """Validate and coerce CSR arrays; returns ``(indptr int64, indices int32, data float32)``.
 
@@ -79,37 +112,15 @@ def check_csr(indptr, indices, data, n_rows, n_cols, *, name: str):
     n_rows, n_cols = _as_size(n_rows, "n_rows", name), _as_size(n_cols, "n_cols", name)
     if n_cols > np.iinfo(np.int32).max or n_rows > np.iinfo(np.int32).max:
         raise DataError(f"n_rows and n_cols must fit in int32, got {n_rows} x {n_cols}", source=name)
-    indptr = np.asarray(indptr)
-    indices = np.asarray(indices)
-    data = np.asarray(data)
-    for arr, what in ((indptr, "indptr"), (indices, "indices")):
-        if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
-            raise DataError(f"{what} must be a 1-d integer array, got {arr.dtype} with shape {arr.shape}",
-                            source=name)
-    if data.ndim != 1 or not (data.size == 0 or np.issubdtype(data.dtype, np.number)):
-        raise DataError(f"data must be a 1-d numeric array, got {data.dtype} with shape {data.shape}",
-                        source=name)
+    indptr = as_vector(indptr, np.int64, "indptr", name)
+    indices = as_vector(indices, np.int32, "indices", name, convert=False)
+    data = as_vector(data, np.float32, "data", name)
     if indptr.shape[0] != n_rows + 1:
         raise DataError(f"indptr must have n_rows + 1 = {n_rows + 1} entries, got {indptr.shape[0]}",
                         source=name)
-    if indices.shape[0] != data.shape[0]:
-        raise DataError(f"indices and data must have the same length, got {indices.shape[0]} and "
-                        f"{data.shape[0]}", source=name)
-    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
-    if indptr[0] != 0 or indptr[-1] != indices.shape[0] or np.any(np.diff(indptr) < 0):
-        raise DataError(f"indptr must start at 0, never decrease and end at nnz = {indices.shape[0]}",
-                        source=name)
-    if indices.size:
-        lo, hi = int(indices.min()), int(indices.max())
-        if lo < 0 or hi >= n_cols:
-            bad = lo if lo < 0 else hi
-            raise DataError(f"column index {bad} out of range [0, {n_cols})", source=name)
+    check_structure(indptr, indices, n_cols, name)  # before the int32 cast: out-of-range values do not wrap
     indices = np.ascontiguousarray(indices, dtype=np.int32)
-    data = np.ascontiguousarray(data, dtype=np.float32)
-    if data.size and not np.isfinite(data).all():
-        at = int(np.flatnonzero(~np.isfinite(data))[0])
-        row = int(np.searchsorted(indptr, at, side="right") - 1)
-        raise DataError(f"values must be finite, got {data[at]}", source=name, row=row)
+    check_values(indptr, indices, data, name)
     status = first_unsorted_row(indptr, indices)
     if status <= -2:
         row = -2 - status

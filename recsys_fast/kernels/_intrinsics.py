@@ -1,4 +1,5 @@
-"""Low-level helpers for kernels that Numba does not expose: a software prefetch.
+"""Low-level helpers for kernels: a software prefetch (which Numba does not expose) and an
+in-place element-wise maximum, each with a plain-Python form for ``NUMBA_DISABLE_JIT=1``.
 
 Sparse kernels jump to a random CSR row for every stored entry they visit (row i's users, then
 each user's items); the first cache lines of that row come from DRAM. Asking for them a few
@@ -7,10 +8,13 @@ rows ahead hides most of that latency (measured here: 2-4x on rows of 30-100 ent
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 from numba import config, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from ._config import kernel
 
 
 def _prefetch_python(arr, index):
@@ -45,3 +49,16 @@ def _prefetch_intrinsic(typingctx, arr, index):
 
 # An intrinsic cannot be called from Python: with the JIT off the kernels call the no-op instead.
 prefetch = _prefetch_python if config.DISABLE_JIT else _prefetch_intrinsic
+
+
+def _maximum_into_python(out, x):
+    np.maximum(out, x, out=out)
+
+
+@kernel(inline=True)
+def _maximum_into_compiled(out, x):
+    np.maximum(out, x, out)  # Numba takes the output positionally only (NumPy deprecates that)
+
+
+# ``out = max(out, x)`` element-wise, in place, without a temporary (the loop vectorises)
+maximum_into = _maximum_into_python if config.DISABLE_JIT else _maximum_into_compiled

@@ -22,7 +22,7 @@ from numba import prange
 
 from ._config import kernel
 
-_ROWS_PER_BLOCK = 256
+_ROWS_PER_BLOCK = 32  # small blocks: rows vary widely in length, and threads take blocks in turn
 _TINY = 1e-20  # squared residual below which a row has converged
 
 

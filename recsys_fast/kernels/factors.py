@@ -26,7 +26,7 @@ from .. import threads
 from ..errors import DataError
 from ._blas import gemm_into
 from ._config import kernel
-from .knn import _check_indices
+from ._csr_checks import check_structure
 from .topk import _sift_down, heap_push, heap_sorted_into
 
 LANES = 64  # items compared at once against the heap's worst score
@@ -150,7 +150,7 @@ def factor_topk(user_vectors, item_vectors, k: int, item_bias=None, excl_indptr=
         if excl_indptr.shape != (n + 1,):
             raise DataError(f"excl_indptr must have {n + 1} entries (one row per user row), got {len(excl_indptr)}")
         if validate:
-            _check_indices(excl_indptr, excl_indices, m, "excl")
+            check_structure(excl_indptr, excl_indices, m, "factor_topk excl")
     if allowed is None or len(allowed) == 0:
         disallowed = np.zeros(0, np.int64)
     else:

@@ -29,11 +29,12 @@ import math
 import numpy as np
 from numba import prange
 
-from .. import validation
+from .. import limits, validation
 from ..errors import DataError
 from ._config import kernel
+from ._csr_checks import as_vector, check_structure, check_values
 from ._intrinsics import prefetch
-from .topk import _sift_down, heap_push, run_parallel
+from .topk import heap_pop_sorted, heap_push, heap_replace_worst, run_parallel
 
 _PREFETCH_AHEAD = 3  # history entries ahead whose graph rows are prefetched ...
 _PREFETCH_ENTRIES = 128  # ... up to this many of their entries
@@ -125,18 +126,9 @@ def _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
             continue
         if size < k:
             size = heap_push(heap_s, heap_i, size, k, sc, labels[j] if has_labels else j)
-        elif sc >= heap_s[0]:  # most candidates stop here
-            lab = labels[j] if has_labels else j
-            if sc > heap_s[0] or lab < heap_i[0]:
-                heap_s[0] = sc
-                heap_i[0] = lab
-                _sift_down(heap_s, heap_i, size, 0)
-    for end in range(size - 1, -1, -1):  # pop the worst to the back: best-first
-        row_s[end] = heap_s[0]
-        row_i[end] = heap_i[0]
-        heap_s[0] = heap_s[end]
-        heap_i[0] = heap_i[end]
-        _sift_down(heap_s, heap_i, end, 0)
+        elif sc >= heap_s[0]:  # most candidates stop here, before their label is read
+            heap_replace_worst(heap_s, heap_i, size, sc, labels[j] if has_labels else j)
+    heap_pop_sorted(heap_s, heap_i, size, row_i, row_s)
 
     # fill from the global order when the neighbourhood gave fewer than k
     if size < k and fill_order.shape[0] > 0:
@@ -251,6 +243,7 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
     b_indices = _as(b_indices, np.int32, "b_indices")
     b_data = _as(b_data, np.float32, "b_data")
     n_rows = len(a_indptr) - 1
+    limits.check_result_size(max(n_rows, 0), k, "knn_topk")
     n_sources = len(b_indptr) - 1
     _check_csr(a_indptr, a_indices, a_data, n_sources, "a")
     if validate:
@@ -267,7 +260,7 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
             raise DataError(f"excl_indptr must have {n_rows + 1} entries (one row per request row), "
                              f"got {len(excl_indptr)}")
         if validate:
-            _check_indices(excl_indptr, excl_indices, n_items, "excl")
+            check_structure(excl_indptr, excl_indices, n_items, "knn_topk excl")
     if allowed is None or len(allowed) == 0:
         allowed = np.zeros(0, np.bool_)
     else:
@@ -307,35 +300,29 @@ def _products_positive(a_data, b_data, b_min) -> bool:
 
 
 def _as(arr, dtype, name: str) -> np.ndarray:
-    arr = np.asarray(arr)
-    if arr.ndim != 1:
-        raise DataError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    if arr.dtype.kind not in "iuf" and not (arr.size == 0):
-        raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=dtype)
-
-
-def _check_indices(indptr, indices, n_cols: int, name: str) -> None:
-    if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0):
-        raise DataError(f"{name}_indptr is not a valid CSR index pointer for {len(indices)} entries")
-    if len(indices) and (indices.min() < 0 or indices.max() >= n_cols):
-        raise DataError(f"{name}_indices hold values outside [0, {n_cols})")
+    return as_vector(arr, dtype, name, "knn_topk")
 
 
 def _check_csr(indptr, indices, data, n_cols: int, name: str) -> None:
-    _check_indices(indptr, indices, n_cols, name)
-    if len(data) != len(indices):
-        raise DataError(f"{name}_data has {len(data)} entries, {name}_indices {len(indices)}")
-    if not np.isfinite(data).all():
-        raise DataError(f"{name}_data holds NaN or infinite values")
+    check_structure(indptr, indices, n_cols, f"knn_topk {name}")
+    check_values(indptr, indices, data, f"knn_topk {name}")
 
 
 def similar_rows(indptr, indices, data, rows, k: int):
     """The first ``k`` stored entries of each of ``rows`` of a top-k graph (rows sorted best-first),
     padded with -1 / -inf: the neighbours-of-items (or users) query is a CSR row slice."""
-    rows = np.asarray(rows, dtype=np.int64)
-    return _similar_rows(np.asarray(indptr, np.int64), np.asarray(indices, np.int32),
-                         np.asarray(data, np.float32), rows, int(k))
+    indptr = _as(indptr, np.int64, "indptr")
+    rows = _as(rows, np.int64, "rows")
+    indices, data = _as(indices, np.int32, "indices"), _as(data, np.float32, "data")
+    n = len(indptr) - 1
+    if n < 0 or indptr[-1] != len(indices) or len(data) != len(indices):
+        raise DataError(f"indptr ({len(indptr)} entries) must end at the {len(indices)} indices, and data "
+                        f"({len(data)}) match them", source="similar_rows")
+    if len(rows) and (rows.min() < 0 or rows.max() >= n):
+        raise DataError(f"rows must be row indices in [0, {n})", source="similar_rows")
+    k = validation.integer("k", k, minimum=1)
+    limits.check_result_size(len(rows), k, "similar_rows")
+    return _similar_rows(indptr, indices, data, rows, k)
 
 
 @kernel
@@ -389,8 +376,25 @@ def neighbour_average(targets, others, g_indptr, g_indices, g_data, l_indptr, l_
     L = item x user ratings. Returns ``(prediction float64, found bool)``; ``found`` is False
     (and the prediction 0) where no neighbour had a value.
     """
-    return _neighbour_average(np.asarray(targets, np.int64), np.asarray(others, np.int64),
-                              np.asarray(g_indptr, np.int64), np.asarray(g_indices, np.int32),
-                              np.asarray(g_data, np.float32), np.asarray(l_indptr, np.int64),
-                              np.asarray(l_indices, np.int32), np.asarray(l_data, np.float32),
-                              np.asarray(neighbour_means, np.float64), np.asarray(target_means, np.float64))
+    targets, others = _as(targets, np.int64, "targets"), _as(others, np.int64, "others")
+    g_indptr, g_indices, g_data = (_as(g_indptr, np.int64, "g_indptr"), _as(g_indices, np.int32, "g_indices"),
+                                   _as(g_data, np.float32, "g_data"))
+    l_indptr, l_indices, l_data = (_as(l_indptr, np.int64, "l_indptr"), _as(l_indices, np.int32, "l_indices"),
+                                   _as(l_data, np.float32, "l_data"))
+    neighbour_means = _as(neighbour_means, np.float64, "neighbour_means")
+    target_means = _as(target_means, np.float64, "target_means")
+    if len(targets) != len(others):
+        raise DataError(f"targets and others must have one length, got {len(targets)} and {len(others)}",
+                        source="neighbour_average")
+    for ptr, idx, val, name in ((g_indptr, g_indices, g_data, "g"), (l_indptr, l_indices, l_data, "l")):
+        if len(ptr) < 1 or ptr[-1] != len(idx) or len(val) != len(idx):
+            raise DataError(f"{name}_indptr must end at the {len(idx)} {name}_indices, and {name}_data "
+                            f"({len(val)}) match them", source="neighbour_average")
+    for ids, ptr, name in ((targets, g_indptr, "targets"), (others, l_indptr, "others")):
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(ptr) - 1):
+            raise DataError(f"{name} must be row indices in [0, {len(ptr) - 1})", source="neighbour_average")
+    if len(target_means) != len(g_indptr) - 1 or len(neighbour_means) != len(g_indptr) - 1:
+        raise DataError(f"target_means and neighbour_means must hold one mean per row of the (square) graph "
+                        f"({len(g_indptr) - 1})", source="neighbour_average")
+    return _neighbour_average(targets, others, g_indptr, g_indices, g_data, l_indptr, l_indices, l_data,
+                              neighbour_means, target_means)

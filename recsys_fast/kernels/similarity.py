@@ -51,7 +51,7 @@ from .. import validation
 from ..errors import DataError
 from ._config import kernel
 from ._csr_checks import check_csr, transpose
-from ._intrinsics import prefetch
+from ._intrinsics import maximum_into, prefetch
 
 # the one list of similarity names (models validate against it too)
 SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine", "dot")
@@ -151,7 +151,7 @@ def _dense_candidates(acc, n, k, n_groups, gmax, hist, cand_s, cand_i):
     g = acc.shape[0] // n_groups
     gmax[:] = bits[:n_groups]
     for r in range(1, g):
-        np.maximum(gmax, bits[r * n_groups:(r + 1) * n_groups], gmax)  # vectorises; a loop did not
+        maximum_into(gmax, bits[r * n_groups:(r + 1) * n_groups])  # vectorises; a loop did not
     top = 0
     n_pos = 0
     for b in range(n_groups):
@@ -419,12 +419,13 @@ def _row_work(indptr, indices, t_indptr):
 
 
 def _chunks(work, n_chunks, rows=None):
-    """Rows (all, or the given ``rows``) sorted by work (heaviest first) and dealt round-robin
-    into ``n_chunks`` chunks."""
+    """Rows (all, or ``rows``) sorted by work (heaviest first) and dealt round-robin into
+    ``n_chunks`` chunks."""
     if rows is None:
         order = np.argsort(-work, kind="stable").astype(np.int32)
     else:
-        order = rows[np.argsort(-work[rows], kind="stable")].astype(np.int32)
+        rows = np.asarray(rows, dtype=np.int32)
+        order = rows[np.argsort(-work[rows], kind="stable")]
     n_rows = order.shape[0]
     n_chunks = max(1, min(n_chunks, n_rows))
     rows = np.concatenate([order[c::n_chunks] for c in range(n_chunks)]) if n_rows else order
@@ -521,11 +522,26 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
         # x_i.x_j = |x_i|^2 * asymmetric cosine with alpha = 1 (x_i.x_j / |x_i|^2): the same order
         # within a row, so that top-k is the dot product's top-k; rescale the kept values after.
         out_ptr, out_idx, out_val = topk_similarity(indptr, indices, data, n_cols, k, "asymmetric_cosine", shrink,
-                                                    min_support, 1.0, exclude_self)
+                                                    min_support, 1.0, exclude_self, query_rows)
         sq = np.bincount(_row_ids(indptr), weights=np.asarray(data, np.float64) ** 2, minlength=n_rows)
         return out_ptr, out_idx, (out_val * np.repeat(sq, np.diff(out_ptr))).astype(np.float32)
 
+    if query_rows is not None:
+        query_rows = np.asarray(query_rows, dtype=np.int64)
+        if len(query_rows) and (query_rows.min() < 0 or query_rows.max() >= n_rows
+                                or np.any(np.diff(query_rows) <= 0)):
+            raise DataError(f"query_rows must be sorted unique row indices in [0, {n_rows})",
+                            source="topk_similarity")
+    p = _prepare(indptr, indices, data, n_cols, similarity, float(alpha))
+    return _compute(p, n_cols, int(k), similarity, float(shrink), int(min_support), bool(exclude_self),
+                    rows=query_rows)
+
+
+def _prepare(indptr, indices, data, n_cols, similarity, alpha):
+    """What the kernel reads of a validated CSR: zeros dropped, the left/right values (or, on
+    the counting path, the per-row scales), row sizes, the flags, and each row's scatter-adds."""
     indptr, indices, data = _drop_zeros(indptr, indices, data)
+    n_rows = indptr.shape[0] - 1
     row_nnz = np.diff(indptr).astype(np.float32)
     ones = np.ones(n_rows, dtype=np.float32)
     lscale = rscale = ones
@@ -546,29 +562,228 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
         # all products > 1e-30 cannot underflow to 0, so "accumulator == 0" means "not touched"
         positive = (similarity in ("cosine", "asymmetric_cosine") and data.size > 0
                     and float(left.min()) * float(right.min()) > 1e-30)
-    t_indptr, t_indices, t_data = transpose(indptr, indices, right, n_cols)
-    work = _row_work(indptr, indices, t_indptr)
+    col_ptr = np.zeros(int(n_cols) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(indices, minlength=int(n_cols)), out=col_ptr[1:])
+    work = _row_work(indptr, indices, col_ptr)
+    return {"indptr": indptr, "indices": indices, "left": left, "right": right, "lscale": lscale,
+            "rscale": rscale, "row_nnz": row_nnz, "binary": binary, "positive": positive, "work": work}
+
+
+def _compute(p, n_cols, k, similarity, shrink, min_support, exclude_self, rows=None, candidates=None):
+    """The top-k rows of a prepared matrix: every row, or only ``rows`` (the others come back
+    empty), with neighbours among all rows or only those where the bool mask ``candidates`` is
+    True. Each computed row takes the same path, with the same arithmetic, as in the call over
+    every row and every candidate (its work decides, counted over the whole matrix), so it is
+    bit-identical to that call's row, or to its restriction to the candidates."""
+    indptr, indices, right = p["indptr"], p["indices"], p["right"]
+    n_rows = indptr.shape[0] - 1
+    if candidates is not None:  # the transposed copy lists candidate rows only
+        keep = np.asarray(candidates, dtype=np.bool_)[_row_ids(indptr)]
+        counts = np.bincount(_row_ids(indptr)[keep], minlength=n_rows)
+        c_ptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(counts, out=c_ptr[1:])
+        t_indptr, t_indices, t_data = transpose(c_ptr, np.ascontiguousarray(indices[keep]),
+                                                np.ascontiguousarray(right[keep]) if right.size else right,
+                                                n_cols)
+    else:
+        t_indptr, t_indices, t_data = transpose(indptr, indices, right, n_cols)
+    work = p["work"]
     import numba
 
-    slot_work = work
-    if query_rows is not None:
-        query_rows = np.asarray(query_rows, dtype=np.int64)
-        if len(query_rows) and (query_rows.min() < 0 or query_rows.max() >= n_rows
-                                or np.any(np.diff(query_rows) <= 0)):
-            raise DataError(f"query_rows must be sorted unique row indices in [0, {n_rows})",
-                            source="topk_similarity")
-        slot_work = np.zeros_like(work)
-        slot_work[query_rows] = work[query_rows]
-    chunk_ptr, chunk_rows = _chunks(work, 8 * numba.get_num_threads(), query_rows)
+    chunk_ptr, chunk_rows = _chunks(work, 8 * numba.get_num_threads(), rows)
     # each row's output slot: at most k entries, and no more than its scatter-adds (its candidates)
+    per_row = np.minimum(work, min(int(k), n_rows))
+    if rows is not None:
+        wanted = np.zeros(n_rows, dtype=np.bool_)
+        wanted[chunk_rows] = True
+        per_row = np.where(wanted, per_row, 0)
     slots = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.minimum(slot_work, min(int(k), n_rows)), out=slots[1:])
+    np.cumsum(per_row, out=slots[1:])
     lens, out_i, out_s = _topk_similarity(
-        indptr, indices, left, t_indptr, t_indices, t_data, lscale, rscale, n_rows, int(k),
-        binary, similarity == "jaccard", positive, row_nnz, np.float32(shrink), int(min_support),
+        indptr, indices, p["left"], t_indptr, t_indices, t_data, p["lscale"], p["rscale"], n_rows, int(k),
+        p["binary"], similarity == "jaccard", p["positive"], p["row_nnz"], np.float32(shrink), int(min_support),
         bool(exclude_self), chunk_ptr, chunk_rows, work, np.int64(n_rows // _SPARSE_DIVISOR), slots)
     indptr_out = _compact(lens, out_i, out_s, slots)
     nnz = int(indptr_out[-1])
     if nnz < out_i.shape[0] // 2:  # mostly short rows: do not keep the reserved buffers alive
         return indptr_out, out_i[:nnz].copy(), out_s[:nnz].copy()
     return indptr_out, out_i[:nnz], out_s[:nnz]
+
+
+@kernel
+def _changed_rows(o_ptr, o_idx, o_left, o_right, n_ptr, n_idx, n_left, n_right, has_values):
+    """Rows whose stored columns or (when ``has_values``) left/right values differ."""
+    n_rows = n_ptr.shape[0] - 1
+    out = np.zeros(n_rows, dtype=np.bool_)
+    for r in range(n_rows):
+        lo_o = o_ptr[r]
+        lo_n = n_ptr[r]
+        m = o_ptr[r + 1] - lo_o
+        if m != n_ptr[r + 1] - lo_n:
+            out[r] = True
+            continue
+        for t in range(m):
+            if o_idx[lo_o + t] != n_idx[lo_n + t]:
+                out[r] = True
+                break
+            if has_values and (o_left[lo_o + t] != n_left[lo_n + t] or o_right[lo_o + t] != n_right[lo_n + t]):
+                out[r] = True
+                break
+    return out
+
+
+@kernel
+def _merge_rows(q_rows, g_ptr, g_idx, g_s, c_ptr, c_idx, c_s, changed, kk, kk_old):
+    """For each row of ``q_rows`` (unchanged itself, sharing columns with changed rows): its old
+    list without the changed rows, merged with its new top-k among the changed rows (``c_*``).
+
+    The result is the row's new top-k when the old list was complete (fewer than ``kk_old``
+    entries: every candidate was listed) or when the merge's kk-th entry ranks at or before the
+    old list's last entry: every candidate the old list left out ranked after that entry, and
+    unchanged pairs keep their scores. Otherwise ``ok`` is False and the row must be recomputed.
+    """
+    n_q = q_rows.shape[0]
+    out_ptr = np.zeros(n_q + 1, dtype=np.int64)
+    out_i = np.empty(n_q * kk, dtype=np.int32)
+    out_s = np.empty(n_q * kk, dtype=np.float32)
+    ok = np.ones(n_q, dtype=np.bool_)
+    for q in range(n_q):
+        i = q_rows[q]
+        a = g_ptr[i]
+        a_end = g_ptr[i + 1]
+        b = c_ptr[i]
+        b_end = c_ptr[i + 1]
+        full = a_end - a >= kk_old
+        last_s = g_s[a_end - 1] if a_end > a else np.float32(0.0)
+        last_j = g_idx[a_end - 1] if a_end > a else np.int32(0)
+        base = out_ptr[q]
+        n = 0
+        while n < kk:
+            while a < a_end and changed[g_idx[a]]:
+                a += 1
+            has_a = a < a_end
+            has_b = b < b_end
+            if not has_a and not has_b:
+                break
+            take_a = has_a and (not has_b or g_s[a] > c_s[b] or (g_s[a] == c_s[b] and g_idx[a] < c_idx[b]))
+            if take_a:
+                out_i[base + n] = g_idx[a]
+                out_s[base + n] = g_s[a]
+                a += 1
+            else:
+                out_i[base + n] = c_idx[b]
+                out_s[base + n] = c_s[b]
+                b += 1
+            n += 1
+        if full:
+            if n < kk:
+                ok[q] = False
+            else:
+                s = out_s[base + n - 1]
+                j = out_i[base + n - 1]
+                if s < last_s or (s == last_s and j > last_j):
+                    ok[q] = False
+        out_ptr[q + 1] = base + n
+    return out_ptr, out_i, out_s, ok
+
+
+@kernel
+def _assemble(source, pos, g_ptr, g_idx, g_s, m_ptr, m_idx, m_s, f_ptr, f_idx, f_s):
+    """One CSR from three: row r comes from the old graph (source 0, row r), the merged rows
+    (source 1, row ``pos[r]``) or the recomputed rows (source 2, row r)."""
+    n_rows = source.shape[0]
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    for r in range(n_rows):
+        s = source[r]
+        if s == 0:
+            m = g_ptr[r + 1] - g_ptr[r]
+        elif s == 1:
+            m = m_ptr[pos[r] + 1] - m_ptr[pos[r]]
+        else:
+            m = f_ptr[r + 1] - f_ptr[r]
+        indptr[r + 1] = indptr[r] + m
+    out_i = np.empty(indptr[n_rows], dtype=np.int32)
+    out_s = np.empty(indptr[n_rows], dtype=np.float32)
+    for r in range(n_rows):
+        s = source[r]
+        if s == 0:
+            lo = g_ptr[r]
+            src_i, src_s = g_idx, g_s
+        elif s == 1:
+            lo = m_ptr[pos[r]]
+            src_i, src_s = m_idx, m_s
+        else:
+            lo = f_ptr[r]
+            src_i, src_s = f_idx, f_s
+        for t in range(indptr[r + 1] - indptr[r]):
+            out_i[indptr[r] + t] = src_i[lo + t]
+            out_s[indptr[r] + t] = src_s[lo + t]
+    return indptr, out_i, out_s
+
+
+def update_topk_similarity(old, old_n_rows: int, graph, new, n_cols: int, k: int, similarity: str = "cosine",
+                           shrink: float = 0.0, min_support: int = 1, alpha: float = 0.5,
+                           exclude_self: bool = True):
+    """``topk_similarity(*new, n_cols, k, ...)``, bit for bit, computed from an earlier result.
+
+    ``old`` and ``new`` are CSR triples ``(indptr, indices, data)`` with the same shape
+    (``n_rows x n_cols``): the matrix the earlier result ``graph`` (a CSR triple, n_rows x
+    n_rows) was computed from, with the same options, and the matrix now. ``old`` and ``graph``
+    are given in the new index space (rows that did not exist are empty); ``old_n_rows`` is the
+    row count of the earlier call (it set k's bound and each row's path).
+
+    Only what can change is recomputed: a row whose stored values changed (as the kernel sees
+    them: after scaling) is recomputed; a row sharing a column with a changed row keeps its
+    unchanged pairs and merges in its new top-k among the changed rows, which the kernel
+    computes over the changed rows only, unless the old list was cut where a candidate it left
+    out could now enter (then recomputed); every other row keeps its list. Returns
+    ``(indptr, indices, data, info)`` with ``info`` counting the rows changed, merged and
+    recomputed.
+    """
+    n_rows = np.asarray(new[0]).shape[0] - 1
+    n_cols = int(n_cols)
+    o = check_csr(*old, n_rows, n_cols, name="update_topk_similarity (old)")
+    nw = check_csr(*new, n_rows, n_cols, name="update_topk_similarity (new)")
+    g_ptr, g_idx, g_s = graph  # best first per row, as topk_similarity returns it (not re-sorted)
+    g = (np.ascontiguousarray(g_ptr, dtype=np.int64), np.ascontiguousarray(g_idx, dtype=np.int32),
+         np.ascontiguousarray(g_s, dtype=np.float32))
+    if g[0].shape != (n_rows + 1,) or g[1].shape != g[2].shape or g[1].shape[0] != g[0][-1]:
+        raise DataError(f"graph must be a CSR of {n_rows} rows matching new", source="update_topk_similarity")
+    validation.choice("similarity", similarity, SIMILARITIES)
+    args = (n_cols, int(k), similarity, float(shrink), int(min_support), bool(exclude_self))
+    info = {"rows": n_rows, "changed": n_rows, "merged": 0, "recomputed": n_rows}
+    if similarity == "dot":  # kept values are rescaled after the kernel: recomputed in full
+        return (*topk_similarity(*nw, n_cols, k, similarity, shrink, min_support, alpha, exclude_self), info)
+    pn = _prepare(*nw, n_cols, similarity, float(alpha))
+    po = _prepare(*o, n_cols, similarity, float(alpha))
+    if n_rows == 0 or po["binary"] != pn["binary"]:  # the counting path switched: every score moves
+        return (*_compute(pn, *args), info)
+    changed = _changed_rows(po["indptr"], po["indices"], po["left"], po["right"],
+                            pn["indptr"], pn["indices"], pn["left"], pn["right"], not pn["binary"])
+    changed |= (po["lscale"] != pn["lscale"]) | (po["rscale"] != pn["rscale"]) | (po["row_nnz"] != pn["row_nnz"])
+    # a row whose work crosses the light/heavy threshold takes the other path (other rounding)
+    flipped = ((po["work"] < int(old_n_rows) // _SPARSE_DIVISOR) != (pn["work"] < n_rows // _SPARSE_DIVISOR))
+    redo = changed | flipped
+    cols = np.zeros(n_cols, dtype=np.bool_)
+    for p in (po, pn):
+        rows_of = _row_ids(p["indptr"])
+        cols[p["indices"][changed[rows_of]]] = True
+    near = np.bincount(_row_ids(pn["indptr"])[cols[pn["indices"]]], minlength=n_rows) > 0
+    q_rows = np.flatnonzero(near & ~redo).astype(np.int64)
+    kk, kk_old = min(int(k), n_rows), min(int(k), int(old_n_rows))
+    source = np.zeros(n_rows, dtype=np.int8)
+    pos = np.zeros(n_rows, dtype=np.int64)
+    m = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
+    if len(q_rows) and changed.any():
+        c_ptr, c_idx, c_s = _compute(pn, *args, rows=q_rows, candidates=changed)
+        m_ptr, m_idx, m_s, ok = _merge_rows(q_rows, *g, c_ptr, c_idx, c_s, changed, kk, kk_old)
+        m = (m_ptr, m_idx, m_s)
+        source[q_rows[ok]] = 1
+        pos[q_rows] = np.arange(len(q_rows))
+        redo[q_rows[~ok]] = True
+    source[redo] = 2
+    fresh = _compute(pn, *args, rows=np.flatnonzero(redo)) if redo.any() else \
+        (np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
+    info = {"rows": n_rows, "changed": int(changed.sum()), "merged": int((source == 1).sum()),
+            "recomputed": int(redo.sum())}
+    return (*_assemble(source, pos, *g, *m, *fresh), info)

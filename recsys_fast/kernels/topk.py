@@ -16,26 +16,36 @@ import threading
 import numpy as np
 from numba import prange
 
-from .. import threads
+from .. import limits, threads, validation
+from ..errors import DataError
 from ._config import kernel
+from ._csr_checks import as_vector
 
 
-@kernel
+# ---------------------------------------------------------------------- the bounded heap
+# One min-heap for every top-k selection of the kernels (dense rows here, kNN rows in knn.py):
+# the worst kept candidate at the root; lower score is worse, and on equal scores the higher
+# index. The helpers are inlined into their callers (Numba IR), so sharing them costs no call.
+
+
+@kernel(inline=True)
+def _worse(s_a, i_a, s_b, i_b):
+    """Whether candidate a ranks below candidate b."""
+    return s_a < s_b or (s_a == s_b and i_a > i_b)
+
+
+@kernel(inline=True)
 def _sift_down(heap_s, heap_i, size, pos):
-    """Restore the min-heap (worst candidate at the root) below ``pos``.
-
-    Order: lower score is worse; on equal scores the higher index is worse.
-    """
+    """Restore the heap below ``pos``."""
     while True:
         left = 2 * pos + 1
         if left >= size:
             return
         child = left
         right = left + 1
-        if right < size and (heap_s[right] < heap_s[left]
-                             or (heap_s[right] == heap_s[left] and heap_i[right] > heap_i[left])):
+        if right < size and _worse(heap_s[right], heap_i[right], heap_s[left], heap_i[left]):
             child = right
-        if heap_s[child] < heap_s[pos] or (heap_s[child] == heap_s[pos] and heap_i[child] > heap_i[pos]):
+        if _worse(heap_s[child], heap_i[child], heap_s[pos], heap_i[pos]):
             heap_s[pos], heap_s[child] = heap_s[child], heap_s[pos]
             heap_i[pos], heap_i[child] = heap_i[child], heap_i[pos]
             pos = child
@@ -43,42 +53,51 @@ def _sift_down(heap_s, heap_i, size, pos):
             return
 
 
-@kernel
-def heap_push(heap_s, heap_i, size, k, score, index):
-    """Offer (score, index) to a bounded heap of capacity ``k``; returns the new size.
+@kernel(inline=True)
+def heap_replace_worst(heap_s, heap_i, size, score, index):
+    """On a full heap: put (score, index) in place of the worst kept candidate if it ranks above it."""
+    if _worse(heap_s[0], heap_i[0], score, index):
+        heap_s[0] = score
+        heap_i[0] = index
+        _sift_down(heap_s, heap_i, size, 0)
 
-    Candidates must be offered in increasing index order for ties to favour lower indices.
-    """
+
+@kernel(inline=True)
+def heap_push(heap_s, heap_i, size, k, score, index):
+    """Offer (score, index) to a bounded heap of capacity ``k``; returns the new size."""
     if size < k:
         pos = size
         heap_s[pos] = score
         heap_i[pos] = index
         while pos > 0:  # sift up
             parent = (pos - 1) // 2
-            if heap_s[pos] < heap_s[parent] or (heap_s[pos] == heap_s[parent] and heap_i[pos] > heap_i[parent]):
+            if _worse(heap_s[pos], heap_i[pos], heap_s[parent], heap_i[parent]):
                 heap_s[pos], heap_s[parent] = heap_s[parent], heap_s[pos]
                 heap_i[pos], heap_i[parent] = heap_i[parent], heap_i[pos]
                 pos = parent
             else:
                 break
         return size + 1
-    if score > heap_s[0] or (score == heap_s[0] and index < heap_i[0]):
-        heap_s[0] = score
-        heap_i[0] = index
-        _sift_down(heap_s, heap_i, size, 0)
+    heap_replace_worst(heap_s, heap_i, size, score, index)
     return size
+
+
+@kernel(inline=True)
+def heap_pop_sorted(heap_s, heap_i, size, out_i, out_s):
+    """Empty the heap into ``out_i[:size]``/``out_s[:size]``, best first (ties: lower index):
+    an in-place heapsort that pops the worst to the back."""
+    for end in range(size - 1, -1, -1):
+        out_s[end] = heap_s[0]
+        out_i[end] = heap_i[0]
+        heap_s[0] = heap_s[end]
+        heap_i[0] = heap_i[end]
+        _sift_down(heap_s, heap_i, end, 0)
 
 
 @kernel
 def heap_sorted_into(heap_s, heap_i, size, out_i, out_s):
-    """Write the heap's entries best-first into ``out_i``/``out_s``; pad the rest with -1/-inf."""
-    order = np.argsort(heap_i[:size], kind="mergesort")  # by index, then stable by score below
-    tmp_s = heap_s[:size][order]
-    tmp_i = heap_i[:size][order]
-    order2 = np.argsort(-tmp_s, kind="mergesort")
-    for j in range(size):
-        out_i[j] = tmp_i[order2[j]]
-        out_s[j] = tmp_s[order2[j]]
+    """Empty the heap into ``out_i``/``out_s`` best-first; pad the rest with -1/-inf."""
+    heap_pop_sorted(heap_s, heap_i, size, out_i, out_s)
     for j in range(size, out_i.shape[0]):
         out_i[j] = -1
         out_s[j] = -np.inf
@@ -206,23 +225,98 @@ def _parallel_calls_are_safe() -> bool:
     return threads.parallel_calls_are_safe()
 
 
-def dense_topk(scores, k, excl_indptr, excl_indices, allowed, parallel: bool | None = None):
-    """Top-k of every row of ``scores`` (n, m) float32 C-contiguous, skipping row r's
-    ``excl_indices[excl_indptr[r]:excl_indptr[r + 1]]`` (sorted int32; ``excl_indptr`` int64, or empty
-    for no exclusions). ``allowed``: bool mask over the m items, or empty for all. ``parallel``: see
-    ``run_parallel``."""
+def _exclusions(excl_indptr, excl_indices, n_rows: int, name: str):
+    """The exclusion CSR as int64 / int32 arrays: empty (none) or one row per score row. O(1)
+    checks (shapes, ends); that each row is sorted is the caller's promise."""
+    excl_indptr = _vector(excl_indptr, _NO_INDPTR, np.int64, "excl_indptr", name)
+    excl_indices = _vector(excl_indices, _NO_INDICES, np.int32, "excl_indices", name)
+    n_ptr = excl_indptr.shape[0] if excl_indptr.ndim == 1 else -1
+    if n_ptr == 0 and excl_indices.ndim == 1:
+        return excl_indptr, excl_indices
+    if (n_ptr != n_rows + 1 or excl_indices.ndim != 1 or excl_indptr[0] != 0
+            or excl_indptr[n_rows] != excl_indices.shape[0]
+            or (n_rows > 1 and bool(np.any(excl_indptr[1:] < excl_indptr[:-1])))):  # O(rows): no read past the end
+        raise DataError(f"excl_indptr must be empty (no exclusions) or a CSR index pointer of {n_rows + 1} "
+                        f"entries over the {excl_indices.shape[0] if excl_indices.ndim else 0} 1-d excl_indices",
+                        source=name)
+    return excl_indptr, excl_indices
+
+
+def _vector(arr, default, dtype, what: str, name: str) -> np.ndarray:
+    if arr is None:
+        return default
+    arr = np.asarray(arr)
+    if arr.ndim == 1 and arr.size == 0:
+        return np.zeros(0, dtype)
+    return as_vector(arr, dtype, what, name)
+
+
+_NO_INDPTR = np.zeros(0, np.int64)
+_NO_INDICES = np.zeros(0, np.int32)
+_NO_MASK = np.zeros(0, np.bool_)
+
+
+def _allowed(allowed, n_items: int, name: str) -> np.ndarray:
+    allowed = np.asarray(allowed if allowed is not None else _NO_MASK)
+    if allowed.size and allowed.dtype.kind not in "biu":
+        raise DataError(f"allowed must be a bool mask, got {allowed.dtype}", source=name)
+    allowed = np.ascontiguousarray(allowed, dtype=np.bool_)
+    if allowed.ndim != 1 or allowed.shape[0] not in (0, n_items):
+        raise DataError(f"allowed must be empty (every item) or a bool mask over the {n_items} items, "
+                        f"got shape {allowed.shape}", source=name)
+    return allowed
+
+
+def _k(k) -> int:
+    if isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)) and k >= 1:
+        return int(k)  # the per-request path: no call into validation for a plain int
+    return validation.integer("k", k, minimum=1)
+
+
+def dense_topk(scores, k, excl_indptr=None, excl_indices=None, allowed=None, parallel: bool | None = None):
+    """Top-k of every row of ``scores`` (n, m), skipping row r's
+    ``excl_indices[excl_indptr[r]:excl_indptr[r + 1]]`` (sorted within the row; ``excl_indptr``
+    empty or None for no exclusions). ``allowed``: bool mask over the m items, or empty/None for
+    all. ``parallel``: see ``run_parallel``. Scores are used as float32 C-contiguous (passed that
+    way, nothing is copied). Checks are O(1) (dtypes, shapes), as befits a per-request path; bad
+    input raises ``DataError``."""
+    scores = np.asarray(scores)
+    if scores.size and scores.dtype.kind not in "iuf":
+        raise DataError(f"scores must be numbers, got {scores.dtype}", source="dense_topk")
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    if scores.ndim != 2:
+        raise DataError(f"scores must be 2-d (rows, items), got shape {scores.shape}", source="dense_topk")
+    k = _k(k)
+    limits.check_result_size(scores.shape[0], k, "dense_topk")
+    excl_indptr, excl_indices = _exclusions(excl_indptr, excl_indices, scores.shape[0], "dense_topk")
+    allowed = _allowed(allowed, scores.shape[1], "dense_topk")
     if run_parallel(scores.shape[0], parallel):
         return _dense_topk_parallel(scores, k, excl_indptr, excl_indices, allowed)
     return _dense_topk_serial(scores, k, excl_indptr, excl_indices, allowed)
 
 
-def ranked_topk(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed, parallel: bool | None = None):
+def ranked_topk(order, order_scores, n_rows, k, excl_indptr=None, excl_indices=None, allowed=None,
+                parallel: bool | None = None):
     """The first k items of one global ranking ``order`` not excluded for each of ``n_rows`` rows.
 
-    ``order`` lists item indices best-first with their ``order_scores`` (a popularity ranking);
-    per row this walks the ranking and skips the row's sorted exclusions by binary search.
-    ``parallel``: see ``run_parallel``.
+    ``order`` lists every item index once, best-first, with their ``order_scores`` (a popularity
+    ranking); per row this walks the ranking and skips the row's sorted exclusions by binary
+    search. ``allowed``: bool mask over the ``len(order)`` items, or empty/None for all.
+    ``parallel``: see ``run_parallel``. O(1) checks; bad input raises ``DataError``.
     """
+    order = as_vector(order, np.int32, "order", "ranked_topk")
+    order_scores = as_vector(order_scores, np.float32, "order_scores", "ranked_topk")
+    if order.ndim != 1 or order_scores.shape != order.shape:
+        raise DataError(f"order and order_scores must be 1-d of one length, got shapes {order.shape} and "
+                        f"{order_scores.shape}", source="ranked_topk")
+    n_rows = validation.integer("n_rows", n_rows, minimum=0)
+    k = _k(k)
+    limits.check_result_size(n_rows, k, "ranked_topk")
+    excl_indptr, excl_indices = _exclusions(excl_indptr, excl_indices, n_rows, "ranked_topk")
+    allowed = _allowed(allowed, order.shape[0], "ranked_topk")
+    if allowed.shape[0] and order.shape[0] and (order.min() < 0 or order.max() >= order.shape[0]):  # order indexes the mask
+        raise DataError(f"order must hold item indices in [0, {order.shape[0]})", source="ranked_topk")
     if run_parallel(n_rows, parallel):
         return _ranked_topk_parallel(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed)
     return _ranked_topk_serial(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed)
+

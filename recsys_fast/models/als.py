@@ -33,7 +33,7 @@ class ALS(FactorModel, Recommender):
     ``similar_items`` ranks items by the cosine of their factors. Parameter names follow the
     library's vocabulary (implicit's ``factors``, ``regularization`` and ``iterations`` are
     ``embedding_size``, ``weight_decay`` and ``epochs``; the old spellings raise naming the new).
-    After ``fit``: ``training_log_`` lists the seconds of each epoch.
+    After ``fit``: ``training_log_`` lists the wall and CPU seconds of each epoch.
     """
 
     kind = "als"
@@ -73,12 +73,13 @@ class ALS(FactorModel, Recommender):
         log = []
         with threads.limit(self.n_threads):
             for epoch in range(self.epochs):
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 cg_half_step(users, items, self.weight_decay, by_user.indptr, by_user.indices, by_user.data,
                              self.cg_steps)
                 cg_half_step(items, users, self.weight_decay, by_item.indptr, by_item.indices, by_item.data,
                              self.cg_steps)
-                log.append({"epoch": epoch + 1, "seconds": time.perf_counter() - started})
+                log.append({"epoch": epoch + 1, "seconds": time.perf_counter() - started,
+                            "cpu_seconds": time.process_time() - cpu_started})
         self.user_factors_, self.item_factors_ = users, items
         self.training_log_ = log
 

@@ -205,6 +205,68 @@ class Recommender:
     def _fit(self, train: Interactions) -> None:
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ the feedback loop
+    def update(self, new: Interactions, duplicates: str = "last") -> "Recommender":
+        """Fold ``new`` interactions into the fitted model without a full refit; returns self.
+
+        The model afterwards stands for its training data plus ``new``, combined as
+        ``Interactions`` combines events: a (user, item) pair present in both is resolved by
+        ``duplicates`` with the new event as the later one ("last", the default: the new event
+        replaces the old; "sum": weights add; "first", "max"). New users and new items join the
+        id maps (internal indices are renumbered; external ids stay). What each model recomputes,
+        and how close that is to a refit, is in its ``_update`` docstring (kNN: identical to a
+        refit; Popularity and EASE: recomputed exactly; factor models: fold-in; sequential
+        models: the events join the sequences). Save again to ship it: a serving runtime loads
+        the new bundle.
+        """
+        self.check_fitted()
+        if not isinstance(new, Interactions):
+            raise TypeError(f"update expects recsys_fast.Interactions, got {type(new).__name__}")
+        if duplicates not in ("last", "first", "sum", "max"):
+            raise ParameterError("duplicates", duplicates, "one of 'last', 'first', 'sum', 'max'")
+        combined, user_pos, item_pos, new_in = self._merged(new, duplicates)
+        self._check_update(combined, user_pos, item_pos, new_in)
+        self._update_duplicates = duplicates  # for models that pass the events on (Hybrid)
+        self._update(combined, user_pos, item_pos, new_in)
+        self.user_map_, self.item_map_, self.seen_ = combined.user_map, combined.item_map, combined.matrix
+        return self
+
+    def _check_update(self, combined: Interactions, user_pos, item_pos, new_in: Interactions) -> None:
+        """Refuse an update the model cannot take before anything changes (default: any)."""
+
+    def _update(self, combined: Interactions, user_pos: np.ndarray, item_pos: np.ndarray,
+                new_in: Interactions) -> None:
+        """Change the learned state to stand for ``combined`` (old + new data, union id maps).
+        ``user_pos``/``item_pos``: the new index of every old user/item (increasing);
+        ``new_in``: the new events alone on the union maps (with their timestamps)."""
+        raise NotImplementedError(f"{type(self).__name__} has no update; refit it on the combined data")
+
+    def _stored_ratings(self) -> np.ndarray | None:
+        """Ratings aligned with ``seen_.data`` that the model keeps (kNN), else None."""
+        return None
+
+    def _merged(self, new: Interactions, duplicates: str):
+        """(old + new on the union id maps, old users' new indices, old items' new indices,
+        the new events alone on the union maps)."""
+        user_map = _union_map(self.user_map_, new.user_map)
+        item_map = _union_map(self.item_map_, new.item_map)
+        user_pos = user_map.to_index(self.user_map_.ids) if len(self.user_map_) else np.zeros(0, np.int64)
+        item_pos = item_map.to_index(self.item_map_.ids) if len(self.item_map_) else np.zeros(0, np.int64)
+        new_in, _ = new.remap(user_map, item_map)
+        seen = self.seen_
+        old_rows = user_pos[np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))]
+        rows = np.concatenate([old_rows, new_in.row_of_nnz()])
+        cols = np.concatenate([item_pos[seen.indices], new_in.matrix.indices])
+        weights = np.concatenate([seen.data, new_in.matrix.data]).astype(np.float32)
+        old_r = self._stored_ratings()
+        ratings = None
+        if old_r is not None:
+            new_r = new_in.ratings if new_in.ratings is not None else new_in.matrix.data
+            ratings = np.concatenate([old_r, new_r]).astype(np.float32)
+        combined = Interactions._from_indices(rows, cols.astype(np.int64), weights, None, ratings, user_map, item_map,
+                                              duplicates, source="update")
+        return combined, user_pos, item_pos, new_in
+
     @property
     def is_fitted(self) -> bool:
         return hasattr(self, "seen_")
@@ -463,7 +525,12 @@ class Recommender:
         if clash:
             raise RuntimeError(f"state arrays {clash} clash with the base arrays")
         arrays.update(state)
-        return bundle.write_bundle(path, self.kind, self.get_params(), arrays, meta=self._get_meta())
+        return bundle.write_bundle(path, self.kind, self.get_params(), arrays, meta=self._bundle_meta())
+
+    def _bundle_meta(self) -> dict:
+        """The model's own metadata plus the fingerprint of its training data."""
+        return {"data": bundle.data_fingerprint(self.user_map_.ids, self.item_map_.ids, self.seen_.nnz),
+                **self._get_meta()}
 
     def fingerprint(self) -> str:
         """A sha256 hex digest of the fitted model: kind, parameters, id maps, training matrix and
@@ -500,11 +567,35 @@ class Recommender:
         get = lambda name: bundle.load_array(path, name, manifest)  # noqa: E731
         model.user_map_ = IdMap(get("user_ids"), "user")
         model.item_map_ = IdMap(get("item_ids"), "item")
-        model.seen_ = sp.csr_matrix((get("seen_data"), get("seen_indices"), get("seen_indptr")),
-                                    shape=(len(model.user_map_), len(model.item_map_)))
+        model.seen_ = seen_matrix(path, get, len(model.user_map_), len(model.item_map_))
         names = [f[:-4] for f in manifest["files"] if f.endswith(".npy")]
         model._set_state({n: get(n) for n in names}, manifest.get("meta", {}))
         return model
+
+
+def seen_matrix(path, get, n_users: int, n_items: int) -> sp.csr_matrix:
+    """The training matrix of a bundle from its ``seen_*`` arrays, checked against the id maps."""
+    indptr, indices, data = get("seen_indptr"), get("seen_indices"), get("seen_data")
+    ok = (indptr.ndim == indices.ndim == data.ndim == 1 and indptr.dtype.kind in "iu" and indices.dtype.kind in "iu"
+          and data.dtype.kind == "f" and len(indptr) == n_users + 1 and len(indices) == len(data)
+          and (len(indptr) == 0 or (indptr[0] == 0 and indptr[-1] == len(indices) and (np.diff(indptr) >= 0).all()))
+          and (len(indices) == 0 or (indices.min() >= 0 and indices.max() < n_items)))
+    if not ok:
+        raise BundleError(f"{path}: the stored training matrix does not fit the id maps ({n_users} users x "
+                          f"{n_items} items); the bundle is inconsistent")
+    return sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
+
+
+def _union_map(old: IdMap, new: IdMap) -> IdMap:
+    """The sorted union of two id maps (old ids keep their order, so old indices map increasingly)."""
+    if len(old) and len(new) and old.is_string != new.is_string:
+        raise DataError(f"the new {old.kind} ids are {'strings' if new.is_string else 'integers'} but the model's are "
+                        f"{'strings' if old.is_string else 'integers'}", source="update")
+    if not len(new) or new == old:
+        return old
+    if len(old) and (old.to_index(new.ids, on_unknown="pad") >= 0).all():  # no new ids: no sort
+        return old
+    return IdMap(np.union1d(old.ids, new.ids) if len(old) else new.ids, old.kind)
 
 
 def _check_k(k) -> int:
@@ -528,6 +619,8 @@ def _query_ids(name: str, ids) -> np.ndarray:
         raise ParameterTypeError(name, validation.type_of(ids), "one id or a sequence of ids")
     try:
         arr = np.atleast_1d(np.asarray(ids))
+        if isinstance(ids, (list, tuple)) and arr.dtype.kind == "U" and arr.ndim == 1:
+            arr = np.asarray(ids, dtype=object)  # keep 3 an int next to "a", as given
     except (ValueError, TypeError):  # ragged nesting
         raise ParameterTypeError(name, validation.type_of(ids), "one id or a sequence of ids") from None
     if arr.ndim != 1 or arr.dtype.kind not in "iuUOfSb":

@@ -67,6 +67,19 @@ class ContentKNN(ItemKNN):
     def _compared_rows(self, matrix):
         return self.features_
 
+    def _update_rows(self, combined, user_pos, item_pos):
+        """The feature rows before and after: new items from the events have no features (empty
+        rows, no content neighbours, reached through ``fill`` only until a refit with features);
+        the old items' graph rows are kept, bit for bit as a refit would build them."""
+        from .knn import _reindex
+
+        f = self.features_
+        n_feat = f.shape[1]
+        ptr, idx, data = _reindex(f.indptr, f.indices, f.data, item_pos, np.arange(n_feat), combined.n_items)
+        grown = sp.csr_matrix((data, idx, ptr), shape=(combined.n_items, n_feat))
+        self.features_ = grown
+        return f, grown, item_pos, np.arange(n_feat)
+
     def _get_state(self):
         f = self.features_
         state = super()._get_state()

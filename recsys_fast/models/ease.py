@@ -7,6 +7,7 @@ import scipy.sparse as sp
 
 from .. import validation
 from ..errors import LimitError
+from ..progress import progress
 from ..data.interactions import Interactions
 from .base import Recommender, RowBatch
 
@@ -20,14 +21,16 @@ class EASE(Recommender):
     n_items^3. ``fit`` refuses catalogues above ``max_items`` with a clear error; raise it
     knowingly. ``weight_decay`` is lambda, the L2 penalty on B (the same name as the L2 penalty
     of the neural models; it was ``regularization``). Scores users unseen in training from a
-    ``history=`` (the row is the history).
+    ``history=`` (the row is the history). ``verbose``: progress of fits that take over a few
+    seconds (None, the default; False: never; see ``recsys_fast.progress``).
     """
 
     kind = "ease"
     supports_history = True
     _RENAMED = {"regularization": "weight_decay"}
 
-    def __init__(self, weight_decay: float = 500.0, max_items: int = 30_000, dtype: str = "float64", **renamed):
+    def __init__(self, weight_decay: float = 500.0, max_items: int = 30_000, dtype: str = "float64",
+                 verbose: bool | None = None, **renamed):
         self._init_params(locals(), renamed)
 
     def _check_params(self, p: dict) -> dict:
@@ -35,6 +38,7 @@ class EASE(Recommender):
             "weight_decay": validation.number("weight_decay", p["weight_decay"], minimum=0.0, min_inclusive=False),
             "max_items": validation.integer("max_items", p["max_items"], minimum=1),
             "dtype": validation.choice("dtype", p["dtype"], ("float32", "float64")),
+            "verbose": None if p["verbose"] is None else validation.boolean("verbose", p["verbose"]),
         }
 
     def _fit(self, train: Interactions) -> None:
@@ -44,16 +48,27 @@ class EASE(Recommender):
             raise LimitError(f"EASE items (dense {n} x {n} matrices, ~{gb:.1f} GB at the peak)", n,
                              f"max_items={self.max_items}",
                              "filter rare items, or pass a larger max_items if the memory is there")
-        x = sp.csr_matrix(train.matrix, dtype=self.dtype, copy=True)
-        x.data[:] = 1.0
-        gram = (x.T @ x).toarray()
-        gram[np.diag_indices(n)] += self.weight_decay
-        p = _spd_inverse(gram)
-        b = p / (-np.diag(p))[None, :]
-        b[np.diag_indices(n)] = 0.0
-        # C order: the Cholesky solve returns Fortran order, and a row x B product with a Fortran
-        # B makes scipy copy all of B (n_items^2 floats) on every call
-        self.weights_ = np.ascontiguousarray(b, dtype=np.float32)
+        with progress(3, f"EASE fit ({n} items)", "steps", enabled=self.verbose) as bar:
+            x = sp.csr_matrix(train.matrix, dtype=self.dtype, copy=True)
+            x.data[:] = 1.0
+            gram = (x.T @ x).toarray()
+            gram[np.diag_indices(n)] += self.weight_decay
+            bar.update(1, step="gram")
+            p = _spd_inverse(gram)
+            bar.update(1, step="inverse")
+            b = p / (-np.diag(p))[None, :]
+            b[np.diag_indices(n)] = 0.0
+            # C order: the Cholesky solve returns Fortran order, and a row x B product with a Fortran
+            # B makes scipy copy all of B (n_items^2 floats) on every call
+            self.weights_ = np.ascontiguousarray(b, dtype=np.float32)
+            bar.update(1, step="weights")
+
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        """Recomputes B from the Gram matrix of old + new data: a refit, exactly. The Gram update
+        itself is cheap, but every entry of B depends on the inverse, and a low-rank update of
+        the inverse (Woodbury, rank = the touched users) is no cheaper once more than a few
+        hundred users are touched and loses accuracy in float32; so EASE refits. New items join."""
+        self._fit(combined)
 
     def _score_rows(self, batch: RowBatch) -> np.ndarray:
         rows = sp.csr_matrix((np.ones(len(batch.hist_indices), np.float32), batch.hist_indices, batch.hist_indptr),

@@ -40,7 +40,7 @@ from .. import bundle, validation
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
 from ..errors import BundleError, ParameterError
-from .base import Recommender, RowBatch, check_train
+from .base import Recommender, RowBatch, check_train, seen_matrix
 
 STRATEGIES = ("weighted", "switching")
 TUNING_METRIC = "ndcg@10"
@@ -116,6 +116,18 @@ class Hybrid(Recommender):
             self.weights_ = None
         self.components_ = [_fit_component(c, train, features) for c in self.components]
         return self
+
+    def _check_update(self, combined, user_pos, item_pos, new_in) -> None:
+        for c in self.components_:
+            c._check_update(combined, user_pos, item_pos, new_in)
+
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        """Each component takes the new events through its own ``update`` (they share the
+        Hybrid's id maps, so they stay aligned); ``weights_`` are kept (tuning again needs a
+        refit); the item counts that switching reads are recounted."""
+        for c in self.components_:
+            c.update(new_in, duplicates=self._update_duplicates)
+        self.item_counts_ = np.bincount(combined.matrix.indices, minlength=combined.n_items).astype(np.int64)
 
     def _tune(self, train: Interactions, features) -> tuple[float, ...]:
         from ..kernels.metrics import NDCG, per_user_metrics
@@ -237,7 +249,7 @@ class Hybrid(Recommender):
                   "seen_indptr": self.seen_.indptr, "seen_indices": self.seen_.indices, "seen_data": self.seen_.data,
                   "item_counts": self.item_counts_}
         params = {k: v for k, v in self.get_params().items() if k != "components"}
-        meta = {"weights_": None if self.weights_ is None else list(self.weights_),
+        meta = {**self._bundle_meta(), "weights_": None if self.weights_ is None else list(self.weights_),
                 "components": [c.kind for c in self.components_],
                 "tuning_": [[list(w), v] for w, v in self.tuning_]}
         files = {}
@@ -276,8 +288,7 @@ class Hybrid(Recommender):
         get = lambda name: bundle.load_array(path, name, manifest)  # noqa: E731
         model.user_map_ = IdMap(get("user_ids"), "user")
         model.item_map_ = IdMap(get("item_ids"), "item")
-        model.seen_ = sp.csr_matrix((get("seen_data"), get("seen_indices"), get("seen_indptr")),
-                                    shape=(len(model.user_map_), len(model.item_map_)))
+        model.seen_ = seen_matrix(path, get, len(model.user_map_), len(model.item_map_))
         model.item_counts_ = get("item_counts").astype(np.int64)
         model.components_ = comps
         w = meta.get("weights_")

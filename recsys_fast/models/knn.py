@@ -117,6 +117,45 @@ class _NeighbourhoodModel(Recommender):
                                         min_support=self.min_support, alpha=self.alpha, exclude_self=True)
         return sp.csr_matrix((values, indices, indptr), shape=(n_rows, n_rows))
 
+    # ------------------------------------------------------------------ the feedback loop
+    def _stored_ratings(self):
+        return self.ratings_
+
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        """The graph of a refit on old + new data, identical to it (same neighbours, same float32
+        scores, so the same recommendations), with only what the new events can change recomputed
+        (``kernels.similarity.update_topk_similarity``): rows whose weighted, scaled values
+        changed, and the top-k among those rows for every row sharing a column with them, merged
+        into its kept list (a row whose list may have lost a neighbour to the cut is recomputed).
+        New users and items are included like any other. Weightings that depend on every row
+        (BM25's mean row length; TF-IDF when rows are added) change every row, so their update
+        costs about a refit; so does ``similarity="dot"``, recomputed in full (its kept values
+        are rescaled after the kernel). ``update_info_`` counts the rows changed, merged and recomputed."""
+        from ..kernels.similarity import update_topk_similarity
+
+        old_rows, new_rows, row_pos, col_pos = self._update_rows(combined, user_pos, item_pos)
+        old_rows, new_rows = (_sorted_csr(m) for m in (old_rows, new_rows))
+        n = new_rows.shape[0]
+        old = _reindex(old_rows.indptr, old_rows.indices, self._weighted(old_rows), row_pos, col_pos, n)
+        g = self.graph_
+        graph = _reindex(g.indptr, g.indices, g.data, row_pos, row_pos, n)
+        with threads.limit(self.n_threads):
+            indptr, indices, values, info = update_topk_similarity(
+                old, old_rows.shape[0], graph, (new_rows.indptr, new_rows.indices, self._weighted(new_rows)),
+                new_rows.shape[1], self.k, similarity=self.similarity, shrink=self.shrink,
+                min_support=self.min_support, alpha=self.alpha, exclude_self=True)
+        self.graph_ = sp.csr_matrix((values, indices, indptr), shape=(n, n))
+        self.update_info_ = info
+        self.popularity_ = np.bincount(combined.matrix.indices, minlength=combined.n_items).astype(np.float32)
+        ratings = combined.matrix.data if combined.ratings is None else combined.ratings
+        self.ratings_ = np.ascontiguousarray(ratings, dtype=np.float32)
+        self.seen_ = combined.matrix  # _derive reads it
+        self._derive()
+
+    def _update_rows(self, combined, user_pos, item_pos):
+        """(old compared rows, new compared rows, new index of each old row, of each old column)."""
+        raise NotImplementedError
+
     def _derive(self) -> None:
         """State computed from the saved arrays: fill order and the means used by predict."""
         self.fill_order_ = np.argsort(-self.popularity_, kind="stable").astype(np.int32)
@@ -227,6 +266,9 @@ class ItemKNN(_NeighbourhoodModel):
     def _compared_rows(self, matrix):
         return matrix.T.tocsr()
 
+    def _update_rows(self, combined, user_pos, item_pos):
+        return self._compared_rows(self.seen_), self._compared_rows(combined.matrix), item_pos, user_pos
+
     def _derive(self) -> None:
         super()._derive()
         # Scoring runs on a copy of the graph with items numbered by popularity (rows and columns):
@@ -314,6 +356,9 @@ class UserKNN(_NeighbourhoodModel):
 
     def _compared_rows(self, matrix):
         return matrix
+
+    def _update_rows(self, combined, user_pos, item_pos):
+        return self.seen_, combined.matrix, user_pos, item_pos
 
     def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
         g = self.graph_
@@ -471,6 +516,22 @@ class UserKNN(_NeighbourhoodModel):
                                         self.graph_.data, t.indptr, t.indices, t.data,
                                         self.user_means_, self.user_means_)
         return self._finish_prediction(pred, found, user_index, self.user_means_, item_index, self.item_means_)
+
+
+def _sorted_csr(m) -> sp.csr_matrix:
+    m = sp.csr_matrix(m, dtype=np.float32)
+    m.sort_indices()
+    return m
+
+
+def _reindex(indptr, indices, data, row_pos, col_pos, n_rows: int):
+    """A CSR's rows moved to ``row_pos`` (increasing) of ``n_rows`` rows, its columns renamed by
+    ``col_pos``; entries keep their order. Returns CSR arrays."""
+    lens = np.zeros(n_rows, dtype=np.int64)
+    lens[row_pos] = np.diff(indptr)
+    out_ptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(lens, out=out_ptr[1:])
+    return out_ptr, np.asarray(col_pos)[indices].astype(np.int32), np.asarray(data, dtype=np.float32)
 
 
 def _means(groups: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:

@@ -35,6 +35,10 @@ class Popularity(Recommender):
         self.item_scores_ = pop
         self._rank()
 
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        """Counts (or weight sums) over old + new interactions: exactly a refit's scores."""
+        self._fit(combined)
+
     def _rank(self) -> None:
         # stable sort on -score: ties keep the lower item index first
         self.order_ = np.argsort(-self.item_scores_, kind="stable").astype(np.int32)

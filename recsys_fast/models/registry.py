@@ -44,4 +44,6 @@ def load(path):
     if kind not in MODELS:
         raise BundleError(f"{path}: bundle holds a model of kind {kind!r}, which this recsys_fast does not know "
                           f"(known: {', '.join(sorted(MODELS))})")
-    return model_class(kind)._from_bundle(path, manifest)
+    cls = model_class(kind)
+    with bundle.building(path, cls.__name__):
+        return cls._from_bundle(path, manifest)

@@ -24,8 +24,10 @@ __all__ = ["load", "TORCH_FREE_KINDS"]
 def load(path, n_threads: int | None = None, providers=None):
     """The runtime for the bundle at ``path`` (hashes checked, no pickle, no torch).
 
-    ``n_threads``: threads of onnxruntime's intra-op pool, or the Numba/BLAS limit for kernel
-    models (None: the libraries' defaults). ``providers``: onnxruntime execution providers, e.g.
+    ``n_threads``: threads of onnxruntime's intra-op pool, or the Numba limit of each call for
+    kernel models (None: the libraries' defaults). The process-wide BLAS pools are not resized per
+    call (unsafe from concurrent request threads): bound them once around the service with
+    ``recsys_fast.threads.limit(n)``, as ``recsys-fast serve --threads`` does. ``providers``: onnxruntime execution providers, e.g.
     ``["CUDAExecutionProvider", "CPUExecutionProvider"]`` (default: CPU).
     """
     from ..validation import integer
@@ -37,7 +39,8 @@ def load(path, n_threads: int | None = None, providers=None):
     if kind == "onnx":
         from .runtime import OnnxRuntime
 
-        return OnnxRuntime.from_bundle(path, manifest, n_threads=n_threads, providers=providers)
+        with bundle.building(path, "serving runtime"):
+            return OnnxRuntime.from_bundle(path, manifest, n_threads=n_threads, providers=providers)
     from ..models.registry import MODELS, load as load_model
 
     if kind in TORCH_FREE_KINDS:

@@ -39,7 +39,7 @@ import signal
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 import numpy as np
 
@@ -653,7 +653,9 @@ def serve(bundle, host: str = "127.0.0.1", port: int = 8000, n_threads: Optional
           limits: Optional[ServiceLimits] = None, providers=None, admin: bool = True,
           log_level: str = "info", access_log: bool = False) -> None:
     """Load ``bundle`` and serve it with uvicorn until SIGINT/SIGTERM (graceful: requests in
-    flight finish); SIGHUP reloads the bundle. ``port=0`` picks a free port (logged)."""
+    flight finish); SIGHUP reloads the bundle. ``port=0`` picks a free port (logged).
+    ``n_threads`` bounds each request (onnxruntime intra-op, Numba) and, once for the server's
+    life, the process-wide BLAS pools."""
     try:
         import uvicorn
     except ImportError:
@@ -671,4 +673,7 @@ def serve(bundle, host: str = "127.0.0.1", port: int = 8000, n_threads: Optional
                      reload_signal=getattr(signal, "SIGHUP", None))
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
                             timeout_graceful_shutdown=30, lifespan="on")
-    uvicorn.Server(config).run()
+    from .. import threads
+
+    with threads.limit(n_threads):  # the process-wide pools (BLAS, torch), once, for the server's life
+        uvicorn.Server(config).run()

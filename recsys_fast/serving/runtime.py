@@ -22,7 +22,9 @@ from .. import bundle
 from ..data.idmap import IdMap
 from ..errors import BundleError, MissingExtraError, ParameterError
 from ..models.base import Recommender, RowBatch
-from ..models.neural.samplers import batch_sequences
+from ..models.neural.samplers import batch_sequences, pad_sequences
+
+PRECOMPUTED_SEQUENCE_ENTRIES = 32_000_000  # users x max_len int64 entries built at load (256 MB)
 
 
 class OnnxRuntime(Recommender):
@@ -51,6 +53,11 @@ class OnnxRuntime(Recommender):
         if family.startswith("sequence"):
             rt.seq_indptr_, rt.seq_items_ = get("seq_indptr").astype(np.int64), get("seq_items").astype(np.int64)
             rt.max_len_ = int(meta["max_len"])
+            # every fitted user's padded input sequence, built once (a request then takes a row);
+            # skipped when it would be large, and requests build theirs
+            n_seq = len(rt.seq_indptr_) - 1
+            rt.seq_padded_ = (pad_sequences(rt.seq_indptr_, rt.seq_items_, np.arange(n_seq), rt.max_len_)
+                              if n_seq * rt.max_len_ <= PRECOMPUTED_SEQUENCE_ENTRIES else None)
         rt.session_ = _session(_model_bytes(path, manifest), n_threads, providers)
         rt.fingerprint_ = bundle.manifest_digest(manifest)
         rt.path_ = str(Path(path))
@@ -116,8 +123,12 @@ class OnnxRuntime(Recommender):
         if family == "users":
             return {"users": np.maximum(users, 0).astype(np.int64)}
         if family.startswith("sequence"):
-            feeds = {"sequence": batch_sequences(self.seq_indptr_, self.seq_items_, users, batch.hist_indptr,
-                                                 batch.hist_indices, self.max_len_)}
+            if self.seq_padded_ is not None and len(users) and users.min() >= 0:
+                sequence = self.seq_padded_[users]
+            else:
+                sequence = batch_sequences(self.seq_indptr_, self.seq_items_, users, batch.hist_indptr,
+                                           batch.hist_indices, self.max_len_)
+            feeds = {"sequence": sequence}
             if family == "sequence_users":
                 feeds["users"] = np.where(users >= 0, users, self.n_users).astype(np.int64)
             return feeds
@@ -199,9 +210,13 @@ class ModelRuntime:
 
 
 def _limited(n_threads):
+    """Per call, from any number of request threads: Numba's count only (per calling thread).
+    torch and BLAS pools are process-wide, and setting them from concurrent threads races (and
+    OpenBLAS must not be resized while another thread computes): size them once around the
+    service, as ``recsys-fast serve --threads`` does."""
     from .. import threads
 
-    return threads.limit(n_threads)
+    return threads.limit(n_threads, process_wide=False)
 
 
 def _session(model_bytes: bytes, n_threads: int | None, providers):
@@ -236,6 +251,9 @@ def _session_options(ort, n_threads: int | None):
 def _padded(n: int, indptr: np.ndarray, indices: np.ndarray, pad: int, extra: np.ndarray | None = None) -> np.ndarray:
     """(n, width) int64: row r's ``indices[indptr[r]:indptr[r+1]]`` (then ``extra``), padded with ``pad``;
     width >= 1 so that the graph always gets a 2-d tensor."""
+    if n == 1 and extra is None and len(indptr):  # one request: its row as it is
+        row = indices[indptr[0]:indptr[1]]
+        return row.astype(np.int64).reshape(1, -1) if len(row) else np.full((1, 1), pad, dtype=np.int64)
     counts = np.diff(indptr) if len(indptr) else np.zeros(n, dtype=np.int64)
     n_extra = 0 if extra is None else len(extra)
     width = max(1, int(counts.max(initial=0)) + n_extra)

@@ -192,3 +192,25 @@ def test_device_resolution():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="device must be one of"):
         resolve_device("tpu")
+
+
+def test_sparse_embeddings_step_only_the_rows_of_the_batch():
+    """NeuMF's tables are sparse: the trainer steps them with SparseAdam (rows looked up by the
+    batch only) and the dense layers with Adam."""
+    import torch
+
+    from recsys_fast.models.neural.nets import NeuMFNet
+    from recsys_fast.models.neural.trainer import Trainer
+
+    torch.manual_seed(0)
+    net = NeuMFNet(10, 8, 4, (8,))
+    optimizers = Trainer(1, 0.01)._optimizers(net)
+    assert [type(o).__name__ for o in optimizers] == ["Adam", "SparseAdam"]
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    net.pair_scores(torch.tensor([0, 1]), torch.tensor([2, 3])).sum().backward()
+    for o in optimizers:
+        o.step()
+    for table in ("item_gmf", "item_mlp"):
+        moved = (getattr(net, table).weight.detach() != before[f"{table}.weight"]).any(1)
+        assert moved.tolist() == [i in (2, 3) for i in range(8)], table
+    assert not torch.equal(net.out.weight.detach(), before["out.weight"])

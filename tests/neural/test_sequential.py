@@ -110,3 +110,23 @@ def test_sequential_hyper_parameters_are_checked():
         _cls("SASRec")(embedding_size=10, n_heads=3)
     with pytest.raises(ValueError, match="cell"):
         _cls("GRU4Rec")(cell="rnn")
+
+
+@pytest.mark.parametrize("heads,blocks", [(1, 1), (1, 2), (2, 3), (4, 2)])
+def test_sasrec_scoring_forward_equals_the_last_position_of_encode(heads, blocks):
+    """SASRecNet.forward (last block for the last position only, attention written out) scores
+    what the training encoder gives at the last position, padded and empty sequences included."""
+    import torch
+
+    from recsys_fast.models.neural.seqnets import SASRecNet
+
+    torch.manual_seed(heads * 10 + blocks)
+    net = SASRecNet(300, 16, 12, blocks, heads, 0.3).eval()
+    seq = torch.randint(1, 301, (6, 12))
+    seq[0, :7] = 0  # short history, left-padded
+    seq[1] = 0  # nothing at all
+    seq[2, :11] = 0  # one item
+    with torch.no_grad():
+        expected = net.encode(seq)[:, -1, :] @ net.item_weights().t()
+        got = net(seq)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)

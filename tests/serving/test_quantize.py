@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -126,7 +125,7 @@ def test_recsys_fast_export_refusals(ml_small, tmp_path, capsys):
     knn = ItemKNN(k=20).fit(ml_small).save(tmp_path / "knn")
     assert main(["export", str(knn), "--out", str(tmp_path / "o")]) == 2
     assert "model must be one of the neural models" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="--quantize needs --data"):
-        main(["export", str(knn), "--out", str(tmp_path / "o"), "--quantize", "static"])
+    assert main(["export", str(knn), "--out", str(tmp_path / "o"), "--quantize", "static"]) == 2
+    assert "--quantize: needs --data" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()

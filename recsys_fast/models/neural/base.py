@@ -19,6 +19,7 @@ import numpy as np
 
 from ... import threads, validation
 from ...data.interactions import Interactions
+from ...errors import BundleError
 from ...kernels.topk import SERIAL_MAX_ROWS
 from ..base import Recommender, RowBatch
 from ..factors import FactorModel
@@ -38,9 +39,11 @@ class NeuralRecommender(Recommender):
     training items held out for early stopping; 0 disables validation and trains on everything;
     sequential models hold out each user's last item instead whenever it is > 0), n_threads
     (torch/BLAS threads while fitting and scoring; None leaves the pools alone), verbose (progress
-    bar with loss and validation NDCG@10).
+    per epoch with loss and validation NDCG@10: None, the default, shows it once training runs
+    over a few seconds, as a bar on a terminal and log lines otherwise; False never; see
+    ``recsys_fast.progress``).
 
-    After ``fit``: ``training_log_`` lists per-epoch loss, validation NDCG@10 and seconds;
+    After ``fit``: ``training_log_`` lists per-epoch loss, validation NDCG@10, wall and CPU seconds;
     ``best_epoch_`` is the epoch whose weights were kept (the last one without validation). To
     train on all of the data once early stopping has chosen: refit with
     ``validation_fraction=0, epochs=model.best_epoch_``.
@@ -67,7 +70,7 @@ class NeuralRecommender(Recommender):
         p["validation_fraction"] = v.number("validation_fraction", p["validation_fraction"], minimum=0.0,
                                             maximum=1.0, max_inclusive=False)
         p["n_threads"] = v.integer("n_threads", p["n_threads"], minimum=1, allow_none=True)
-        p["verbose"] = v.boolean("verbose", p["verbose"])
+        p["verbose"] = None if p["verbose"] is None else v.boolean("verbose", p["verbose"])
         if "dropout" in p:
             p["dropout"] = v.number("dropout", p["dropout"], minimum=0.0, maximum=1.0, max_inclusive=False)
         if "negatives" in p:
@@ -92,11 +95,79 @@ class NeuralRecommender(Recommender):
             self._prepare(fit_data)
             module = self._build_module().to(self.device_)
             trainer = Trainer(self.epochs, self.learning_rate, self.weight_decay if self.decay_in_optimizer else 0.0,
-                              self.optimizer, self.early_stopping_patience, bool(self.verbose), type(self).__name__)
+                              self.optimizer, self.early_stopping_patience, self.verbose, type(self).__name__)
             self.training_log_ = trainer.run(self, module, rng, validation)
             self.best_epoch_ = best_epoch(self.training_log_)
             self.module_ = self._finalize(module, train)
             self.module_.eval()
+
+    # ------------------------------------------------------------------ the feedback loop
+    def _check_update(self, combined, user_pos, item_pos, new_in) -> None:
+        """New items have no trained vectors: they are refused (refit to add them)."""
+        from ...errors import DataError
+
+        if combined.n_items != self.n_items_:
+            fresh = np.setdiff1d(combined.item_map.ids, self.item_map_.ids)
+            raise DataError(f"{type(self).__name__} has no trained vectors for {len(fresh)} new item(s) "
+                            f"(e.g. {fresh[:5].tolist()}): refit to add them, or leave their events out",
+                            source="update")
+        if type(self)._update is NeuralRecommender._update:
+            raise NotImplementedError(f"{type(self).__name__} has no update; refit it on the combined data")
+
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no update; refit it on the combined data")
+
+    def _fold_in_update(self, combined, user_pos, new_in) -> None:
+        """Fold-in for the dot-product scorers (``MF``: BPRMF, LightGCN's final embeddings): the
+        item vectors (and biases) stay fixed; each touched user's vector is re-optimised on all of
+        its interactions (old + new) with the BPR loss and the fitted ``weight_decay``, from its
+        current vector (new users from zero), ``FOLD_IN_STEPS`` full-batch Adam steps with one
+        uniform negative per positive per step, seeded. Other users keep their vectors."""
+        from .nets import MF
+
+        t = torch()
+        old = self.module_
+        users = np.unique(new_in.row_of_nnz()).astype(np.int64)
+        d = old.item.weight.shape[1]
+        table = np.zeros((combined.n_users, d), dtype=np.float32)
+        table[user_pos] = to_numpy(old.user.weight.detach())
+        with threads.limit(self.n_threads), t.random.fork_rng(devices=[]):
+            rng = np.random.default_rng([0 if self.seed is None else int(self.seed), 11])
+            if len(users):
+                table[users] = self._bpr_fold_in(combined.matrix, users, table[users], old, rng)
+        module = MF(combined.n_users, self.n_items_, d, item_bias=old.bias is not None)
+        with t.no_grad():
+            module.user.weight.copy_(t.from_numpy(table))
+            module.item.weight.copy_(old.item.weight.detach().cpu())
+            if old.bias is not None:
+                module.bias.copy_(old.bias.detach().cpu())
+        self.module_ = module.to(self.device_).eval()
+        self.n_users_ = combined.n_users
+
+    FOLD_IN_STEPS = 100
+    FOLD_IN_LEARNING_RATE = 0.05
+
+    def _bpr_fold_in(self, matrix, users, start, scorer, rng):
+        t = torch()
+        items = scorer.item.weight.detach().cpu()
+        bias = scorer.bias.detach().cpu() if scorer.bias is not None else None
+        lens = np.diff(matrix.indptr)[users]
+        owner = t.as_tensor(np.repeat(np.arange(len(users)), lens))
+        pos_np = np.concatenate([matrix.indices[matrix.indptr[u]:matrix.indptr[u + 1]] for u in users])
+        pos = t.as_tensor(pos_np.astype(np.int64))
+        u = t.tensor(start, requires_grad=True)
+        opt = t.optim.Adam([u], lr=self.FOLD_IN_LEARNING_RATE)
+        for _ in range(self.FOLD_IN_STEPS):
+            neg = t.as_tensor(rng.integers(0, items.shape[0], size=len(pos_np)))
+            uv = u[owner]
+            diff = (uv * (items[pos] - items[neg])).sum(-1)
+            if bias is not None:
+                diff = diff + bias[pos] - bias[neg]
+            loss = -t.nn.functional.logsigmoid(diff).mean() + self.weight_decay * u.pow(2).sum() / (2 * len(users))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return u.detach().numpy()
 
     def _carve_validation(self, train: Interactions):
         if self.validation_fraction <= 0 or train.nnz == 0:
@@ -180,6 +251,11 @@ class NeuralRecommender(Recommender):
         (the weights are loaded after)."""
         return self._build_module()
 
+    def _shape_params(self) -> str:
+        return ", ".join(f"{n}={getattr(self, n)!r}" for n in self.param_names()
+                         if n in ("embedding_size", "n_layers", "hidden_sizes", "max_len", "n_heads", "n_blocks",
+                                  "latent_size", "layers", "n_filters"))
+
     def _get_state(self):
         state = self.module_.state_dict()
         arrays = {sanitise(key): to_numpy(value) for key, value in state.items()}
@@ -204,7 +280,16 @@ class NeuralRecommender(Recommender):
         self.best_epoch_ = best_epoch(self.training_log_)
         self._set_extra_state(arrays, meta)
         module = self._build_scoring_module()
+        expected = module.state_dict()
         state = {key: t.from_numpy(np.array(arrays[name])) for name, key in meta["state_keys"].items()}
+        if set(state) != set(expected):
+            raise BundleError(f"the stored weights {sorted(set(state) ^ set(expected))} do not match the network "
+                              f"that the manifest's parameters build")
+        for key, value in state.items():
+            if tuple(value.shape) != tuple(expected[key].shape) or value.dtype != expected[key].dtype:
+                raise BundleError(f"weight {key!r} is stored as {tuple(value.shape)} {value.dtype} but the manifest's "
+                                  f"parameters ({self._shape_params()}) build {tuple(expected[key].shape)} "
+                                  f"{expected[key].dtype}; the parameters were edited or the arrays replaced")
         module.load_state_dict(state, strict=True)
         self.module_ = module.to(self.device_).eval()
 

@@ -31,8 +31,11 @@ class BPRMF(MFFactors, NeuralRecommender):
     def __init__(self, embedding_size: int = 64, epochs: int = 40, learning_rate: float = 0.005,
                  weight_decay: float = 0.02, batch_size: int = 1024, n_negatives: int = 1, seed: int | None = 0,
                  device: str = "auto", early_stopping_patience: int | None = 5, validation_fraction: float = 0.1,
-                 n_threads: int | None = None, verbose: bool = False, negatives: str = "uniform"):
+                 n_threads: int | None = None, verbose: bool | None = None, negatives: str = "uniform"):
         self._init_params(locals())
+
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        self._fold_in_update(combined, user_pos, new_in)
 
     def _prepare(self, fit_data: Interactions) -> None:
         self._sampler = PairSampler(fit_data.matrix, self.n_negatives, self.negatives)

@@ -31,7 +31,7 @@ class Caser(SequentialRecommender):
     def __init__(self, embedding_size: int = 64, epochs: int = 20, learning_rate: float = 2e-3,
                  weight_decay: float = 1e-6, batch_size: int = 1024, n_negatives: int = 1, seed: int | None = 0,
                  device: str = "auto", early_stopping_patience: int | None = 3, validation_fraction: float = 0.1,
-                 n_threads: int | None = None, verbose: bool = False, max_len: int = 5, n_horizontal: int = 16,
+                 n_threads: int | None = None, verbose: bool | None = None, max_len: int = 5, n_horizontal: int = 16,
                  n_vertical: int = 4, dropout: float = 0.5, loss: str = "ce"):
         self._init_params(locals())
 
@@ -66,6 +66,19 @@ class Caser(SequentialRecommender):
         windows, users, targets, rng = batch
         hidden = module.encode(self._tensor(windows), self._tensor(users))
         return self._next_item_loss(module, hidden, targets, rng)
+
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        """Sequences as for every sequential model; the user table grows: old users keep their
+        embedding, new users start from the learned "unknown user" embedding (the one history=
+        scoring uses), which stays last."""
+        from ._torch import torch
+
+        old_n = self.n_users_
+        super()._update(combined, user_pos, item_pos, new_in)
+        weight = self.module_.user.weight.detach()
+        table = weight[old_n].repeat(combined.n_users + 1, 1)
+        table[torch().as_tensor(user_pos)] = weight[:old_n]
+        self.module_.user = torch().nn.Embedding.from_pretrained(table, freeze=False).to(self.device_)
 
     def _user_inputs(self, users):
         seq = samplers.pad_sequences(self._seq_indptr, self._seq_items, users, self.max_len)

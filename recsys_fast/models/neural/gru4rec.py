@@ -22,7 +22,7 @@ class GRU4Rec(SequentialRecommender):
     def __init__(self, embedding_size: int = 64, epochs: int = 40, learning_rate: float = 4e-3,
                  weight_decay: float = 0.0, batch_size: int = 64, n_negatives: int = 1, seed: int | None = 0,
                  device: str = "auto", early_stopping_patience: int | None = 10, validation_fraction: float = 0.1,
-                 n_threads: int | None = None, verbose: bool = False, max_len: int = 50, hidden_size: int = 128,
+                 n_threads: int | None = None, verbose: bool | None = None, max_len: int = 50, hidden_size: int = 128,
                  n_layers: int = 1, dropout: float = 0.2, cell: str = "gru", loss: str = "ce"):
         self._init_params(locals())
 

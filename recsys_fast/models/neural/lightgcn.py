@@ -25,13 +25,18 @@ class LightGCN(MFFactors, NeuralRecommender):
     def __init__(self, embedding_size: int = 64, epochs: int = 60, learning_rate: float = 0.01,
                  weight_decay: float = 1e-4, batch_size: int = 4096, n_negatives: int = 1, seed: int | None = 0,
                  device: str = "auto", early_stopping_patience: int | None = 5, validation_fraction: float = 0.1,
-                 n_threads: int | None = None, verbose: bool = False, n_layers: int = 3):
+                 n_threads: int | None = None, verbose: bool | None = None, n_layers: int = 3):
         self._init_params(locals())
 
     def _check_params(self, p: dict) -> dict:
         p = super()._check_params(p)
         p["n_layers"] = validation.integer("n_layers", p["n_layers"], minimum=1)
         return p
+
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        """Fold-in on the final (propagated) embeddings, item side fixed (see
+        ``NeuralRecommender._fold_in_update``); the propagation itself is not rerun."""
+        self._fold_in_update(combined, user_pos, new_in)
 
     def _prepare(self, fit_data: Interactions) -> None:
         self._sampler = PairSampler(fit_data.matrix, self.n_negatives, "uniform")

@@ -27,7 +27,7 @@ class MultVAE(NeuralRecommender):
     def __init__(self, embedding_size: int = 200, epochs: int = 200, learning_rate: float = 1e-3,
                  weight_decay: float = 0.0, batch_size: int = 128, seed: int | None = 0, device: str = "auto",
                  early_stopping_patience: int | None = 20, validation_fraction: float = 0.1,
-                 n_threads: int | None = None, verbose: bool = False, hidden_size: int = 600,
+                 n_threads: int | None = None, verbose: bool | None = None, hidden_size: int = 600,
                  dropout: float = 0.5, anneal_cap: float = 0.2, anneal_steps: int = 2000):
         self._init_params(locals())
 
@@ -60,6 +60,12 @@ class MultVAE(NeuralRecommender):
 
     def _user_inputs(self, users):
         return (self._tensor(dense_rows(self._rows, users), dtype=_float()),)
+
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        """MultVAE scores a user from its row: the new events are in the rows at once (new users
+        too); the network is unchanged."""
+        self._rows = combined.matrix
+        self.n_users_ = combined.n_users
 
     def _finalize(self, module, train: Interactions):
         self._rows = train.matrix

@@ -9,6 +9,20 @@ import torch
 from torch import nn
 
 
+def scoring_cache(module, name: str, weights: tuple, compute):
+    """``compute()``, a tensor derived from ``weights`` alone, kept on ``module`` until one of them
+    changes (in place, as an optimizer step or ``load_state_dict`` does, or by moving): for scoring
+    paths (autograd off) that would derive the same tensor on every call. Not part of the
+    ``state_dict``; the result is a plain tensor (usable inside and outside inference mode)."""
+    key = tuple((t.data_ptr(), t._version) for t in weights)
+    hit = module.__dict__.get(name)
+    if hit is None or hit[0] != key:
+        with torch.inference_mode(False), torch.no_grad():
+            hit = (key, compute())
+        module.__dict__[name] = hit
+    return hit[1]
+
+
 class MF(nn.Module):
     """Dot-product scorer: user embedding . item embedding (+ item bias).
 
@@ -84,7 +98,14 @@ class VAE(nn.Module):
 
     def _encode(self, rows):
         x = nn.functional.normalize(rows, dim=-1)
-        h = self.encoder(self.dropout(x))
+        if self.training or torch.is_grad_enabled() or torch.jit.is_tracing() or rows.shape[0] > 8:
+            h = self.encoder(self.dropout(x))
+        else:  # a few rows, scoring: the first layer from the weights of the rows' items only
+            first = self.encoder[0]
+            per_item = scoring_cache(self, "_cache_item_weights", (first.weight,), lambda: first.weight.t().contiguous())
+            r, c = x.nonzero(as_tuple=True)
+            h = first.bias.repeat(x.shape[0], 1).index_add_(0, r, per_item[c] * x[r, c].unsqueeze(1))
+            h = self.encoder[1:](h)
         return h[:, :self.latent], h[:, self.latent:]
 
     def forward(self, rows):
@@ -107,8 +128,9 @@ class NeuMFNet(nn.Module):
 
     def __init__(self, n_users: int, n_items: int, dim: int, layers: tuple[int, ...], dropout: float = 0.0):
         super().__init__()
-        self.user_gmf, self.item_gmf = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
-        self.user_mlp, self.item_mlp = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
+        # sparse gradients: the trainer steps these tables with a lazy SparseAdam (rows of the batch only)
+        self.user_gmf, self.item_gmf = nn.Embedding(n_users, dim, sparse=True), nn.Embedding(n_items, dim, sparse=True)
+        self.user_mlp, self.item_mlp = nn.Embedding(n_users, dim, sparse=True), nn.Embedding(n_items, dim, sparse=True)
         for emb in (self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp):
             nn.init.normal_(emb.weight, std=0.01)
         sizes = [2 * dim] + list(layers)
@@ -118,10 +140,12 @@ class NeuMFNet(nn.Module):
         self.dim = dim
 
     def _tower(self, h):
+        scoring = not self.training and not torch.is_grad_enabled()
         for i, layer in enumerate(self.mlp):
             if i > 0:
                 h = layer(h)
-            h = self.dropout(torch.relu(h))
+            # scoring: ReLU in place on the (b, n_items, width) activations, no dropout (eval)
+            h = torch.relu_(h) if scoring else self.dropout(torch.relu(h))
         return h
 
     def _first(self, u_mlp, i_mlp):
@@ -129,10 +153,22 @@ class NeuMFNet(nn.Module):
         return u_mlp @ w[:, :self.dim].t(), i_mlp @ w[:, self.dim:].t() + self.mlp[0].bias
 
     def forward(self, users):
-        gmf = self.user_gmf(users).unsqueeze(1) * self.item_gmf.weight.unsqueeze(0)
-        hu, hi = self._first(self.user_mlp(users), self.item_mlp.weight)
-        h = self._tower(hu.unsqueeze(1) + hi.unsqueeze(0))
-        return self.out(torch.cat([gmf, h], dim=-1)).squeeze(-1)
+        # out(cat[u * i, h]) split into its two halves: the GMF half is one product with the item
+        # table, (u * w_gmf) . i, so the (b, n_items, dim) element-wise product is never built
+        w_out = self.out.weight[0]
+        gmf = (self.user_gmf(users) * w_out[:self.dim]) @ self.item_gmf.weight.t()
+        hu = self.user_mlp(users) @ self.mlp[0].weight[:, :self.dim].t()
+        h = self._tower(hu.unsqueeze(1) + self._item_first().unsqueeze(0))
+        return gmf + h @ w_out[self.dim:] + self.out.bias
+
+    def _item_first(self):
+        """Every item's half of the MLP's first layer, bias included: the same for every user, so
+        scoring (autograd off) keeps it (``scoring_cache``; an exported graph holds it as a
+        constant); training recomputes it every call."""
+        w, b, e = self.mlp[0].weight, self.mlp[0].bias, self.item_mlp.weight
+        if torch.is_grad_enabled():
+            return e @ w[:, self.dim:].t() + b
+        return scoring_cache(self, "_cache_item_first", (w, b, e), lambda: e @ w[:, self.dim:].t() + b)
 
     def pair_scores(self, users, items):
         if items.dim() == 2:

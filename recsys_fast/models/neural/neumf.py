@@ -24,7 +24,7 @@ class NeuMF(NeuralRecommender):
     def __init__(self, embedding_size: int = 32, epochs: int = 30, learning_rate: float = 0.002,
                  weight_decay: float = 0.0, batch_size: int = 1024, n_negatives: int = 4, seed: int | None = 0,
                  device: str = "auto", early_stopping_patience: int | None = 3, validation_fraction: float = 0.1,
-                 n_threads: int | None = None, verbose: bool = False, layers: tuple = (64, 32, 16),
+                 n_threads: int | None = None, verbose: bool | None = None, layers: tuple = (64, 32, 16),
                  dropout: float = 0.0, negatives: str = "uniform"):
         self._init_params(locals())
 

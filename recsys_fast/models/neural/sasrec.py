@@ -23,7 +23,7 @@ class SASRec(SequentialRecommender):
     def __init__(self, embedding_size: int = 64, epochs: int = 50, learning_rate: float = 3e-3,
                  weight_decay: float = 0.0, batch_size: int = 32, n_negatives: int = 1, seed: int | None = 0,
                  device: str = "auto", early_stopping_patience: int | None = 10, validation_fraction: float = 0.1,
-                 n_threads: int | None = None, verbose: bool = False, max_len: int = 50, n_blocks: int = 2,
+                 n_threads: int | None = None, verbose: bool | None = None, max_len: int = 50, n_blocks: int = 2,
                  n_heads: int = 1, dropout: float = 0.2, loss: str = "ce"):
         self._init_params(locals())
 

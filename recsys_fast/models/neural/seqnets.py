@@ -29,6 +29,7 @@ class SASRecNet(nn.Module):
                                                nn.Linear(dim, dim), nn.Dropout(dropout)) for _ in range(n_blocks))
         self.last_norm = nn.LayerNorm(dim, eps=1e-8)
         self.scale = dim ** 0.5
+        self.dim, self.n_heads, self.max_len = dim, n_heads, max_len
         causal = torch.triu(torch.ones(max_len, max_len, dtype=torch.bool), diagonal=1)
         self.register_buffer("causal", causal, persistent=False)
         nn.init.normal_(self.item.weight, std=dim ** -0.5)
@@ -53,7 +54,46 @@ class SASRecNet(nn.Module):
         return self.item.weight[1:]
 
     def forward(self, seq):
-        return self.encode(seq)[:, -1, :] @ self.item_weights().t()
+        """Next-item scores ``encode(seq)[:, -1] @ item_weights().T`` with eval semantics (no
+        dropout), for ``seq`` of length ``max_len`` (what scoring passes), computed leaner: the
+        last block runs for the last position only (the only one scored; its causal mask row
+        allows every position), and attention is written out with shapes known up front, so the
+        exported graph has no shape arithmetic (about half the nodes of ``nn.MultiheadAttention``'s)."""
+        keep = (seq > 0).unsqueeze(-1).to(self.item.weight.dtype)
+        h = (self.item(seq) * self.scale + self.position.weight) * keep
+        last = len(self.attn) - 1
+        for b, (norm_a, attn, norm_f, ffn) in enumerate(zip(self.attn_norm, self.attn, self.ffn_norm, self.ffn)):
+            if b == last:
+                q = norm_a(h[:, -1:])
+                h = q + self._attend(attn, q, h, None)
+                h = (h + ffn(norm_f(h))) * keep[:, -1:]
+            else:
+                q = norm_a(h)
+                h = q + self._attend(attn, q, h, self.causal)
+                h = (h + ffn(norm_f(h))) * keep
+        return self.last_norm(h[:, 0]) @ self.item_weights().t()
+
+    def _attend(self, attn, q, kv, mask):
+        """``attn(q, kv, kv, attn_mask=mask)`` of an ``nn.MultiheadAttention`` in eval mode, from its
+        own parameters: ``q`` (b, lq, d), ``kv`` (b, max_len, d), ``mask`` bool (lq, max_len) or None."""
+        d, heads = self.dim, self.n_heads
+        w, bias = attn.in_proj_weight, attn.in_proj_bias
+        lq = 1 if mask is None else self.max_len
+        qp = nn.functional.linear(q, w[:d], bias[:d])
+        kp = nn.functional.linear(kv, w[d:2 * d], bias[d:2 * d])
+        vp = nn.functional.linear(kv, w[2 * d:], bias[2 * d:])
+        if heads > 1:
+            hd = d // heads
+            qp = qp.reshape(-1, lq, heads, hd).transpose(1, 2)
+            kp = kp.reshape(-1, self.max_len, heads, hd).transpose(1, 2)
+            vp = vp.reshape(-1, self.max_len, heads, hd).transpose(1, 2)
+        logits = (qp @ kp.transpose(-1, -2)) * (float(d // heads) ** -0.5)
+        if mask is not None:
+            logits = logits.masked_fill(mask, float("-inf"))
+        out = torch.softmax(logits, dim=-1) @ vp
+        if heads > 1:
+            out = out.transpose(1, 2).reshape(-1, lq, d)
+        return attn.out_proj(out)
 
 
 class GRU4RecNet(nn.Module):

@@ -93,6 +93,32 @@ class SequentialRecommender(NeuralRecommender):
         neg_s = t.where(neg == target_t.unsqueeze(1), t.full_like(neg_s, -30), neg_s)
         return losses.bce(pos_s, neg_s)
 
+    # ------------------------------------------------------------------ the feedback loop
+    def _update(self, combined, user_pos, item_pos, new_in) -> None:
+        """The new events join the users' sequences at once, after their earlier items, in their
+        own time order (ties and missing timestamps: item order); an item a user meets again moves
+        to its latest position. New users start a sequence. The network is unchanged (the next
+        refit learns from the new transitions)."""
+        old_ptr, old_items = self._seq_indptr, self._seq_items
+        o_users = user_pos[np.repeat(np.arange(len(old_ptr) - 1), np.diff(old_ptr))]
+        n_ptr, n_items = samplers.user_sequences(new_in.matrix, new_in.timestamps)
+        n_users = np.repeat(np.arange(len(n_ptr) - 1), np.diff(n_ptr))
+        users = np.concatenate([o_users, n_users]).astype(np.int64)
+        items = np.concatenate([old_items, n_items]).astype(np.int64)
+        order = np.lexsort((np.arange(len(users)), users))  # by user; old before new, each in order
+        users, items = users[order], items[order]
+        # keep each (user, item)'s last occurrence
+        key = users * max(1, combined.n_items) + items
+        last = np.ones(len(key), dtype=bool)
+        rev_first = np.unique(key[::-1], return_index=True)[1]
+        last[:] = False
+        last[len(key) - 1 - rev_first] = True
+        users, items = users[last], items[last]
+        indptr = np.zeros(combined.n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(users, minlength=combined.n_users), out=indptr[1:])
+        self._seq_indptr, self._seq_items = indptr, items
+        self.n_users_ = combined.n_users
+
     # ------------------------------------------------------------------ scoring inputs
     def sequences(self) -> tuple[np.ndarray, np.ndarray]:
         """Every fitted user's training items in time order, CSR-like ``(indptr int64 (n_users + 1,),

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ... import validation
+from ...progress import progress
 from ._torch import torch
 
 OPTIMIZERS = ("adam", "adamw")
@@ -104,23 +105,35 @@ class Trainer:
     validation epoch and stops after ``patience`` epochs without improvement (None: never)."""
 
     def __init__(self, epochs: int, learning_rate: float, weight_decay: float = 0.0, optimizer: str = "adam",
-                 patience: int | None = 3, verbose: bool = False, desc: str = "train"):
+                 patience: int | None = 3, verbose: bool | None = None, desc: str = "train"):
         validation.choice("optimizer", optimizer, OPTIMIZERS)
         self.epochs, self.learning_rate, self.weight_decay = epochs, learning_rate, weight_decay
         self.optimizer, self.patience, self.verbose, self.desc = optimizer, patience, verbose, desc
 
+    def _optimizers(self, module) -> list:
+        """Adam/AdamW over the dense parameters, and a lazy ``SparseAdam`` over the weights of
+        ``nn.Embedding(sparse=True)`` tables: their rows move only when a batch looks them up, so
+        a step costs O(batch) instead of O(table) (``weight_decay`` applies to the dense ones)."""
+        t = torch()
+        sparse = [m.weight for m in module.modules() if isinstance(m, t.nn.Embedding) and m.sparse]
+        taken = {id(p) for p in sparse}
+        dense = [p for p in module.parameters() if id(p) not in taken]
+        cls = t.optim.AdamW if self.optimizer == "adamw" else t.optim.Adam
+        optimizers = [cls(dense, lr=self.learning_rate, weight_decay=self.weight_decay)] if dense else []
+        if sparse:
+            optimizers.append(t.optim.SparseAdam(sparse, lr=self.learning_rate))
+        return optimizers
+
     def run(self, model, module, rng: np.random.Generator, validation: Validation | None) -> list[dict]:
         t = torch()
         fused = getattr(model, "_fused_epoch", None)
-        if fused is None:
-            cls = t.optim.AdamW if self.optimizer == "adamw" else t.optim.Adam
-            opt = cls(module.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        optimizers = self._optimizers(module) if fused is None else []
         history: list[dict] = []
         best_score, best_state, since_best = -np.inf, None, 0
-        bar = _progress(self.epochs, self.desc, self.verbose)
+        bar = progress(self.epochs, self.desc, "epoch", enabled=self.verbose)
         step = 0
         for epoch in range(self.epochs):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             module.train()
             if fused is not None:
                 record = {"epoch": epoch + 1, "loss": fused(module, rng, epoch)}
@@ -128,9 +141,11 @@ class Trainer:
                 total, n_batches = 0.0, 0
                 for batch in model._train_batches(rng, epoch):
                     loss = model._batch_loss(module, batch, step)
-                    opt.zero_grad(set_to_none=True)
+                    for opt in optimizers:
+                        opt.zero_grad(set_to_none=True)
                     loss.backward()
-                    opt.step()
+                    for opt in optimizers:
+                        opt.step()
                     total += float(loss.detach())
                     n_batches += 1
                     step += 1
@@ -140,10 +155,9 @@ class Trainer:
                 with t.no_grad():
                     record["val_ndcg@10"] = validation.ndcg(lambda users: model._validation_scores(module, users))
             record["seconds"] = time.perf_counter() - started
+            record["cpu_seconds"] = time.process_time() - cpu_started  # every thread of the process
             history.append(record)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("loss", "val_ndcg@10")})
+            bar.update(1, **{k: round(v, 4) for k, v in record.items() if k in ("loss", "val_ndcg@10")})
             if validation is None:
                 continue
             if record["val_ndcg@10"] > best_score:
@@ -153,8 +167,7 @@ class Trainer:
                 since_best += 1
                 if self.patience is not None and since_best >= self.patience:
                     break
-        if bar is not None:
-            bar.close()
+        bar.close()
         if best_state is not None:
             module.load_state_dict(best_state)
         module.eval()
@@ -171,10 +184,3 @@ def best_epoch(history: list[dict]) -> int:
         return int(history[-1]["epoch"])
     return int(history[int(np.argmax(scores))]["epoch"])
 
-
-def _progress(total: int, desc: str, verbose: bool):
-    if not verbose:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="epoch")
