@@ -1,4 +1,4 @@
-"""The ``recsys-fast`` command line: demo, doctor, train, update, evaluate, recommend, batch, export, serve.
+"""The ``recsys-fast`` command line: demo, doctor, train, update, evaluate, recommend, batch, bench, export, serve.
 
 Every sub-command reads interactions from a MovieLens folder (ml-100k or ml-latest layout), a CSV
 file or a Parquet file; see ``recsys-fast <command> --help``.
@@ -465,6 +465,35 @@ def cmd_batch(args) -> int:
     return 0
 
 
+def bench_table(results: dict) -> str:
+    """The summary table of a ``benches/scaling.py`` JSON: per size and job, our throughput and
+    time per unit of work, and each peer's time as a multiple of ours (> 1: we are faster)."""
+    lines = [f"{'size':<4} {'job':<15} {'unit':<12} {'ours/s':>12} {'s per unit':>11}  peers (their time / ours)"]
+    for size in results.get("sizes", []):
+        if "jobs" not in size:
+            lines.append(f"{size['size']:<4} skipped: {size.get('skipped', '')}")
+            continue
+        for job, r in size["jobs"].items():
+            peers = ", ".join(f"{m} {x:.2f}x" for m, x in r.get("ours_vs", {}).items())
+            extra = ""
+            if "peak_rss_growth_bytes" in r:
+                extra = f"; peak +{r['peak_rss_growth_bytes'] / 2**20:.0f} MiB"
+            lines.append(f"{size['size']:<4} {job:<15} {r['unit']:<12} {r['throughput']['ours']:>12.4g} "
+                         f"{r['seconds_per_unit']['ours']:>11.3g}  {peers}{extra}")
+    lines.append(f"threads {results.get('threads')}, median of {results.get('repeats')} runs, "
+                 f"load average {results.get('load_before')} -> {results.get('load_after')}")
+    return "\n".join(lines)
+
+
+def cmd_bench(args) -> int:
+    path = Path(args.json)
+    if not path.is_file():
+        print(f"error: {path} not found; run `python benches/scaling.py` first", file=sys.stderr)
+        return 2
+    print(bench_table(json.loads(path.read_text(encoding="utf-8"))))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from . import split
     from .datasets import find_dataset, load_movielens
@@ -737,6 +766,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="ignore finished chunks of an interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("bench", help="print the summary table of a scaling benchmark run (benches/scaling.py)")
+    p.add_argument("--json", default="benches/results/scaling.json",
+                   help="the JSON written by benches/scaling.py (default: benches/results/scaling.json)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="export a saved neural model bundle to an ONNX serving bundle (extra `export`)",
                        description="Export a neural model saved with model.save() / `recsys-fast train` as an ONNX "

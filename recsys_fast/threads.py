@@ -157,6 +157,22 @@ def limit(n_threads: int | None, process_wide: bool = True):
             torch.set_num_threads(old_torch)
 
 
+@contextlib.contextmanager
+def blas_limit(n_threads: int):
+    """Run the body with the BLAS/OpenMP pools limited to ``n_threads`` (process-wide; restored
+    after). For kernels whose Numba threads each call BLAS on their own tile."""
+    n_threads = validation.integer("n_threads", n_threads, minimum=1)
+    controller = _blas_controller()
+    limiter = None
+    if any(lib.num_threads > n_threads for lib in controller.lib_controllers):
+        limiter = controller.limit(limits=n_threads)
+    try:
+        yield
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+
+
 def onnxruntime_session_options(n_threads: int | None = None, inter_op_threads: int = 1):
     """``onnxruntime.SessionOptions`` whose pools are sized here: ``n_threads`` intra-op threads
     (None: onnxruntime's default, one per physical core) and ``inter_op_threads`` for running

@@ -75,3 +75,22 @@ def test_train_neural_model_from_cli(kind, events_csv, tmp_path, capsys):
     assert main(["recommend", str(bundle), "--users", "1", "--k", "4"]) == 0
     out = capsys.readouterr().out
     assert out.count("\n") >= 5  # header + 4 ranked rows
+
+
+def test_bench_prints_the_summary_table_of_a_scaling_json(tmp_path, capsys):
+    import json as _json
+
+    from recsys_fast.cli import main
+
+    results = {"threads": 2, "repeats": 3, "load_before": [1, 1, 1], "load_after": [2, 2, 2], "sizes": [
+        {"size": "S", "jobs": {"knn_scoring": {"unit": "user", "throughput": {"ours": 5e4, "implicit": 5e3},
+                                               "seconds_per_unit": {"ours": 2e-5, "implicit": 2e-4},
+                                               "ours_vs": {"implicit": 10.0}}}},
+        {"size": "XL", "skipped": "XL needs about 9.0 GiB"}]}
+    path = tmp_path / "scaling.json"
+    path.write_text(_json.dumps(results))
+    assert main(["bench", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "knn_scoring" in out and "implicit 10.00x" in out and "XL   skipped: XL needs about 9.0 GiB" in out
+    assert main(["bench", "--json", str(tmp_path / "missing.json")]) == 2
+    assert "benches/scaling.py" in capsys.readouterr().err

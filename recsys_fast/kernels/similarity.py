@@ -498,11 +498,13 @@ def scaled_values(indptr, indices, data, n_cols: int, similarity: str, alpha: fl
 
 def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str = "cosine",
                     shrink: float = 0.0, min_support: int = 1, alpha: float = 0.5,
-                    exclude_self: bool = True):
+                    exclude_self: bool = True, query_rows=None):
     """Top-k most similar rows of every row of a CSR matrix; see the module docstring.
 
     Returns ``(indptr int64, indices int32, data float32)`` of the n_rows x n_rows result,
     each row sorted by score descending, ties by lower index. Identical for any thread count.
+    ``query_rows``: compute only these rows (sorted unique indices; the others come back empty),
+    each exactly as the full build computes it: a distributed build splits the rows over workers.
     """
     n_rows = np.asarray(indptr).shape[0] - 1
     if n_rows < 0:
@@ -520,12 +522,19 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
         # x_i.x_j = |x_i|^2 * asymmetric cosine with alpha = 1 (x_i.x_j / |x_i|^2): the same order
         # within a row, so that top-k is the dot product's top-k; rescale the kept values after.
         out_ptr, out_idx, out_val = topk_similarity(indptr, indices, data, n_cols, k, "asymmetric_cosine", shrink,
-                                                    min_support, 1.0, exclude_self)
+                                                    min_support, 1.0, exclude_self, query_rows)
         sq = np.bincount(_row_ids(indptr), weights=np.asarray(data, np.float64) ** 2, minlength=n_rows)
         return out_ptr, out_idx, (out_val * np.repeat(sq, np.diff(out_ptr))).astype(np.float32)
 
+    if query_rows is not None:
+        query_rows = np.asarray(query_rows, dtype=np.int64)
+        if len(query_rows) and (query_rows.min() < 0 or query_rows.max() >= n_rows
+                                or np.any(np.diff(query_rows) <= 0)):
+            raise DataError(f"query_rows must be sorted unique row indices in [0, {n_rows})",
+                            source="topk_similarity")
     p = _prepare(indptr, indices, data, n_cols, similarity, float(alpha))
-    return _compute(p, n_cols, int(k), similarity, float(shrink), int(min_support), bool(exclude_self))
+    return _compute(p, n_cols, int(k), similarity, float(shrink), int(min_support), bool(exclude_self),
+                    rows=query_rows)
 
 
 def _prepare(indptr, indices, data, n_cols, similarity, alpha):

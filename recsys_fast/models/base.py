@@ -195,6 +195,7 @@ class Recommender:
     def fit(self, train: Interactions) -> "Recommender":
         """Learn from ``train`` and return self."""
         check_train(train)
+        self.__dict__.pop("_state_digest", None)  # fingerprint() hashes the new state
         self.user_map_ = train.user_map
         self.item_map_ = train.item_map
         self.seen_ = train.matrix
@@ -535,10 +536,17 @@ class Recommender:
         """A sha256 hex digest of the fitted model: kind, parameters, id maps, training matrix and
         learned arrays (what a bundle of it holds). Batch jobs use it to resume only their own work."""
         self.check_fitted()
-        seen = self.seen_
-        arrays = {"user_ids": self.user_map_.ids, "item_ids": self.item_map_.ids, "seen_indptr": seen.indptr,
-                  "seen_indices": seen.indices, "seen_data": seen.data, **self._get_state()}
-        return bundle.digest(self.kind, self.get_params(), arrays)
+        # the learned arrays change only in fit (or loading), so their digest is kept per state;
+        # the parameters (set_params may change them) are hashed on every call
+        state = (id(self.seen_), id(self.user_map_))
+        cached = self.__dict__.get("_state_digest")
+        if cached is None or cached[0] != state:
+            seen = self.seen_
+            arrays = {"user_ids": self.user_map_.ids, "item_ids": self.item_map_.ids, "seen_indptr": seen.indptr,
+                      "seen_indices": seen.indices, "seen_data": seen.data, **self._get_state()}
+            cached = (state, bundle.digest(self.kind, {}, arrays))
+            self.__dict__["_state_digest"] = cached
+        return bundle.digest(self.kind, self.get_params(), {}, extra=[cached[1]])
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return {}

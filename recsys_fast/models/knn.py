@@ -65,6 +65,16 @@ class _NeighbourhoodModel(Recommender):
         }
 
     # ------------------------------------------------------------------ fitting
+    def fit(self, train: Interactions, client=None) -> "_NeighbourhoodModel":
+        """Learn the neighbour graph from ``train``; returns self. ``client``: a
+        ``dask.distributed.Client`` whose workers build the graph's rows in blocks (extra
+        ``dist``); the graph is identical to the local build."""
+        self._client = client
+        try:
+            return super().fit(train)
+        finally:
+            self._client = None
+
     def _fit(self, train: Interactions) -> None:
         rows = self._compared_rows(train.matrix)
         with threads.limit(self.n_threads):
@@ -90,14 +100,21 @@ class _NeighbourhoodModel(Recommender):
         return np.asarray(rows.data, dtype=np.float32)
 
     def _neighbour_graph(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        build = topk_similarity
+        client = getattr(self, "_client", None)
+        if client is not None:  # the same rows computed on the workers, stitched in order
+            from functools import partial
+
+            from .distributed import topk_similarity_on_cluster
+
+            build = partial(topk_similarity_on_cluster, client)
         rows = sp.csr_matrix(rows, dtype=np.float32)
         rows.sort_indices()
         n_rows, n_cols = rows.shape
         data = self._weighted(rows)
-        indptr, indices, values = topk_similarity(rows.indptr, rows.indices, data, n_cols, self.k,
-                                                  similarity=self.similarity, shrink=self.shrink,
-                                                  min_support=self.min_support, alpha=self.alpha,
-                                                  exclude_self=True)
+        indptr, indices, values = build(rows.indptr, rows.indices, data, n_cols, self.k,
+                                        similarity=self.similarity, shrink=self.shrink,
+                                        min_support=self.min_support, alpha=self.alpha, exclude_self=True)
         return sp.csr_matrix((values, indices, indptr), shape=(n_rows, n_rows))
 
     # ------------------------------------------------------------------ the feedback loop

@@ -22,6 +22,7 @@ from ...data.interactions import Interactions
 from ...errors import BundleError
 from ...kernels.topk import SERIAL_MAX_ROWS
 from ..base import Recommender, RowBatch
+from ..factors import FactorModel
 from . import samplers
 from ._torch import DEVICES, resolve_device, sanitise, seeded, to_numpy, torch
 from .trainer import Trainer, best_epoch, holdout_validation, last_item_validation
@@ -291,3 +292,24 @@ class NeuralRecommender(Recommender):
                                   f"{expected[key].dtype}; the parameters were edited or the arrays replaced")
         module.load_state_dict(state, strict=True)
         self.module_ = module.to(self.device_).eval()
+
+
+class MFFactors(FactorModel):
+    """``factors()`` of a model whose scoring network is ``nets.MF`` (user and item embeddings, an
+    optional item bias): ranking then goes through ``FactorModel``'s sgemm + Numba top-k path, with
+    the model's ``n_threads``. Mix in before ``NeuralRecommender``."""
+
+    def factors(self):
+        self.check_fitted()
+        cached = getattr(self, "_factors_cache", None)
+        if cached is None or cached[0] is not self.module_:  # refit or reloaded: new weights
+            m = self.module_
+            as32 = lambda t: np.ascontiguousarray(to_numpy(t), dtype=np.float32)  # noqa: E731
+            arrays = (as32(m.user.weight), as32(m.item.weight), None if m.bias is None else as32(m.bias))
+            self._factors_cache = (m, arrays)
+            cached = self._factors_cache
+        return cached[1]
+
+    def _recommend_rows(self, batch: RowBatch, k: int):
+        with threads.limit(self.n_threads):
+            return super()._recommend_rows(batch, k)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ...data.interactions import Interactions
-from .base import NeuralRecommender
+from .base import MFFactors, NeuralRecommender
 from .samplers import PairSampler
 
 
-class BPRMF(NeuralRecommender):
+class BPRMF(MFFactors, NeuralRecommender):
     """Matrix factorisation with item biases, trained on (user, positive, sampled negative)
     triples with the BPR loss.
 
@@ -20,7 +20,9 @@ class BPRMF(NeuralRecommender):
     from its own seeded stream. With ``n_threads=1`` a seed gives the same model bit for bit;
     with more threads, concurrent updates of shared rows make runs differ within seed noise.
     Training is on the CPU whatever ``device`` is; scoring runs on ``device``.
-    Scoring network: ``MF``, ``forward(users int64 (b,)) -> (b, n_items)``.
+    Scoring network: ``MF``, ``forward(users int64 (b,)) -> (b, n_items)``; ranking (``recommend``,
+    ``evaluate``, ``batch.score``) uses its factors through ``FactorModel`` (sgemm + Numba top-k),
+    ``similar_items`` their cosine.
     """
 
     kind = "bprmf"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from ... import validation
 
 from ...data.interactions import Interactions
-from .base import NeuralRecommender
+from .base import MFFactors, NeuralRecommender
 from .samplers import PairSampler, normalized_adjacency
 
 
-class LightGCN(NeuralRecommender):
+class LightGCN(MFFactors, NeuralRecommender):
     """LightGCN (He et al. 2020) trained with BPR on sampled negatives.
 
     ``n_layers`` propagation steps over D^-1/2 A D^-1/2; ``weight_decay`` is the L2 penalty on the

@@ -1,0 +1,203 @@
+"""Top-k of dot-product scores ``U @ V.T (+ bias)`` without an n_users x n_items matrix.
+
+Users are scored in tiles of rows inside one parallel Numba region: each thread takes a tile,
+computes its scores with a single-threaded BLAS sgemm (``_blas.gemm_into``: the thread's own reused
+buffer, so the tile is still in cache for the next step) and selects each row's top k from it.
+One parallel region for the whole batch (a worker per thread, tiles dealt round-robin) keeps both
+cores busy even when other processes take turns on them (alternating a multi-threaded BLAS call with a
+parallel selection per block was 2-5x slower on a loaded machine). The selection does little
+work per item: the row's excluded items are set to -inf in the buffer first, the first k
+qualifying items fill a bounded heap, and every later item is compared with the heap's worst
+score 64 at a time (a vectorised count), touching the heap only when that run holds a better one.
+
+Results follow ``kernels.topk``: ``(items int32 (n, k), scores float32 (n, k))``, score
+descending, ties to the lower item index, padded with -1 / -inf when fewer than k items qualify.
+An item qualifies when its score is a number above -inf, it is not excluded for the row and is
+``allowed``. The output does not depend on the block size or the thread count.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from .. import threads
+from ..errors import DataError
+from ._blas import gemm_into
+from ._config import kernel
+from ._csr_checks import check_structure
+from .topk import _sift_down, heap_push, heap_sorted_into
+
+LANES = 64  # items compared at once against the heap's worst score
+TILE_BYTES = 32 << 20  # score buffer per thread: 32 MiB (large tiles keep the sgemm efficient)
+SERIAL_MAX_ROWS = 8  # at or below this many rows (a request), one thread and NumPy's BLAS
+
+
+@kernel
+def _row_topk(row, k, heap_s, heap_i, out_i, out_s):
+    """Top-k of one score row (excluded items already -inf) into ``out_i``/``out_s``."""
+    m = row.shape[0]
+    size = 0
+    j = 0
+    neg_inf = -np.inf
+    while size < k and j < m:  # the first k qualifying items
+        s = row[j]
+        if s > neg_inf:  # False for NaN and -inf
+            size = heap_push(heap_s, heap_i, size, k, s, j)
+        j += 1
+    if size == k:
+        worst = heap_s[0]
+        while j + LANES <= m:
+            better = 0
+            for q in range(j, j + LANES):
+                better += row[q] > worst
+            if better > 0:  # rare once the heap holds good items
+                for q in range(j, j + LANES):
+                    s = row[q]
+                    if s > worst:  # later items lose ties: they have higher indices
+                        heap_s[0] = s
+                        heap_i[0] = q
+                        _sift_down(heap_s, heap_i, k, 0)
+                        worst = heap_s[0]
+            j += LANES
+        while j < m:
+            s = row[j]
+            if s > worst:
+                heap_s[0] = s
+                heap_i[0] = j
+                _sift_down(heap_s, heap_i, k, 0)
+                worst = heap_s[0]
+            j += 1
+    heap_sorted_into(heap_s, heap_i, size, out_i, out_s)
+
+
+@kernel
+def _select_rows(block, row0, k, excl_indptr, excl_indices, disallowed, heap_s, heap_i, out_i, out_s):
+    """Top-k of the rows of a score ``block`` (output rows ``row0 ..``); overwrites the block's
+    excluded and disallowed items with -inf."""
+    has_excl = excl_indptr.shape[0] > 0
+    for r in range(block.shape[0]):
+        g = row0 + r
+        row = block[r]
+        if has_excl:
+            for e in range(excl_indptr[g], excl_indptr[g + 1]):
+                row[excl_indices[e]] = -np.inf
+        for d in range(disallowed.shape[0]):
+            row[disallowed[d]] = -np.inf
+        _row_topk(row, k, heap_s, heap_i, out_i[g], out_s[g])
+
+
+@kernel(parallel=True)
+def _factor_topk_parallel(users, items_t, bias, k, excl_indptr, excl_indices, disallowed, tile, n_buffers,
+                          out_i, out_s):
+    n = users.shape[0]
+    m = items_t.shape[1]
+    n_tiles = (n + tile - 1) // tile
+    buffers = np.empty((n_buffers, tile, m), dtype=np.float32)
+    heaps_s = np.empty((n_buffers, k), dtype=np.float32)
+    heaps_i = np.empty((n_buffers, k), dtype=np.int32)
+    has_bias = bias.shape[0] > 0
+    for w in prange(n_buffers):  # one worker per thread, tiles dealt round-robin
+        for t in range(w, n_tiles, n_buffers):
+            start = t * tile
+            stop = min(n, start + tile)
+            block = buffers[w, :stop - start]
+            gemm_into(users[start:stop], items_t, block)
+            if has_bias:
+                for r in range(stop - start):
+                    block[r] += bias
+            _select_rows(block, start, k, excl_indptr, excl_indices, disallowed, heaps_s[w], heaps_i[w],
+                         out_i, out_s)
+
+
+@kernel
+def _factor_topk_serial(block, row0, k, excl_indptr, excl_indices, disallowed, out_i, out_s):
+    heap_s = np.empty(k, dtype=np.float32)
+    heap_i = np.empty(k, dtype=np.int32)
+    _select_rows(block, row0, k, excl_indptr, excl_indices, disallowed, heap_s, heap_i, out_i, out_s)
+
+
+def factor_topk(user_vectors, item_vectors, k: int, item_bias=None, excl_indptr=None, excl_indices=None,
+                allowed=None, tile_rows: int | None = None, validate: bool = True):
+    """Top-``k`` items of ``user_vectors @ item_vectors.T (+ item_bias)`` for every user row.
+
+    ``user_vectors`` (n, d) and ``item_vectors`` (m, d): float32 (coerced once here, C order);
+    ``item_bias``: (m,) or None. ``excl_indptr``/``excl_indices``: CSR (n rows) of items to exclude
+    per row (None: none). ``allowed``: bool mask over the m items (None: all). ``tile_rows``:
+    users per sgemm tile (None: about 32 MiB of scores per thread, 64 to 512 rows). ``validate=False`` skips the O(nnz) check
+    of the exclusion indices (callers that built them from a checked matrix).
+    Memory: one tile of scores per thread plus the (n, k) output. Bad input raises ``DataError``.
+    """
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    users = _matrix(user_vectors, "user_vectors")
+    items = _matrix(item_vectors, "item_vectors")
+    if users.shape[1] != items.shape[1]:
+        raise DataError(f"user_vectors have {users.shape[1]} dimensions, item_vectors {items.shape[1]}")
+    n, m = users.shape[0], items.shape[0]
+    bias = None
+    if item_bias is not None:
+        bias = np.ascontiguousarray(item_bias, dtype=np.float32)
+        if bias.shape != (m,):
+            raise DataError(f"item_bias must have shape ({m},), got {bias.shape}")
+    if excl_indptr is None or len(excl_indptr) == 0:
+        excl_indptr, excl_indices = np.zeros(0, np.int64), np.zeros(0, np.int32)
+    else:
+        excl_indptr = np.ascontiguousarray(excl_indptr, dtype=np.int64)
+        excl_indices = np.ascontiguousarray(excl_indices, dtype=np.int32)
+        if excl_indptr.shape != (n + 1,):
+            raise DataError(f"excl_indptr must have {n + 1} entries (one row per user row), got {len(excl_indptr)}")
+        if validate:
+            check_structure(excl_indptr, excl_indices, m, "factor_topk excl")
+    if allowed is None or len(allowed) == 0:
+        disallowed = np.zeros(0, np.int64)
+    else:
+        allowed = np.asarray(allowed, dtype=np.bool_)
+        if allowed.shape != (m,):
+            raise DataError(f"allowed must be a bool mask over {m} items, got shape {allowed.shape}")
+        disallowed = np.flatnonzero(~allowed)
+    if tile_rows is None:
+        tile_rows = max(64, min(512, TILE_BYTES // (4 * max(m, 1))))
+    tile_rows = int(tile_rows)
+    if tile_rows < 1:
+        raise ValueError(f"tile_rows must be >= 1, got {tile_rows}")
+    out_i = np.empty((n, k), dtype=np.int32)
+    out_s = np.empty((n, k), dtype=np.float32)
+    if n == 0:
+        return out_i, out_s
+    if m == 0:
+        out_i[:] = -1
+        out_s[:] = -np.inf
+        return out_i, out_s
+    if n <= SERIAL_MAX_ROWS or not threads.parallel_calls_are_safe() and not _on_main_thread():
+        for start in range(0, n, tile_rows):  # a request, or a thread that may not launch in parallel
+            block = users[start:start + tile_rows] @ items.T
+            if bias is not None:
+                block += bias
+            _factor_topk_serial(block, start, k, excl_indptr, excl_indices, disallowed, out_i, out_s)
+        return out_i, out_s
+    items_t = np.ascontiguousarray(items.T)
+    bias_arr = bias if bias is not None else np.zeros(0, np.float32)
+    n_buffers = numba.get_num_threads()
+    tile_rows = min(tile_rows, n)
+    with threads.blas_limit(1):  # each Numba thread runs its own sgemm
+        _factor_topk_parallel(users, items_t, bias_arr, k, excl_indptr, excl_indices, disallowed, tile_rows,
+                              n_buffers, out_i, out_s)
+    return out_i, out_s
+
+
+def _on_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _matrix(arr, name: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim != 2:
+        raise DataError(f"{name} must be a 2-d array (rows x dimensions), got shape {arr.shape}")
+    if arr.dtype.kind not in "fiu":
+        raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
