@@ -281,8 +281,9 @@ def cmd_doctor(args) -> int:
     from .kernels.topk import dense_topk
 
     report = threads.report()
-    # launch one tiny parallel kernel so Numba reports the layer it really uses
-    dense_topk(np.zeros((2, 2), np.float32), 1, np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.bool_))
+    # launch one small parallel kernel (more rows than the serial path takes) so Numba reports
+    # the layer it really uses
+    dense_topk(np.zeros((64, 2), np.float32), 1, np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.bool_))
     report["numba threading layer in use"] = numba.threading_layer()
     report["parallel calls from many threads safe"] = threads.parallel_calls_are_safe()
     for key, value in report.items():

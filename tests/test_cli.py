@@ -12,6 +12,18 @@ def test_doctor_reports_threading_layer(capsys):
     assert "numba threading layer in use" in out and "numba" in out
 
 
+def test_doctor_in_a_fresh_process():
+    """In a new process no kernel has run yet: doctor must launch a parallel one itself."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "recsys_fast.cli", "doctor"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    layer = [line for line in done.stdout.splitlines() if line.startswith("numba threading layer in use")]
+    assert layer and layer[0].split()[-1] in {"omp", "tbb", "workqueue"}
+
+
 def test_train_then_recommend_csv(events_csv, tmp_path, capsys):
     bundle = tmp_path / "pop"
     args = [str(events_csv), "--user-col", "uid", "--item-col", "iid", "--weight-col", "stars"]
