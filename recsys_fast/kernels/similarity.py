@@ -524,7 +524,10 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
         out_ptr, out_idx, out_val = topk_similarity(indptr, indices, data, n_cols, k, "asymmetric_cosine", shrink,
                                                     min_support, 1.0, exclude_self, query_rows)
         sq = np.bincount(_row_ids(indptr), weights=np.asarray(data, np.float64) ** 2, minlength=n_rows)
-        return out_ptr, out_idx, (out_val * np.repeat(sq, np.diff(out_ptr))).astype(np.float32)
+        out_val = (out_val * np.repeat(sq, np.diff(out_ptr))).astype(np.float32)
+        # values that rounded apart before the rescale can tie after it: re-break ties by index
+        order = np.lexsort((out_idx, -out_val, _row_ids(out_ptr)))
+        return out_ptr, out_idx[order], out_val[order]
 
     if query_rows is not None:
         query_rows = np.asarray(query_rows, dtype=np.int64)
