@@ -40,3 +40,14 @@ def ml_100k_path():
     if path is None:
         pytest.skip("ml-100k not found (set RECSYS_FAST_DATA or place it at ../shared/data/ml-100k)")
     return path
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The example counts of timed fuzz runs (``RECSYS_FAST_FUZZ_MINUTES``, tests/fuzzing.py)."""
+    import sys
+
+    fuzzing = sys.modules.get("tests.fuzzing")
+    if fuzzing is not None and fuzzing.REPORT:
+        terminalreporter.section("fuzzing")
+        for line in fuzzing.REPORT:
+            terminalreporter.write_line(line)

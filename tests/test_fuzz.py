@@ -1,9 +1,10 @@
 """Fuzzing of every input surface with hypothesis: whatever comes in, the answer is a correct
 result or one of the library's own errors (``RecsysError``), never another exception or a crash.
 
-Bounded for CI: ``FUZZ_EXAMPLES`` examples per test (default 25). Longer runs:
-``RECSYS_FAST_FUZZ_EXAMPLES=5000 python -m pytest -q tests/test_fuzz.py`` (see the README's
-"Reliability" section for the counts tried).
+Bounded for CI: 25 derandomized examples per test. Longer runs (``tests/fuzzing.py``):
+``RECSYS_FAST_FUZZ_EXAMPLES=5000`` examples per test, or ``RECSYS_FAST_FUZZ_MINUTES=10`` minutes per
+test, e.g. ``RECSYS_FAST_FUZZ_MINUTES=10 python -m pytest -q tests/test_fuzz.py -k bundles`` (see the
+README's "Reliability" section for the commands per surface and the counts tried).
 """
 
 from __future__ import annotations
@@ -16,17 +17,13 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from recsys_fast import bundle
 from recsys_fast.data.interactions import Interactions
 from recsys_fast.errors import BundleError, DataError, RecsysError
-
-FUZZ_EXAMPLES = int(os.environ.get("RECSYS_FAST_FUZZ_EXAMPLES", "25"))
-fuzz = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize="RECSYS_FAST_FUZZ_EXAMPLES" not in os.environ,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                       HealthCheck.data_too_large])
+from tests.fuzzing import fuzz
 
 
 def assert_consistent(data: Interactions) -> None:
@@ -57,8 +54,7 @@ def delimited(draw, sep):
     return text, header
 
 
-@fuzz
-@given(case=st.one_of(delimited(","), delimited("\t")), data=st.data())
+@fuzz(case=st.one_of(delimited(","), delimited("\t")), data=st.data())
 def test_csv_and_tsv_contents(tmp_path, case, data):
     text, header = case
     sep = "\t" if "\t" in text.split("\n", 1)[0] or (len(header) == 1 and data.draw(st.booleans())) else ","
@@ -74,8 +70,7 @@ def test_csv_and_tsv_contents(tmp_path, case, data):
     assert_consistent(out)
 
 
-@fuzz
-@given(raw=st.binary(max_size=300), prefix=st.sampled_from([b"", b"user,item\n", b"user,item,weight\n1,2,"]))
+@fuzz(raw=st.binary(max_size=300), prefix=st.sampled_from([b"", b"user,item\n", b"user,item,weight\n1,2,"]))
 def test_csv_bytes(tmp_path, raw, prefix):
     path = tmp_path / "b.csv"
     path.write_bytes(prefix + raw)
@@ -94,8 +89,7 @@ column = st.one_of(
 )
 
 
-@fuzz
-@given(user=column, item=column, weight=st.one_of(st.none(), column), ts=st.one_of(st.none(), column))
+@fuzz(user=column, item=column, weight=st.one_of(st.none(), column), ts=st.one_of(st.none(), column))
 def test_parquet_and_dataframe_contents(tmp_path, user, item, weight, ts):
     frame = {"user": user, "item": item}
     if weight is not None:
@@ -125,8 +119,7 @@ def parquet_bytes():
     return buf.getvalue()
 
 
-@fuzz
-@given(cut=st.integers(0, 10**6), flip=st.integers(0, 10**7), raw=st.binary(max_size=64))
+@fuzz(cut=st.integers(0, 10**6), flip=st.integers(0, 10**7), raw=st.binary(max_size=64))
 def test_parquet_bytes(tmp_path, parquet_bytes, cut, flip, raw):
     good = bytearray(parquet_bytes)
     good[flip % len(good)] ^= 1 << (flip % 8)
@@ -174,8 +167,7 @@ def _rewrite(manifest: dict, pick: int) -> None:
     edits[pick % len(edits)](manifest)
 
 
-@fuzz
-@given(which=st.sampled_from(["popularity", "item_knn", "ease", "hybrid"]), hit=damage(), resign=st.booleans())
+@fuzz(which=st.sampled_from(["popularity", "item_knn", "ease", "hybrid"]), hit=damage(), resign=st.booleans())
 def test_damaged_bundles_are_bundle_errors(tmp_path, bundles, which, hit, resign):
     from recsys_fast.models.registry import load
 
@@ -239,8 +231,7 @@ k_value = st.one_of(st.integers(-5, 50), st.integers(2**31 - 2, 2**65), st.float
                     st.none(), st.text(max_size=2), st.booleans(), st.just(np.int64(3)))
 
 
-@fuzz
-@given(which=st.integers(0, 3), users=ids, k=k_value, items=st.one_of(st.none(), ids),
+@fuzz(which=st.integers(0, 3), users=ids, k=k_value, items=st.one_of(st.none(), ids),
        history=st.one_of(st.none(), st.dictionaries(scalar_id, ids, max_size=2), ids),
        exclude_seen=st.one_of(st.booleans(), scalar_id), on_unknown=st.sampled_from(["raise", "pad", "mask", 3]),
        on_unknown_items=st.sampled_from(["raise", "ignore", None]))
@@ -270,8 +261,7 @@ float_array = st.one_of(st.lists(st.floats(allow_nan=True, allow_infinity=True, 
 size = st.one_of(st.integers(-2, 12), st.just(2**40), st.floats(allow_nan=True), st.none())
 
 
-@fuzz
-@given(data=st.data(), which=st.sampled_from(["topk_similarity", "tfidf", "bm25", "l2", "knn_topk", "similar_rows",
+@fuzz(data=st.data(), which=st.sampled_from(["topk_similarity", "tfidf", "bm25", "l2", "knn_topk", "similar_rows",
                                               "neighbour_average", "dense_topk", "ranked_topk", "ranking_metrics"]))
 def test_kernel_wrappers_with_malformed_arrays(data, which):
     from recsys_fast.evaluation.metrics import ranking_metrics

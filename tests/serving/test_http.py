@@ -453,28 +453,40 @@ def fuzzed_server(knn, pop_bundle):
 
 def test_openapi_fuzzing_finds_no_server_error(fuzzed_server):
     """Requests generated from the app's own OpenAPI schema, valid and invalid ones, for every
-    operation: none may get a 5xx (bounded: ``max_examples`` per operation and mode)."""
+    operation: none may get a 5xx. Bounded: 25 examples per operation and mode (derandomized);
+    ``RECSYS_FAST_FUZZ_EXAMPLES`` / ``RECSYS_FAST_FUZZ_MINUTES`` run longer (``tests/fuzzing.py``)."""
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import not_a_server_error
+
+    from tests.fuzzing import BASE, EXAMPLES, MINUTES, run_for
 
     schema = schemathesis.openapi.from_url(f"{fuzzed_server}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} >= {"/recommend", "/similar-items", "/health", "/metadata", "/metrics",
                                               "/admin/reload"}
-    for op in operations:
-        modes = [schemathesis.GenerationMode.POSITIVE]
-        if op.method.upper() == "POST":  # the GET endpoints take no input to get wrong
-            modes.append(schemathesis.GenerationMode.NEGATIVE)
-        for mode in modes:
-            @given(case=op.as_strategy(mode))
-            @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-            def check(case):
-                case.call_and_validate(base_url=fuzzed_server, checks=[not_a_server_error])
+    calls = [0]
 
-            check()
+    def one_round(n):  # n examples per operation and mode
+        for op in operations:
+            modes = [schemathesis.GenerationMode.POSITIVE]
+            if op.method.upper() == "POST":  # the GET endpoints take no input to get wrong
+                modes.append(schemathesis.GenerationMode.NEGATIVE)
+            for mode in modes:
+                @given(case=op.as_strategy(mode))
+                @settings(BASE, max_examples=n, suppress_health_check=list(HealthCheck))
+                def check(case):
+                    calls[0] += 1
+                    case.call_and_validate(base_url=fuzzed_server, checks=[not_a_server_error])
+
+                check()
+
+    if MINUTES:
+        run_for("test_openapi_fuzzing_finds_no_server_error", one_round, calls)
+    else:
+        one_round(EXAMPLES)
     with httpx.Client(base_url=fuzzed_server) as client:
         text = client.get("/metrics").text
-    assert _metric(text, "recsys_fast_request_duration_seconds_count", endpoint="/recommend") >= 25
+    assert _metric(text, "recsys_fast_request_duration_seconds_count", endpoint="/recommend") >= min(EXAMPLES, 20)
     assert _metric(text, "recsys_fast_requests_total", endpoint="/recommend", status="422") > 0
     assert not re.search(r'status="5\d\d"', text), text
 
