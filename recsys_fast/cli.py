@@ -568,7 +568,7 @@ def cmd_serve(args) -> int:
                            max_concurrency=args.max_concurrency, workers=args.workers, timeout_s=args.timeout)
     providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
     serve(args.bundle, host=args.host, port=args.port, n_threads=args.threads, limits=limits, providers=providers,
-          admin=not args.no_admin, log_level=args.log_level, access_log=args.access_log)
+          admin=not args.no_admin, log_level=args.log_level, access_log=args.access_log, http=args.http)
     return 0
 
 
@@ -813,6 +813,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn log level (default: info)")
     p.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs throughput)")
+    p.add_argument("--http", default="auto", choices=("auto", "httptools", "h11"),
+                   help="HTTP/1.1 parser: httptools (C, in the serve extra: less CPU a request, which is what "
+                        "shedding an overload costs) or h11 (pure Python); auto: httptools when installed")
     p.set_defaults(func=cmd_serve)
 
     for p in sub.choices.values():  # every sub-command, including those added above by other modules

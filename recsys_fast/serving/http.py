@@ -13,10 +13,15 @@ How a request runs:
   header, or by counting a streamed body), and validated by pydantic models whose bounds come
   from ``ServiceLimits`` (422 naming the field: wrong types, k <= 0 or above the limit, too many
   users, malformed JSON); k above the loaded catalogue is a 422 too, unknown ids a 404;
-- it is admitted only while fewer than ``max_concurrency`` requests are running (else 503 with
-  ``Retry-After``), and runs on a worker thread, never on the event loop; one that takes longer
-  than ``timeout_s`` is answered 504 (its thread finishes the work and frees the slot after);
-- it takes the runtime current when it was admitted and finishes on it: a reload (``POST
+- a ``/recommend`` or ``/similar-items`` request is admitted only while fewer than
+  ``max_concurrency`` of them are in the service (from the moment the app sees it, before its
+  body is read or validated, until its answer is sent and its worker thread is done); beyond
+  that it is answered at once with a fixed 503 and ``Retry-After``, which costs the event loop
+  little, so a flood of requests is shed instead of queueing without bound (``benches/overload.py``:
+  twice the measured capacity is answered 200 or 503, none lost). An admitted request runs on a
+  worker thread, never on the event loop; one that takes longer than ``timeout_s`` is answered
+  504 (its thread finishes the work and frees the slot after);
+- it takes the runtime current when it starts on its worker and finishes on it: a reload (``POST
   /admin/reload`` or SIGHUP under ``serve``) builds and prepares the new runtime aside and swaps
   one reference, and a bundle that fails to load leaves the old one serving (DESIGN: "a reload
   builds a new one aside and swaps one reference").
@@ -31,6 +36,7 @@ score -inf) is dropped: each list holds only the items that qualified.
 
 import asyncio
 import concurrent.futures
+import contextvars
 import json
 import logging
 import math
@@ -52,6 +58,8 @@ ENDPOINTS = ("/recommend", "/similar-items", "/health", "/metadata", "/metrics",
              "/openapi.json", "/docs")  # metric labels; any other path is counted as "other"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 INT64 = (-(2**63), 2**63 - 1)
+ADMITTED = frozenset({"/recommend", "/similar-items"})  # the endpoints that take a slot
+RETRY_AFTER_S = 1
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,19 @@ class Service:
 
         threading.Thread(target=work, name="recsys-fast-prepare", daemon=True).start()
 
-    # ------------------------------------------------------------------ running requests
+    # ------------------------------------------------------------------ admission and running requests
+    def admit(self) -> Optional["_Ticket"]:
+        """A slot for one request (None when all ``max_concurrency`` are taken); released when the
+        ticket's holders are all done (the request's answer, and a worker thread if it started one)."""
+        if not self._slots.acquire(blocking=False):
+            return None
+        self.in_flight.inc()
+        return _Ticket(self._release)
+
+    def overloaded_message(self) -> str:
+        return (f"the service is running {self.limits.max_concurrency} requests (max_concurrency); "
+                f"retry after {RETRY_AFTER_S} s")
+
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._executor is None:
             with self._executor_lock:
@@ -173,26 +193,33 @@ class Service:
                 self._executor = None
 
     async def run(self, fn):
-        """``fn(runtime, generation)`` on a worker thread with the runtime current now; 503 when every slot is
-        taken, 504 after ``timeout_s`` (the slot is freed when the thread is done, not before)."""
-        if not self._slots.acquire(blocking=False):
-            raise ServiceError(503, "overloaded", f"the service is running {self.limits.max_concurrency} requests "
-                               "(max_concurrency); retry shortly", headers={"Retry-After": "1"})
+        """``fn(runtime, generation)`` on a worker thread with the runtime current now, under the
+        request's slot (taken by the middleware; taken here when there is none: 503 if every slot is
+        taken); 504 after ``timeout_s`` (the slot is freed when the thread is done, not before)."""
+        ticket = _TICKET.get()
+        own = ticket is None
+        if own:
+            ticket = self.admit()
+            if ticket is None:
+                raise ServiceError(503, "overloaded", self.overloaded_message(),
+                                   headers={"Retry-After": str(RETRY_AFTER_S)})
         runtime, generation = self.current
-        self.in_flight.inc()
+        ticket.hold()
+        if own:
+            ticket.done()  # the worker's hold is what keeps the slot now
         try:
             future = self.executor().submit(fn, runtime, generation)
         except BaseException:
-            self._release(None)
+            ticket.done()
             raise
-        future.add_done_callback(self._release)
+        future.add_done_callback(lambda _future: ticket.done())
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout_s)
         except asyncio.TimeoutError:
             raise ServiceError(504, "timeout", f"the request took longer than {self.limits.timeout_s:g} s "
                                "(timeout_s)") from None
 
-    def _release(self, _future) -> None:
+    def _release(self) -> None:
         self.in_flight.dec()
         self._slots.release()
 
@@ -247,6 +274,30 @@ class Service:
                 pass  # logged and counted by reload()
 
         asyncio.ensure_future(reload())
+
+
+class _Ticket:
+    """One admitted request's slot: held by the request until its answer is sent and by the worker
+    thread running it, if any (which may outlive a 504); ``release`` runs once, when the last is done."""
+
+    def __init__(self, release):
+        self._release = release
+        self._holders = 1
+        self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        with self._lock:
+            self._holders += 1
+
+    def done(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            last = self._holders == 0
+        if last:
+            self._release()
+
+
+_TICKET: contextvars.ContextVar[Optional[_Ticket]] = contextvars.ContextVar("recsys_fast_ticket", default=None)
 
 
 # ---------------------------------------------------------------------------- the app
@@ -525,14 +576,21 @@ def _pad_non_integer(users: list, user_map) -> list:
 # ---------------------------------------------------------------------------- plumbing
 class _ServiceMiddleware:
     """Pure ASGI middleware around the app: refuses oversized bodies (413, by Content-Length before
-    anything is read, or by counting a streamed body as it is read), and counts and times every
-    HTTP request by endpoint and status."""
+    anything is read, or by counting a streamed body as it is read), admits ``/recommend`` and
+    ``/similar-items`` requests (a fixed 503 with ``Retry-After`` when every slot is taken), and
+    counts and times every HTTP request by endpoint and status."""
 
     def __init__(self, app, service: Service):
         self.app = app
         self.service = service
         self.known = frozenset(ENDPOINTS)
         self.max_body = service.limits.max_body_bytes
+        body = json.dumps({"error": "overloaded", "message": service.overloaded_message(), "field": None,
+                           "errors": []}).encode()
+        self.overloaded_start = {"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(RETRY_AFTER_S).encode())]}
+        self.overloaded_body = {"type": "http.response.body", "body": body, "more_body": False}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -548,12 +606,23 @@ class _ServiceMiddleware:
                 status[0] = message["status"]
             await send(message)
 
+        ticket = token = None
         try:
             if _content_length(scope) > self.max_body:
                 await _too_large(self.max_body)(scope, receive, send_status)
                 return
+            if path in ADMITTED and scope.get("method") == "POST":
+                ticket = self.service.admit()
+                if ticket is None:  # shed at once: no body read, no validation, a fixed answer
+                    await send_status(self.overloaded_start)
+                    await send_status(self.overloaded_body)
+                    return
+                token = _TICKET.set(ticket)
             await self.app(scope, self._limited(receive), send_status)
         finally:
+            if ticket is not None:
+                _TICKET.reset(token)
+                ticket.done()
             self.service.requests.labels(endpoint, str(status[0])).inc()
             self.service.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
@@ -651,11 +720,12 @@ def _version() -> str:
 # ---------------------------------------------------------------------------- recsys-fast serve
 def serve(bundle, host: str = "127.0.0.1", port: int = 8000, n_threads: Optional[int] = None,
           limits: Optional[ServiceLimits] = None, providers=None, admin: bool = True,
-          log_level: str = "info", access_log: bool = False) -> None:
+          log_level: str = "info", access_log: bool = False, http: str = "auto") -> None:
     """Load ``bundle`` and serve it with uvicorn until SIGINT/SIGTERM (graceful: requests in
     flight finish); SIGHUP reloads the bundle. ``port=0`` picks a free port (logged).
     ``n_threads`` bounds each request (onnxruntime intra-op, Numba) and, once for the server's
-    life, the process-wide BLAS pools."""
+    life, the process-wide BLAS pools. ``http``: uvicorn's HTTP/1.1 parser, ``"auto"`` (httptools
+    when installed, as the ``serve`` extra does, else h11), ``"httptools"`` or ``"h11"``."""
     try:
         import uvicorn
     except ImportError:
@@ -663,6 +733,12 @@ def serve(bundle, host: str = "127.0.0.1", port: int = 8000, n_threads: Optional
     from . import load
 
     port = validation.integer("port", port, minimum=0, maximum=65535)
+    http = validation.choice("http", http, ("auto", "httptools", "h11"))
+    if http == "httptools":
+        try:
+            import httptools  # noqa: F401
+        except ImportError:
+            raise MissingExtraError("httptools", "serve") from None
     if not logger.handlers:  # the service's own lines (reloads, failures) beside uvicorn's
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
@@ -672,7 +748,7 @@ def serve(bundle, host: str = "127.0.0.1", port: int = 8000, n_threads: Optional
     app = create_app(runtime, limits=limits, n_threads=n_threads, providers=providers, admin=admin,
                      reload_signal=getattr(signal, "SIGHUP", None))
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                            timeout_graceful_shutdown=30, lifespan="on")
+                            timeout_graceful_shutdown=30, lifespan="on", http=http)
     from .. import threads
 
     with threads.limit(n_threads):  # the process-wide pools (BLAS, torch), once, for the server's life
