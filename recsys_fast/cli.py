@@ -427,7 +427,8 @@ def cmd_recommend(args) -> int:
     if users is None:
         users = list(model.user_map_.ids[: args.first])
     try:
-        recs = model.recommend(users, k=args.k, exclude_seen=not args.include_seen, on_unknown=args.on_unknown)
+        recs = model.recommend(users, k=args.k, exclude_seen=not args.include_seen, on_unknown=args.on_unknown,
+                               progress=False if args.quiet else None)
     except UnknownIdError as exc:  # the library's hint speaks of Python arguments
         raise CliError("--users", f"{exc.base} (--on-unknown pad gives them empty lists)") from None
     df = recs.to_pandas().rename(columns={"query": "user", "id": "item"})  # the CLI's file columns

@@ -116,3 +116,60 @@ def test_evaluate_with_no_evaluable_users_is_a_data_error(split_data):
     strangers = Interactions.from_arrays(np.arange(1000, 1005), np.arange(5))
     with pytest.raises(DataError, match="no users to evaluate: of the 5 test users, 5 are unknown to the model"):
         evaluate(model, train, strangers)
+
+
+@pytest.fixture(scope="module")
+def many_users():
+    """More users than one step of recommend (PROGRESS_CHUNK_ROWS), with a few items each."""
+    from recsys_fast.models.base import PROGRESS_CHUNK_ROWS
+
+    n = PROGRESS_CHUNK_ROWS * 2 + 100
+    return synthetic(n, 40, n * 3, seed=4)
+
+
+def test_large_recommend_runs_report_users_and_match_one_step(immediate, caplog, many_users, monkeypatch):
+    from recsys_fast import ItemKNN
+    from recsys_fast.models import base
+
+    model = ItemKNN(k=10).fit(many_users)
+    users = model.user_map_.ids
+    caplog.set_level(logging.INFO, logger="recsys_fast")
+    recs = model.recommend(users, k=5)
+    n = len(users)
+    lines = progress_lines(caplog)
+    assert lines[0].startswith(f"recommending ItemKNN: {base.PROGRESS_CHUNK_ROWS}/{n} users"), lines
+    assert lines[-1].startswith(f"recommending ItemKNN: {n}/{n} users (100%)") and lines[-1].endswith(" done")
+    caplog.clear()
+    quiet = model.recommend(users, k=5, progress=False)  # silent, and one step: the same answers
+    assert progress_lines(caplog) == []
+    np.testing.assert_array_equal(recs.items, quiet.items)
+    np.testing.assert_array_equal(recs.scores, quiet.scores)
+    small = model.recommend(users[:50], k=5)  # one step: nothing to report
+    assert progress_lines(caplog) == [] and small.items.shape == (50, 5)
+    with pytest.raises(ValueError, match="progress"):
+        model.recommend(users[:2], k=5, progress="yes")
+
+
+def test_cli_recommend_reports_progress_unless_quiet(many_users, tmp_path):
+    """`recsys-fast recommend` over many users (in a fresh process: log lines, stderr is not a TTY)."""
+    import subprocess
+
+    from recsys_fast import ItemKNN
+
+    bundle = ItemKNN(k=10).fit(many_users).save(tmp_path / "b")
+    code = ("import sys; from recsys_fast import progress; progress.DELAY = progress.LINE_EVERY = 0.0; "
+            "from recsys_fast.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    n = many_users.n_users
+    for quiet in (False, True):
+        out = tmp_path / f"r{quiet}.csv"
+        res = subprocess.run([sys.executable, "-c", code, "recommend", str(bundle), "--first", str(n), "--k", "3",
+                              "--out", str(out)] + (["--quiet"] if quiet else []),
+                             capture_output=True, text=True, timeout=300, env=env)
+        assert res.returncode == 0, res.stderr
+        lines = [line for line in res.stderr.splitlines() if line.startswith("recommending ItemKNN")]
+        if quiet:
+            assert lines == [], res.stderr
+        else:
+            assert lines and lines[-1].startswith(f"recommending ItemKNN: {n}/{n} users (100%)"), res.stderr
+            assert "\r" not in res.stderr

@@ -34,6 +34,7 @@ from ..errors import BundleError, DataError, NotFittedError, ParameterError, Par
 _log = logging.getLogger("recsys_fast")
 
 SCORE_CHUNK_ROWS = 1024  # dense score rows per batch: bounds memory at chunk x n_items floats
+PROGRESS_CHUNK_ROWS = 8192  # users per step of a large recommend call (the unit of its progress)
 
 
 class Ranked:
@@ -333,7 +334,8 @@ class Recommender:
 
     # ------------------------------------------------------------------ recommending
     def recommend(self, users, k: int = 10, exclude_seen: bool = True, items=None, history: dict | None = None,
-                  on_unknown: str = "raise", on_unknown_items: str = "raise") -> Recommendations:
+                  on_unknown: str = "raise", on_unknown_items: str = "raise",
+                  progress: bool | None = None) -> Recommendations:
         """Top-``k`` items for each of ``users`` (external ids; one id or a sequence).
 
         ``k`` above the catalogue is clamped: the result has ``min(k, n_items)`` columns; users x
@@ -346,8 +348,13 @@ class Recommender:
         all-padding row (``on_unknown="pad"``). Unknown item ids in a history raise
         ``UnknownIdError`` (``on_unknown_items="raise"``) or are left out
         (``on_unknown_items="ignore"``; their count is logged at INFO by ``recsys_fast``).
+        ``progress``: a call over more than ``PROGRESS_CHUNK_ROWS`` users runs in steps of that
+        many and, when it lasts over a few seconds, shows progress (None, the default: a bar on a
+        terminal, log lines otherwise, see ``recsys_fast.progress``; False: never).
         """
         self.check_fitted()
+        if progress is not None:
+            progress = validation.boolean("progress", progress)
         on_unknown = validation.on_unknown(on_unknown)
         on_unknown_items = validation.choice("on_unknown_items", on_unknown_items, ON_UNKNOWN_ITEMS)
         exclude_seen = validation.boolean("exclude_seen", exclude_seen)
@@ -356,11 +363,27 @@ class Recommender:
         if history is not None:
             validation.instance("history", history, dict, "None or a dict {user: [item ids]}")
         batch, padded = self._build_rows(users, exclude_seen, items, history, on_unknown, on_unknown_items)
-        idx, scores = self._recommend_rows(batch, k)
+        idx, scores = self._recommend_in_steps(batch, k, progress)
         if padded.any():
             idx[padded] = -1
             scores[padded] = -np.inf
         return Recommendations(users, self.item_map_.to_external(idx), scores)
+
+    def _recommend_in_steps(self, batch: RowBatch, k: int, progress: bool | None) -> tuple[np.ndarray, np.ndarray]:
+        """``_recommend_rows`` over a large batch in steps of ``PROGRESS_CHUNK_ROWS`` users, with progress."""
+        n = len(batch.user_index)
+        if n <= PROGRESS_CHUNK_ROWS or progress is False:
+            return self._recommend_rows(batch, k)
+        from ..progress import progress as progress_bar
+
+        out_i = np.empty((n, k), dtype=np.int32)
+        out_s = np.empty((n, k), dtype=np.float32)
+        with progress_bar(n, f"recommending {type(self).__name__}", "users", enabled=progress) as bar:
+            for start in range(0, n, PROGRESS_CHUNK_ROWS):
+                stop = min(n, start + PROGRESS_CHUNK_ROWS)
+                out_i[start:stop], out_s[start:stop] = self._recommend_rows(batch.rows(start, stop), k)
+                bar.update(stop - start)
+        return out_i, out_s
 
     def _clamped_k(self, k, n_rows: int) -> int:
         """``k`` validated, clamped to the catalogue, and the result size checked against the limit."""
