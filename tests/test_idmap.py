@@ -76,6 +76,14 @@ def test_int_map_accepts_integral_floats_and_numeric_strings():
     assert m.to_index(["2"]).tolist() == [1]
 
 
+@pytest.mark.parametrize("text", ["--5", "+-5", "\u00b3", "\u0663", "-"])  # "--5" was an int() ValueError (fuzzing)
+def test_int_map_text_that_is_no_integer_is_unknown(text):
+    m, _ = IdMap.from_values([1, 2, 3], "user")
+    assert m.to_index(["-3", "+2", text], on_unknown="pad").tolist() == [-1, 1, -1]
+    with pytest.raises(UnknownIdError):
+        m.to_index([text])
+
+
 def test_int_map_rejects_non_integral_lookup():
     m, _ = IdMap.from_values([1, 2, 3], "item")
     with pytest.raises(UnknownIdError, match="integers"):

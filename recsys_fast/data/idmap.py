@@ -137,7 +137,8 @@ def _integer_id(v) -> int | None:
         v = v.decode("utf-8", "replace")
     if isinstance(v, str):
         t = v.strip()
-        if t.lstrip("+-").isdigit() and t.lstrip("+-").isascii():
+        digits = t[1:] if t[:1] in ("+", "-") else t  # one sign at most: "--5" is no integer
+        if digits.isdigit() and digits.isascii():
             n = int(t)
             return n if -2**63 <= n < 2**63 else None
     return None

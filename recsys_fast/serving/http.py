@@ -558,7 +558,9 @@ def _normal_id(value, id_map):
         return str(value)
     if isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit() and INT64[0] <= int(text) <= INT64[1]:
+        digits = text[1:] if text.startswith("-") else text
+        # ASCII digits only: str.isdigit() also holds for "³" or "٣", which int() refuses or reads
+        if digits.isascii() and digits.isdigit() and INT64[0] <= int(text) <= INT64[1]:
             return int(text)
     return value
 

@@ -202,6 +202,8 @@ def test_concurrent_requests_get_the_sequential_answers(knn, knn_client):
 @pytest.mark.parametrize("body, status, field", [
     ({"users": [999_999_999], "k": 5}, 404, "users"),
     ({"users": ["not-a-user"], "k": 5}, 404, "users"),
+    ({"users": ["\u00b3"], "k": 5}, 404, "users"),  # a digit to str.isdigit, not to int() (found by schemathesis)
+    ({"users": ["--5"], "k": 5}, 404, "users"),
     ({"users": [1], "k": 5, "items": [999_999_999]}, 404, "items"),
     ({"users": [1], "k": 0}, 422, "k"),
     ({"users": [1], "k": -3}, 422, "k"),
