@@ -173,3 +173,17 @@ def test_cli_recommend_reports_progress_unless_quiet(many_users, tmp_path):
         else:
             assert lines and lines[-1].startswith(f"recommending ItemKNN: {n}/{n} users (100%)"), res.stderr
             assert "\r" not in res.stderr
+
+
+def test_batch_scoring_reports_lines_not_carriage_returns(immediate, caplog, many_users, tmp_path):
+    from recsys_fast import ItemKNN, batch
+
+    bundle = ItemKNN(k=10).fit(many_users).save(tmp_path / "b")
+    caplog.set_level(logging.INFO, logger="recsys_fast")
+    batch.score(bundle, k=3, out=tmp_path / "r.parquet", chunk_users=5000)
+    lines = progress_lines(caplog)
+    n = many_users.n_users
+    assert lines[0].startswith(f"batch: 5000/{n} users") and lines[-1].startswith(f"batch: {n}/{n} users (100%)")
+    caplog.clear()
+    batch.score(bundle, k=3, out=tmp_path / "q.parquet", chunk_users=5000, progress=False)
+    assert progress_lines(caplog) == []

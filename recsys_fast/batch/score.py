@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +69,8 @@ def score(model_or_bundle, users=None, k: int = 10, out="recs.parquet", exclude_
     killed run of the same job finished (False: start over). ``client``: a
     ``dask.distributed.Client``; the users are split over its workers, each loads the bundle
     (which must then be a path every worker can read) and writes its parts of a Parquet dataset,
-    ``out`` being that directory. ``progress``: a tqdm bar with users/s on stderr.
+    ``out`` being that directory. ``progress``: users scored, once the run lasts a few seconds (a bar
+    on a terminal, log lines otherwise; ``recsys_fast.progress``); False: none.
     """
     t0 = time.perf_counter()
     k = validation.integer("k", k, minimum=1)
@@ -269,10 +269,14 @@ def _finish_dataset(part: Path, out: Path) -> None:
 
 
 def _bar(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
+    """Progress through ``recsys_fast.progress`` (a bar on a terminal, log lines otherwise);
+    ``initial``: users already scored (a resumed run)."""
+    from ..progress import progress
 
-    return tqdm(total=total, initial=initial, unit="users", unit_scale=True, desc="batch", file=sys.stderr,
-                disable=not enabled, smoothing=0.1)
+    bar = progress(total, "batch", "users", enabled=None if enabled else False)
+    if initial:
+        bar.update(initial)
+    return bar
 
 
 def _array_digest(arr: np.ndarray) -> str:
