@@ -736,16 +736,20 @@ def serve(bundle, host: str = "127.0.0.1", port: int = 8000, n_threads: Optional
 
     port = validation.integer("port", port, minimum=0, maximum=65535)
     http = validation.choice("http", http, ("auto", "httptools", "h11"))
-    if http == "httptools":
-        try:
-            import httptools  # noqa: F401
-        except ImportError:
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        if http == "httptools":
             raise MissingExtraError("httptools", "serve") from None
+        http = "h11"
     if not logger.handlers:  # the service's own lines (reloads, failures) beside uvicorn's
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(log_level.upper())
+    if http == "h11":  # benches/overload.py: h11 loses requests under a sustained 2x overload on 2 cores
+        logger.warning("serving with the pure-Python h11 parser: shedding an overload costs it about 2.5x the "
+                       "CPU of httptools (pip install httptools, part of the serve extra)")
     runtime = load(bundle, n_threads=n_threads, providers=providers)
     app = create_app(runtime, limits=limits, n_threads=n_threads, providers=providers, admin=admin,
                      reload_signal=getattr(signal, "SIGHUP", None))
