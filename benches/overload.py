@@ -13,12 +13,13 @@ shipped ml-latest-small (``--bundle`` serves another), then, with the stdlib loa
 3. recovery: once every overload request is settled, ``--recovery-factor`` x capacity for
    ``--recovery-seconds``: every request should be 200 again.
 
+The whole protocol runs once per ``--parsers`` (``recsys-fast serve --http``: httptools, then h11).
 Each phase records counts per status, 503s without ``Retry-After``, lost requests (no answer
 within the client timeout, or a broken connection), p50/p99 latency and the load average of the
 machine before and after it (the machine may be shared: the ratios within one run are what
 compares). Writes ``--out`` (default benches/results/overload.json).
 
-    python benches/overload.py [--users-per-request 1] [--overload-seconds 30] [--factor 2]
+    python benches/overload.py [--users-per-request 1] [--overload-seconds 30] [--factor 2] [--parsers httptools h11]
 """
 
 from __future__ import annotations
