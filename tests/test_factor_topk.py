@@ -78,13 +78,13 @@ def test_empty_inputs_and_bad_input_errors(rng):
         factor_topk(users, items[:, :2], 3)
     with pytest.raises(DataError, match="2-d array"):
         factor_topk(users[0], items, 3)
-    with pytest.raises(DataError, match=r"excl_indptr must have 5 entries"):
+    with pytest.raises(DataError, match=r"excl_indptr must be empty .* of 5 entries"):
         factor_topk(users, items, 3, excl_indptr=np.zeros(3, np.int64), excl_indices=np.zeros(0, np.int32))
     with pytest.raises(DataError, match=r"out of range \[0, 6\)"):
         factor_topk(users, items, 3, excl_indptr=np.array([0, 1, 1, 1, 1]), excl_indices=np.array([6]))
     with pytest.raises(DataError, match="item_bias must have shape"):
         factor_topk(users, items, 3, item_bias=np.zeros(5))
-    with pytest.raises(DataError, match="allowed must be a bool mask over 6"):
+    with pytest.raises(DataError, match="allowed must be empty .* over the 6 items"):
         factor_topk(users, items, 3, allowed=np.ones(5, bool))
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
         factor_topk(users, items, 0)

@@ -249,3 +249,51 @@ def test_update_equals_a_full_call(data, similarity, k, shrink, min_support, see
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
     assert info["rows"] == n_rows and info["changed"] <= info["recomputed"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=csr_inputs(), similarity=st.sampled_from(SIMILARITIES), k=st.integers(1, 50),
+       shrink=st.sampled_from([0.0, 2.5]), min_support=st.integers(1, 3), alpha=st.sampled_from([0.5, 0.2]),
+       seed=st.integers(0, 2**32 - 1))
+def test_query_rows_get_the_graph_rows_of_equal_targets(data, similarity, k, shrink, min_support, alpha, seed):
+    """query_topk_similarity of a target row's own values (queries in any order, with repeats)
+    is that row of topk_similarity(exclude_self=False): the one kernel and the same rules."""
+    from recsys_fast.kernels.similarity import neighbour_index, query_topk_similarity
+
+    mask, values = data
+    indptr, indices, vals = _csr(mask, values)
+    n_rows, n_cols = mask.shape
+    options = dict(similarity=similarity, shrink=shrink, min_support=min_support)
+    full = topk_similarity(indptr, indices, vals, n_cols, k, alpha=alpha, exclude_self=False, **options)
+    index = neighbour_index(indptr, indices, vals, n_cols, similarity, alpha)
+    rows = np.random.default_rng(seed).integers(0, max(n_rows, 1), size=min(n_rows, 7) * 2) if n_rows else []
+    q_ptr = np.r_[0, np.cumsum([indptr[r + 1] - indptr[r] for r in rows])].astype(np.int64)
+    q_idx = np.concatenate([indices[indptr[r]:indptr[r + 1]] for r in rows] + [np.zeros(0, np.int32)])
+    q_val = np.concatenate([vals[indptr[r]:indptr[r + 1]] for r in rows] + [np.zeros(0, np.float32)])
+    ip, ii, dd = query_topk_similarity(index, q_ptr, q_idx, q_val, k, shrink=shrink, min_support=min_support)
+    assert ip.shape == (len(rows) + 1,)
+    for q, r in enumerate(rows):
+        np.testing.assert_array_equal(ii[ip[q]:ip[q + 1]], full[1][full[0][r]:full[0][r + 1]])
+        np.testing.assert_allclose(dd[ip[q]:ip[q + 1]], full[2][full[0][r]:full[0][r + 1]], rtol=1e-6)
+
+
+def test_query_with_other_values_matches_the_reference():
+    """A query whose values differ from the targets' common value leaves the counting path and
+    is scored as the dense reference scores it against the targets."""
+    from recsys_fast.kernels.similarity import neighbour_index, query_topk_similarity
+
+    rng = np.random.default_rng(3)
+    mask = rng.random((30, 10)) < 0.4
+    t_ptr, t_idx, t_val = _csr(mask, np.ones(mask.shape, np.float32))
+    query = (rng.random((1, 10)) < 0.5) * rng.integers(1, 5, size=(1, 10)).astype(np.float32)
+    q_ptr, q_idx, q_val = _csr(query != 0, query)
+    for similarity in SIMILARITIES:
+        index = neighbour_index(t_ptr, t_idx, t_val, 10, similarity, 0.3)
+        ip, ii, dd = query_topk_similarity(index, q_ptr, q_idx, q_val, 40)
+        stacked = np.vstack([query, mask.astype(np.float32)])
+        score, eligible = similarity_reference(stacked, similarity=similarity, alpha=0.3, exclude_self=True)
+        if similarity == "adjusted_cosine":  # the query is centred with the targets' column means
+            continue
+        want = [j for j in range(1, 31) if eligible[0, j] and score[0, j] > TOL]
+        assert sorted(ii.tolist()) == sorted(j - 1 for j in want), similarity
+        np.testing.assert_allclose(dd, score[0, np.asarray(ii) + 1], rtol=1e-5, atol=1e-6)

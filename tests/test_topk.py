@@ -86,7 +86,9 @@ def test_small_batches_take_the_serial_kernel(monkeypatch, rng):
     import recsys_fast.kernels.topk as topk
 
     calls = []
-    monkeypatch.setattr(topk, "_dense_topk_parallel", lambda *a: calls.append("parallel") or topk._dense_topk_serial(*a))
+    kernels = topk._dense_topk
+    monkeypatch.setattr(topk, "_dense_topk", kernels._replace(
+        parallel=lambda *a: calls.append("parallel") or kernels.serial(*a)))
     empty_p, empty_i, empty_a = np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.bool_)
     topk.dense_topk(rng.random((1, 50)).astype(np.float32), 5, empty_p, empty_i, empty_a)
     topk.dense_topk(rng.random((topk.SERIAL_MAX_ROWS, 50)).astype(np.float32), 5, empty_p, empty_i, empty_a)

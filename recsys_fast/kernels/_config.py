@@ -6,10 +6,12 @@ how kernels mark an excluded item, and it must stay a mask. Metric kernels use n
 
 from __future__ import annotations
 
+import types
+from typing import Any, NamedTuple
+
 import numba
 
 FASTMATH = {"nsz", "arcp", "contract", "reassoc", "afn"}
-
 
 
 def kernel(fn=None, *, parallel: bool = False, fastmath: bool = True, inline: bool = False):
@@ -24,3 +26,26 @@ def kernel(fn=None, *, parallel: bool = False, fastmath: bool = True, inline: bo
     if fn is None:
         return lambda f: numba.njit(**options)(f)
     return numba.njit(**options)(fn)
+
+
+class KernelPair(NamedTuple):
+    """One ``prange`` kernel compiled twice: ``parallel`` for batches, ``serial`` (``prange`` runs
+    as ``range``) for a request's few rows, which then pay no parallel launch."""
+
+    parallel: Any
+    serial: Any
+
+    def __call__(self, *args, parallel: bool = True):
+        return (self.parallel if parallel else self.serial)(*args)
+
+
+def kernel_pair(fn=None, *, fastmath: bool = True):
+    """``kernel`` twice over one function body: see ``KernelPair``. The serial form compiles a
+    copy of the function under its own qualified name, because Numba's on-disk cache keys a
+    function by its name and line, not by its compile options."""
+    if fn is None:
+        return lambda f: kernel_pair(f, fastmath=fastmath)
+    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__)
+    twin.__qualname__ = fn.__qualname__ + "_serial"
+    twin.__doc__ = fn.__doc__
+    return KernelPair(kernel(fn, parallel=True, fastmath=fastmath), kernel(twin, fastmath=fastmath))

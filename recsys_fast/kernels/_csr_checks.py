@@ -81,6 +81,52 @@ def as_vector(arr, dtype, what: str, source: str | None = None, convert: bool = 
     return np.ascontiguousarray(arr, dtype=dtype) if convert else arr
 
 
+def exclusion_rows(excl_indptr, excl_indices, n_rows: int, n_items: int, name: str, validate: bool = False):
+    """The items excluded per row, as int64 ``indptr`` / int32 ``indices``: empty (or None) for
+    none, or a CSR of one row per request row. O(rows) checks of the index pointer; ``validate``
+    also checks every index is in ``[0, n_items)`` (O(nnz)); that each row is sorted is the
+    caller's promise. Bad input raises ``DataError`` naming ``name``."""
+    excl_indptr = _optional_vector(excl_indptr, np.int64, "excl_indptr", name)
+    excl_indices = _optional_vector(excl_indices, np.int32, "excl_indices", name)
+    n_ptr = excl_indptr.shape[0] if excl_indptr.ndim == 1 else -1
+    if n_ptr == 0 and excl_indices.ndim == 1:
+        return excl_indptr, excl_indices
+    if (n_ptr != n_rows + 1 or excl_indices.ndim != 1 or excl_indptr[0] != 0
+            or excl_indptr[n_rows] != excl_indices.shape[0]
+            or (n_rows > 1 and bool(np.any(excl_indptr[1:] < excl_indptr[:-1])))):  # O(rows): no read past the end
+        raise DataError(f"excl_indptr must be empty (no exclusions) or a CSR index pointer of {n_rows + 1} "
+                        f"entries over the {excl_indices.shape[0] if excl_indices.ndim else 0} 1-d excl_indices",
+                        source=name)
+    if validate:
+        check_structure(excl_indptr, excl_indices, n_items, f"{name} excl")
+    return excl_indptr, excl_indices
+
+
+def allowed_mask(allowed, n_items: int, name: str) -> np.ndarray:
+    """``allowed`` as a C-contiguous bool mask over ``n_items`` items, or empty (None) for all."""
+    allowed = np.asarray(allowed if allowed is not None else _NO_MASK)
+    if allowed.size and allowed.dtype.kind not in "biu":
+        raise DataError(f"allowed must be a bool mask, got {allowed.dtype}", source=name)
+    allowed = np.ascontiguousarray(allowed, dtype=np.bool_)
+    if allowed.ndim != 1 or allowed.shape[0] not in (0, n_items):
+        raise DataError(f"allowed must be empty (every item) or a bool mask over the {n_items} items, "
+                        f"got shape {allowed.shape}", source=name)
+    return allowed
+
+
+def _optional_vector(arr, dtype, what: str, name: str) -> np.ndarray:
+    """``as_vector``, with None or an empty array meaning an empty one of ``dtype``."""
+    if arr is None:
+        return np.zeros(0, dtype)
+    arr = np.asarray(arr)
+    if arr.ndim == 1 and arr.size == 0:
+        return np.zeros(0, dtype)
+    return as_vector(arr, dtype, what, name)
+
+
+_NO_MASK = np.zeros(0, np.bool_)
+
+
 def check_structure(indptr, indices, n_cols: int, source: str | None = None) -> None:
     """A valid CSR index pointer over ``indices``, and every column index in ``[0, n_cols)``."""
     nnz = indices.shape[0]

@@ -22,16 +22,15 @@ import numba
 import numpy as np
 from numba import prange
 
-from .. import threads
+from .. import limits, threads, validation
 from ..errors import DataError
 from ._blas import gemm_into
 from ._config import kernel
-from ._csr_checks import check_structure
-from .topk import _sift_down, heap_push, heap_sorted_into
+from ._csr_checks import allowed_mask, exclusion_rows
+from .topk import _sift_down, heap_push, heap_sorted_into, run_parallel
 
 LANES = 64  # items compared at once against the heap's worst score
 TILE_BYTES = 32 << 20  # score buffer per thread: 32 MiB (large tiles keep the sgemm efficient)
-SERIAL_MAX_ROWS = 8  # at or below this many rows (a request), one thread and NumPy's BLAS
 
 
 @kernel
@@ -129,40 +128,24 @@ def factor_topk(user_vectors, item_vectors, k: int, item_bias=None, excl_indptr=
     of the exclusion indices (callers that built them from a checked matrix).
     Memory: one tile of scores per thread plus the (n, k) output. Bad input raises ``DataError``.
     """
-    k = int(k)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    k = validation.integer("k", k, minimum=1)
     users = _matrix(user_vectors, "user_vectors")
     items = _matrix(item_vectors, "item_vectors")
     if users.shape[1] != items.shape[1]:
         raise DataError(f"user_vectors have {users.shape[1]} dimensions, item_vectors {items.shape[1]}")
     n, m = users.shape[0], items.shape[0]
+    limits.check_result_size(n, k, "factor_topk")
     bias = None
     if item_bias is not None:
         bias = np.ascontiguousarray(item_bias, dtype=np.float32)
         if bias.shape != (m,):
             raise DataError(f"item_bias must have shape ({m},), got {bias.shape}")
-    if excl_indptr is None or len(excl_indptr) == 0:
-        excl_indptr, excl_indices = np.zeros(0, np.int64), np.zeros(0, np.int32)
-    else:
-        excl_indptr = np.ascontiguousarray(excl_indptr, dtype=np.int64)
-        excl_indices = np.ascontiguousarray(excl_indices, dtype=np.int32)
-        if excl_indptr.shape != (n + 1,):
-            raise DataError(f"excl_indptr must have {n + 1} entries (one row per user row), got {len(excl_indptr)}")
-        if validate:
-            check_structure(excl_indptr, excl_indices, m, "factor_topk excl")
-    if allowed is None or len(allowed) == 0:
-        disallowed = np.zeros(0, np.int64)
-    else:
-        allowed = np.asarray(allowed, dtype=np.bool_)
-        if allowed.shape != (m,):
-            raise DataError(f"allowed must be a bool mask over {m} items, got shape {allowed.shape}")
-        disallowed = np.flatnonzero(~allowed)
+    excl_indptr, excl_indices = exclusion_rows(excl_indptr, excl_indices, n, m, "factor_topk", validate)
+    allowed = allowed_mask(allowed, m, "factor_topk")
+    disallowed = np.flatnonzero(~allowed) if allowed.shape[0] else np.zeros(0, np.int64)
     if tile_rows is None:
         tile_rows = max(64, min(512, TILE_BYTES // (4 * max(m, 1))))
-    tile_rows = int(tile_rows)
-    if tile_rows < 1:
-        raise ValueError(f"tile_rows must be >= 1, got {tile_rows}")
+    tile_rows = validation.integer("tile_rows", tile_rows, minimum=1)
     out_i = np.empty((n, k), dtype=np.int32)
     out_s = np.empty((n, k), dtype=np.float32)
     if n == 0:
@@ -171,7 +154,7 @@ def factor_topk(user_vectors, item_vectors, k: int, item_bias=None, excl_indptr=
         out_i[:] = -1
         out_s[:] = -np.inf
         return out_i, out_s
-    if n <= SERIAL_MAX_ROWS or not threads.parallel_calls_are_safe() and not _on_main_thread():
+    if not run_parallel(n, None):
         for start in range(0, n, tile_rows):  # a request, or a thread that may not launch in parallel
             block = users[start:start + tile_rows] @ items.T
             if bias is not None:
@@ -186,12 +169,6 @@ def factor_topk(user_vectors, item_vectors, k: int, item_bias=None, excl_indptr=
         _factor_topk_parallel(users, items_t, bias_arr, k, excl_indptr, excl_indices, disallowed, tile_rows,
                               n_buffers, out_i, out_s)
     return out_i, out_s
-
-
-def _on_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _matrix(arr, name: str) -> np.ndarray:

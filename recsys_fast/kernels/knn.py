@@ -31,8 +31,8 @@ from numba import prange
 
 from .. import limits, validation
 from ..errors import DataError
-from ._config import kernel
-from ._csr_checks import as_vector, check_structure, check_values
+from ._config import kernel, kernel_pair
+from ._csr_checks import allowed_mask, as_vector, check_structure, check_values, exclusion_rows
 from ._intrinsics import prefetch
 from .topk import heap_pop_sorted, heap_push, heap_replace_worst, run_parallel
 
@@ -176,9 +176,10 @@ def _work_buffers(n_items, k, positive):
     return acc, stamp, touched, heap_s, heap_i
 
 
-@kernel(parallel=True)
-def _knn_topk_parallel(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
-                       excl_indptr, excl_indices, allowed, fill_order, labels, positive, chunk):
+@kernel_pair
+def _knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
+              excl_indptr, excl_indices, allowed, fill_order, labels, positive, chunk):
+    """``_knn_row`` over every row, in chunks of ``chunk`` rows that own their work buffers."""
     n = a_indptr.shape[0] - 1
     out_i = np.empty((n, k), dtype=np.int32)
     out_s = np.empty((n, k), dtype=np.float32)
@@ -189,20 +190,6 @@ def _knn_topk_parallel(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data,
             _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
                      excl_indptr, excl_indices, fill_order, allowed, labels, positive,
                      acc, stamp, touched, heap_s, heap_i, out_i, out_s)
-    return out_i, out_s
-
-
-@kernel
-def _knn_topk_serial(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items, k,
-                     excl_indptr, excl_indices, allowed, fill_order, labels, positive):
-    n = a_indptr.shape[0] - 1
-    out_i = np.empty((n, k), dtype=np.int32)
-    out_s = np.empty((n, k), dtype=np.float32)
-    acc, stamp, touched, heap_s, heap_i = _work_buffers(n_items, k, positive)
-    for r in range(n):
-        _knn_row(r, a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, k,
-                 excl_indptr, excl_indices, fill_order, allowed, labels, positive,
-                 acc, stamp, touched, heap_s, heap_i, out_i, out_s)
     return out_i, out_s
 
 
@@ -250,23 +237,8 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
         _check_csr(b_indptr, b_indices, b_data, n_items, "b")
     elif len(b_indptr) < 1:
         raise DataError("b_indptr must have at least one entry")
-    if excl_indptr is None or len(excl_indptr) == 0:
-        excl_indptr = np.zeros(0, np.int64)
-        excl_indices = np.zeros(0, np.int32)
-    else:
-        excl_indptr = _as(excl_indptr, np.int64, "excl_indptr")
-        excl_indices = _as(excl_indices, np.int32, "excl_indices")
-        if len(excl_indptr) != n_rows + 1:
-            raise DataError(f"excl_indptr must have {n_rows + 1} entries (one row per request row), "
-                             f"got {len(excl_indptr)}")
-        if validate:
-            check_structure(excl_indptr, excl_indices, n_items, "knn_topk excl")
-    if allowed is None or len(allowed) == 0:
-        allowed = np.zeros(0, np.bool_)
-    else:
-        allowed = np.ascontiguousarray(allowed, dtype=np.bool_)
-        if allowed.shape != (n_items,):
-            raise DataError(f"allowed must be a bool mask over {n_items} items, got shape {allowed.shape}")
+    excl_indptr, excl_indices = exclusion_rows(excl_indptr, excl_indices, n_rows, n_items, "knn_topk", validate)
+    allowed = allowed_mask(allowed, n_items, "knn_topk")
     if fill_order is None:
         fill_order = np.zeros(0, np.int32)
     else:
@@ -284,11 +256,11 @@ def knn_topk(a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, n_items: 
             excl_indptr, excl_indices, allowed, fill_order, labels,
             _products_positive(a_data, b_data, b_min))
     if not parallel:
-        return _knn_topk_serial(*args)
+        return _knn_topk.serial(*args, max(n_rows, 1))
     import numba
 
     chunk = max(1, min(256, math.ceil(n_rows / (4 * numba.get_num_threads()))))
-    return _knn_topk_parallel(*args, chunk)
+    return _knn_topk.parallel(*args, chunk)
 
 
 def _products_positive(a_data, b_data, b_min) -> bool:

@@ -49,9 +49,10 @@ from numba import prange
 
 from .. import validation
 from ..errors import DataError
-from ._config import kernel
+from ._config import kernel, kernel_pair
 from ._csr_checks import check_csr, transpose
 from ._intrinsics import maximum_into, prefetch
+from .topk import run_parallel
 
 # the one list of similarity names (models validate against it too)
 SIMILARITIES = ("cosine", "jaccard", "asymmetric_cosine", "pearson", "adjusted_cosine", "dot")
@@ -253,7 +254,7 @@ def _accumulate(i, indptr, indices, ldata, t_indptr, t_indices, t_data, binary, 
     return nt
 
 
-@kernel(parallel=True)
+@kernel_pair
 def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, lscale, rscale, n_rows,
                      k, binary, jaccard, positive, row_nnz, shrink, min_support, exclude_self,
                      chunk_ptr, chunk_rows, work, sparse_below, slots):
@@ -521,13 +522,9 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
     if similarity == "dot":
         # x_i.x_j = |x_i|^2 * asymmetric cosine with alpha = 1 (x_i.x_j / |x_i|^2): the same order
         # within a row, so that top-k is the dot product's top-k; rescale the kept values after.
-        out_ptr, out_idx, out_val = topk_similarity(indptr, indices, data, n_cols, k, "asymmetric_cosine", shrink,
-                                                    min_support, 1.0, exclude_self, query_rows)
-        sq = np.bincount(_row_ids(indptr), weights=np.asarray(data, np.float64) ** 2, minlength=n_rows)
-        out_val = (out_val * np.repeat(sq, np.diff(out_ptr))).astype(np.float32)
-        # values that rounded apart before the rescale can tie after it: re-break ties by index
-        order = np.lexsort((out_idx, -out_val, _row_ids(out_ptr)))
-        return out_ptr, out_idx[order], out_val[order]
+        out = topk_similarity(indptr, indices, data, n_cols, k, "asymmetric_cosine", shrink, min_support, 1.0,
+                              exclude_self, query_rows)
+        return _dot_from_asymmetric(out, indptr, data)
 
     if query_rows is not None:
         query_rows = np.asarray(query_rows, dtype=np.int64)
@@ -538,6 +535,92 @@ def topk_similarity(indptr, indices, data, n_cols: int, k: int, similarity: str 
     p = _prepare(indptr, indices, data, n_cols, similarity, float(alpha))
     return _compute(p, n_cols, int(k), similarity, float(shrink), int(min_support), bool(exclude_self),
                     rows=query_rows)
+
+
+def _dot_from_asymmetric(out, indptr, data):
+    """Rows of an ``asymmetric_cosine`` (alpha = 1) result times each query row's |x_i|^2: the
+    dot product's values, in the same order within a row."""
+    out_ptr, out_idx, out_val = out
+    n_rows = indptr.shape[0] - 1
+    sq = np.bincount(_row_ids(indptr), weights=np.asarray(data, np.float64) ** 2, minlength=n_rows)
+    out_val = (out_val * np.repeat(sq, np.diff(out_ptr))).astype(np.float32)
+    # values that rounded apart before the rescale can tie after it: re-break ties by index
+    order = np.lexsort((out_idx, -out_val, _row_ids(out_ptr)))
+    return out_ptr, out_idx[order], out_val[order]
+
+
+def neighbour_index(indptr, indices, data, n_cols: int, similarity: str = "cosine", alpha: float = 0.5) -> dict:
+    """What ``query_topk_similarity`` reads of the rows it searches (the targets: e.g. a
+    UserKNN's training users), built once and reused for every query: their prepared values,
+    the transposed copy the kernel scatters from, and the column statistics (``adjusted_cosine``'s
+    means) that new rows are centred with. A dict of arrays and flags; treat it as opaque."""
+    n_rows = np.asarray(indptr).shape[0] - 1
+    if n_rows < 0:
+        raise DataError("indptr must have at least one entry", source="neighbour_index")
+    indptr, indices, data = check_csr(indptr, indices, data, n_rows, n_cols, name="neighbour_index")
+    validation.choice("similarity", similarity, SIMILARITIES)
+    alpha = validation.number("alpha", alpha, minimum=0.0, maximum=1.0)
+    indptr, indices, data = _drop_zeros(indptr, indices, data)
+    kernel_similarity, kernel_alpha = ("asymmetric_cosine", 1.0) if similarity == "dot" else (similarity, alpha)
+    p = _prepare(indptr, indices, data, n_cols, kernel_similarity, float(kernel_alpha))
+    col_means = column_means(indices, data, n_cols) if similarity == "adjusted_cosine" else None
+    # the values, also on the counting path: a query whose values differ needs them
+    _, right = scaled_values(indptr, indices, data, n_cols, kernel_similarity, float(kernel_alpha), col_means)
+    return {"similarity": similarity, "kernel_similarity": kernel_similarity, "alpha": float(kernel_alpha),
+            "n_cols": int(n_cols), "n_rows": n_rows, "binary": p["binary"], "lscale": p["lscale"],
+            "rscale": p["rscale"], "row_nnz": p["row_nnz"], "right_min": float(right.min()) if right.size else 0.0,
+            "value": float(data[0]) if data.size else 0.0,
+            "structure_t": transpose(indptr, indices, np.zeros(0, np.float32), n_cols),
+            "values_t": transpose(indptr, indices, right, n_cols), "col_means": col_means}
+
+
+def query_topk_similarity(index: dict, indptr, indices, data, k: int, shrink: float = 0.0, min_support: int = 1):
+    """The top-k rows of ``index`` (``neighbour_index``) most similar to each query row, by
+    ``topk_similarity``'s definitions and kernel: a query row equal to a target row gets that
+    row's neighbours and scores (plus itself: no row is excluded). Queries are a CSR over the
+    same columns, weighted as the targets were; centring uses the targets' column statistics.
+    Returns ``(indptr int64, indices int32, data float32)`` of the n_queries x n_targets result,
+    each row best first, ties by lower index."""
+    n_q = np.asarray(indptr).shape[0] - 1
+    if n_q < 0:
+        raise DataError("indptr must have at least one entry", source="query_topk_similarity")
+    n_cols, n_t = index["n_cols"], index["n_rows"]
+    q_indptr, q_indices, q_data = check_csr(indptr, indices, data, n_q, n_cols, name="query_topk_similarity")
+    k = validation.integer("k", k, minimum=1)
+    shrink = validation.number("shrink", shrink, minimum=0.0)
+    min_support = validation.integer("min_support", min_support, minimum=1)
+    q_indptr, q_indices, q_data = _drop_zeros(q_indptr, q_indices, q_data)
+    if n_q == 0 or n_t == 0:
+        return np.zeros(n_q + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    similarity, alpha = index["kernel_similarity"], index["alpha"]
+    q_nnz = np.diff(q_indptr).astype(np.float32)
+    # the counting path when it gives this query's scores too: Jaccard reads no values; the
+    # others need the query's values to equal the targets' common value
+    binary = index["binary"] and (similarity == "jaccard" or q_data.size == 0
+                                  or q_data.min() == q_data.max() == index["value"])
+    if binary:
+        left, positive = np.zeros(0, np.float32), False
+        q_lscale, _ = _binary_scales(q_nnz, similarity, alpha)
+        transposed = index["structure_t"]
+    else:
+        left, _ = scaled_values(q_indptr, q_indices, q_data, n_cols, similarity, alpha, index["col_means"])
+        q_lscale = np.ones(n_q, np.float32)
+        positive = (similarity in ("cosine", "asymmetric_cosine") and left.size > 0
+                    and float(left.min()) * index["right_min"] > 1e-30)
+        transposed = index["values_t"]
+    # one index space: targets 0..n_t-1 (their rows empty: they are read from the transposed
+    # copy), then the queries, which the kernel computes
+    p = {"indptr": np.concatenate([np.zeros(n_t, np.int64), q_indptr]), "indices": q_indices, "left": left,
+         "right": np.zeros(0, np.float32), "binary": binary, "positive": positive, "n_targets": n_t,
+         "lscale": np.concatenate([index["lscale"], q_lscale]),
+         "rscale": np.concatenate([index["rscale"], np.zeros(n_q, np.float32)]),
+         "row_nnz": np.concatenate([index["row_nnz"], q_nnz]),
+         "work": np.concatenate([np.zeros(n_t, np.int64), _row_work(q_indptr, q_indices, index["structure_t"][0])])}
+    out_ptr, out_idx, out_val = _compute(p, n_cols, k, similarity, shrink, min_support, False,
+                                         rows=np.arange(n_t, n_t + n_q), transposed=transposed,
+                                         parallel=run_parallel(n_q, None))
+    out = (out_ptr[n_t:] - out_ptr[n_t], out_idx, out_val)  # the target rows are empty
+    return _dot_from_asymmetric(out, q_indptr, q_data) if index["similarity"] == "dot" else out
 
 
 def _prepare(indptr, indices, data, n_cols, similarity, alpha):
@@ -554,12 +637,7 @@ def _prepare(indptr, indices, data, n_cols, similarity, alpha):
     if binary:
         # every stored value equal: scores depend on co-counts and row sizes only
         left = right = np.zeros(0, dtype=np.float32)  # values are not read on this path
-        n = np.maximum(row_nnz.astype(np.float64), 1.0)
-        if similarity == "cosine":
-            lscale = rscale = (1.0 / np.sqrt(n)).astype(np.float32)
-        elif similarity == "asymmetric_cosine":
-            lscale = (n ** -float(alpha)).astype(np.float32)
-            rscale = (n ** -(1.0 - float(alpha))).astype(np.float32)
+        lscale, rscale = _binary_scales(row_nnz, similarity, alpha)
     else:
         left, right = scaled_values(indptr, indices, data, n_cols, similarity, float(alpha))
         # all products > 1e-30 cannot underflow to 0, so "accumulator == 0" means "not touched"
@@ -572,15 +650,33 @@ def _prepare(indptr, indices, data, n_cols, similarity, alpha):
             "rscale": rscale, "row_nnz": row_nnz, "binary": binary, "positive": positive, "work": work}
 
 
-def _compute(p, n_cols, k, similarity, shrink, min_support, exclude_self, rows=None, candidates=None):
+def _binary_scales(row_nnz, similarity, alpha):
+    """Per-row (left, right) factors of the counting path: score = c_ij * left_i * right_j."""
+    n = np.maximum(row_nnz.astype(np.float64), 1.0)
+    if similarity == "cosine":
+        scale = (1.0 / np.sqrt(n)).astype(np.float32)
+        return scale, scale
+    if similarity == "asymmetric_cosine":
+        return (n ** -float(alpha)).astype(np.float32), (n ** -(1.0 - float(alpha))).astype(np.float32)
+    ones = np.ones(row_nnz.shape[0], dtype=np.float32)
+    return ones, ones
+
+
+def _compute(p, n_cols, k, similarity, shrink, min_support, exclude_self, rows=None, candidates=None,
+             transposed=None, parallel=True):
     """The top-k rows of a prepared matrix: every row, or only ``rows`` (the others come back
     empty), with neighbours among all rows or only those where the bool mask ``candidates`` is
     True. Each computed row takes the same path, with the same arithmetic, as in the call over
     every row and every candidate (its work decides, counted over the whole matrix), so it is
-    bit-identical to that call's row, or to its restriction to the candidates."""
+    bit-identical to that call's row, or to its restriction to the candidates. ``transposed``:
+    the (indptr, indices, data) of the candidates' columns, given when the caller keeps it
+    (``query_topk_similarity``: the searched rows, while ``p`` holds the query rows).
+    ``parallel=False``: the serial kernel (a request's few rows)."""
     indptr, indices, right = p["indptr"], p["indices"], p["right"]
     n_rows = indptr.shape[0] - 1
-    if candidates is not None:  # the transposed copy lists candidate rows only
+    if transposed is not None:
+        t_indptr, t_indices, t_data = transposed
+    elif candidates is not None:  # the transposed copy lists candidate rows only
         keep = np.asarray(candidates, dtype=np.bool_)[_row_ids(indptr)]
         counts = np.bincount(_row_ids(indptr)[keep], minlength=n_rows)
         c_ptr = np.zeros(n_rows + 1, dtype=np.int64)
@@ -593,7 +689,7 @@ def _compute(p, n_cols, k, similarity, shrink, min_support, exclude_self, rows=N
     work = p["work"]
     import numba
 
-    chunk_ptr, chunk_rows = _chunks(work, 8 * numba.get_num_threads(), rows)
+    chunk_ptr, chunk_rows = _chunks(work, 8 * numba.get_num_threads() if parallel else 1, rows)
     # each row's output slot: at most k entries, and no more than its scatter-adds (its candidates)
     per_row = np.minimum(work, min(int(k), n_rows))
     if rows is not None:
@@ -605,7 +701,8 @@ def _compute(p, n_cols, k, similarity, shrink, min_support, exclude_self, rows=N
     lens, out_i, out_s = _topk_similarity(
         indptr, indices, p["left"], t_indptr, t_indices, t_data, p["lscale"], p["rscale"], n_rows, int(k),
         p["binary"], similarity == "jaccard", p["positive"], p["row_nnz"], np.float32(shrink), int(min_support),
-        bool(exclude_self), chunk_ptr, chunk_rows, work, np.int64(n_rows // _SPARSE_DIVISOR), slots)
+        bool(exclude_self), chunk_ptr, chunk_rows, work, np.int64(p.get("n_targets", n_rows) // _SPARSE_DIVISOR),
+        slots, parallel=parallel)
     indptr_out = _compact(lens, out_i, out_s, slots)
     nnz = int(indptr_out[-1])
     if nnz < out_i.shape[0] // 2:  # mostly short rows: do not keep the reserved buffers alive

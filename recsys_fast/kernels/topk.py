@@ -11,15 +11,17 @@ is identical for either and for any thread count.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 
+import numba
 import numpy as np
 from numba import prange
 
 from .. import limits, threads, validation
 from ..errors import DataError
-from ._config import kernel
-from ._csr_checks import as_vector
+from ._config import kernel, kernel_pair
+from ._csr_checks import allowed_mask, as_vector, exclusion_rows
 
 
 # ---------------------------------------------------------------------- the bounded heap
@@ -125,35 +127,23 @@ def _dense_row(row, k, excl_indices, e, e_end, allowed, has_allowed, heap_s, hea
     heap_sorted_into(heap_s, heap_i, size, out_i, out_s)
 
 
-@kernel(parallel=True)
-def _dense_topk_parallel(scores, k, excl_indptr, excl_indices, allowed):
+@kernel_pair
+def _dense_topk(scores, k, excl_indptr, excl_indices, allowed, chunk):
+    """``_dense_row`` over every row, in chunks of ``chunk`` rows that own their heap."""
     n = scores.shape[0]
     out_i = np.empty((n, k), dtype=np.int32)
     out_s = np.empty((n, k), dtype=np.float32)
     has_excl = excl_indptr.shape[0] > 0
     has_allowed = allowed.shape[0] > 0
-    for r in prange(n):
+    n_chunks = (n + chunk - 1) // chunk
+    for c in prange(n_chunks):
         heap_s = np.empty(k, dtype=np.float32)
         heap_i = np.empty(k, dtype=np.int32)
-        e = excl_indptr[r] if has_excl else 0
-        e_end = excl_indptr[r + 1] if has_excl else 0
-        _dense_row(scores[r], k, excl_indices, e, e_end, allowed, has_allowed, heap_s, heap_i, out_i[r], out_s[r])
-    return out_i, out_s
-
-
-@kernel
-def _dense_topk_serial(scores, k, excl_indptr, excl_indices, allowed):
-    n = scores.shape[0]
-    out_i = np.empty((n, k), dtype=np.int32)
-    out_s = np.empty((n, k), dtype=np.float32)
-    has_excl = excl_indptr.shape[0] > 0
-    has_allowed = allowed.shape[0] > 0
-    heap_s = np.empty(k, dtype=np.float32)
-    heap_i = np.empty(k, dtype=np.int32)
-    for r in range(n):
-        e = excl_indptr[r] if has_excl else 0
-        e_end = excl_indptr[r + 1] if has_excl else 0
-        _dense_row(scores[r], k, excl_indices, e, e_end, allowed, has_allowed, heap_s, heap_i, out_i[r], out_s[r])
+        for r in range(c * chunk, min(n, (c + 1) * chunk)):
+            e = excl_indptr[r] if has_excl else 0
+            e_end = excl_indptr[r + 1] if has_excl else 0
+            _dense_row(scores[r], k, excl_indices, e, e_end, allowed, has_allowed, heap_s, heap_i, out_i[r],
+                       out_s[r])
     return out_i, out_s
 
 
@@ -176,26 +166,13 @@ def _ranked_row(order, order_scores, k, excl_indices, lo, hi, allowed, has_allow
         filled += 1
 
 
-@kernel(parallel=True)
-def _ranked_topk_parallel(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed):
+@kernel_pair
+def _ranked_topk(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed):
     out_i = np.full((n_rows, k), -1, dtype=np.int32)
     out_s = np.full((n_rows, k), -np.inf, dtype=np.float32)
     has_excl = excl_indptr.shape[0] > 0
     has_allowed = allowed.shape[0] > 0
     for r in prange(n_rows):
-        lo = excl_indptr[r] if has_excl else 0
-        hi = excl_indptr[r + 1] if has_excl else 0
-        _ranked_row(order, order_scores, k, excl_indices, lo, hi, allowed, has_allowed, out_i[r], out_s[r])
-    return out_i, out_s
-
-
-@kernel
-def _ranked_topk_serial(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed):
-    out_i = np.full((n_rows, k), -1, dtype=np.int32)
-    out_s = np.full((n_rows, k), -np.inf, dtype=np.float32)
-    has_excl = excl_indptr.shape[0] > 0
-    has_allowed = allowed.shape[0] > 0
-    for r in range(n_rows):
         lo = excl_indptr[r] if has_excl else 0
         hi = excl_indptr[r + 1] if has_excl else 0
         _ranked_row(order, order_scores, k, excl_indices, lo, hi, allowed, has_allowed, out_i[r], out_s[r])
@@ -225,48 +202,6 @@ def _parallel_calls_are_safe() -> bool:
     return threads.parallel_calls_are_safe()
 
 
-def _exclusions(excl_indptr, excl_indices, n_rows: int, name: str):
-    """The exclusion CSR as int64 / int32 arrays: empty (none) or one row per score row. O(1)
-    checks (shapes, ends); that each row is sorted is the caller's promise."""
-    excl_indptr = _vector(excl_indptr, _NO_INDPTR, np.int64, "excl_indptr", name)
-    excl_indices = _vector(excl_indices, _NO_INDICES, np.int32, "excl_indices", name)
-    n_ptr = excl_indptr.shape[0] if excl_indptr.ndim == 1 else -1
-    if n_ptr == 0 and excl_indices.ndim == 1:
-        return excl_indptr, excl_indices
-    if (n_ptr != n_rows + 1 or excl_indices.ndim != 1 or excl_indptr[0] != 0
-            or excl_indptr[n_rows] != excl_indices.shape[0]
-            or (n_rows > 1 and bool(np.any(excl_indptr[1:] < excl_indptr[:-1])))):  # O(rows): no read past the end
-        raise DataError(f"excl_indptr must be empty (no exclusions) or a CSR index pointer of {n_rows + 1} "
-                        f"entries over the {excl_indices.shape[0] if excl_indices.ndim else 0} 1-d excl_indices",
-                        source=name)
-    return excl_indptr, excl_indices
-
-
-def _vector(arr, default, dtype, what: str, name: str) -> np.ndarray:
-    if arr is None:
-        return default
-    arr = np.asarray(arr)
-    if arr.ndim == 1 and arr.size == 0:
-        return np.zeros(0, dtype)
-    return as_vector(arr, dtype, what, name)
-
-
-_NO_INDPTR = np.zeros(0, np.int64)
-_NO_INDICES = np.zeros(0, np.int32)
-_NO_MASK = np.zeros(0, np.bool_)
-
-
-def _allowed(allowed, n_items: int, name: str) -> np.ndarray:
-    allowed = np.asarray(allowed if allowed is not None else _NO_MASK)
-    if allowed.size and allowed.dtype.kind not in "biu":
-        raise DataError(f"allowed must be a bool mask, got {allowed.dtype}", source=name)
-    allowed = np.ascontiguousarray(allowed, dtype=np.bool_)
-    if allowed.ndim != 1 or allowed.shape[0] not in (0, n_items):
-        raise DataError(f"allowed must be empty (every item) or a bool mask over the {n_items} items, "
-                        f"got shape {allowed.shape}", source=name)
-    return allowed
-
-
 def _k(k) -> int:
     if isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)) and k >= 1:
         return int(k)  # the per-request path: no call into validation for a plain int
@@ -288,11 +223,13 @@ def dense_topk(scores, k, excl_indptr=None, excl_indices=None, allowed=None, par
         raise DataError(f"scores must be 2-d (rows, items), got shape {scores.shape}", source="dense_topk")
     k = _k(k)
     limits.check_result_size(scores.shape[0], k, "dense_topk")
-    excl_indptr, excl_indices = _exclusions(excl_indptr, excl_indices, scores.shape[0], "dense_topk")
-    allowed = _allowed(allowed, scores.shape[1], "dense_topk")
-    if run_parallel(scores.shape[0], parallel):
-        return _dense_topk_parallel(scores, k, excl_indptr, excl_indices, allowed)
-    return _dense_topk_serial(scores, k, excl_indptr, excl_indices, allowed)
+    excl_indptr, excl_indices = exclusion_rows(excl_indptr, excl_indices, scores.shape[0], scores.shape[1], "dense_topk")
+    allowed = allowed_mask(allowed, scores.shape[1], "dense_topk")
+    n = scores.shape[0]
+    if run_parallel(n, parallel):
+        chunk = max(1, min(64, math.ceil(n / (4 * numba.get_num_threads()))))
+        return _dense_topk.parallel(scores, k, excl_indptr, excl_indices, allowed, chunk)
+    return _dense_topk.serial(scores, k, excl_indptr, excl_indices, allowed, max(n, 1))
 
 
 def ranked_topk(order, order_scores, n_rows, k, excl_indptr=None, excl_indices=None, allowed=None,
@@ -312,11 +249,10 @@ def ranked_topk(order, order_scores, n_rows, k, excl_indptr=None, excl_indices=N
     n_rows = validation.integer("n_rows", n_rows, minimum=0)
     k = _k(k)
     limits.check_result_size(n_rows, k, "ranked_topk")
-    excl_indptr, excl_indices = _exclusions(excl_indptr, excl_indices, n_rows, "ranked_topk")
-    allowed = _allowed(allowed, order.shape[0], "ranked_topk")
+    excl_indptr, excl_indices = exclusion_rows(excl_indptr, excl_indices, n_rows, order.shape[0], "ranked_topk")
+    allowed = allowed_mask(allowed, order.shape[0], "ranked_topk")
     if allowed.shape[0] and order.shape[0] and (order.min() < 0 or order.max() >= order.shape[0]):  # order indexes the mask
         raise DataError(f"order must hold item indices in [0, {order.shape[0]})", source="ranked_topk")
-    if run_parallel(n_rows, parallel):
-        return _ranked_topk_parallel(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed)
-    return _ranked_topk_serial(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed)
+    return _ranked_topk(order, order_scores, n_rows, k, excl_indptr, excl_indices, allowed,
+                        parallel=run_parallel(n_rows, parallel))
 

@@ -315,7 +315,7 @@ class Recommender:
             if allowed.shape != (self.n_items,) or allowed.dtype.kind != "b":
                 raise ParameterError("allowed", validation.Shown(f"{allowed.dtype} of shape {allowed.shape}"),
                                      f"None or a bool mask of shape ({self.n_items},)")
-        batch = self._batch_for_users(user_index, exclude)
+        batch = self.batch_for_users(user_index, exclude)
         batch = RowBatch(batch.user_index, batch.hist_indptr, batch.hist_indices, batch.hist_data,
                          batch.excl_indptr, batch.excl_indices, allowed)
         return self._recommend_rows(batch, k)
@@ -464,12 +464,13 @@ class Recommender:
                 else f"{type(self).__name__} cannot score users unseen in training"
             raise UnknownIdError("user", users[unknown], hint=hint)
 
-    def _batch_for_users(self, user_index: np.ndarray, exclude: sp.csr_matrix | None = None) -> RowBatch:
+    def batch_for_users(self, user_index: np.ndarray, exclude: sp.csr_matrix | None = None) -> RowBatch:
         """A RowBatch for training users by internal index: history = their training rows,
         exclusions = the same rows of ``exclude`` (a CSR over the model's users x items with sorted
         indices, e.g. the train split aligned to the model), or none when ``exclude`` is None.
 
-        This is the evaluation path: no external-id round trip, no per-user Python loop.
+        Part of the index-level protocol (``recommend_indices`` builds its rows with it): the
+        evaluation and serving path, no external-id round trip, no per-user Python loop.
         """
         self.check_fitted()
         user_index = np.asarray(user_index, dtype=np.int64)

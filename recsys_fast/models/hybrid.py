@@ -328,7 +328,7 @@ def _fit_component(model: Recommender, train: Interactions, features) -> Recomme
 
 def _batch_for(model: Recommender, users: np.ndarray, exclude) -> RowBatch:
     """Training users' rows, excluding ``exclude``'s rows (inside models/: a RowBatch is ours)."""
-    return model._batch_for_users(users, exclude)
+    return model.batch_for_users(users, exclude)
 
 
 def _explain_batch(model: Recommender, user, history) -> RowBatch:
@@ -336,7 +336,7 @@ def _explain_batch(model: Recommender, user, history) -> RowBatch:
     its items excluded, as ``recommend`` does."""
     if history is None:
         u = int(model.user_map_.to_index([user])[0])
-        return model._batch_for_users(np.array([u]), model.seen_)
+        return model.batch_for_users(np.array([u]), model.seen_)
     h = model.item_map_.to_index(np.atleast_1d(np.asarray(history)), on_unknown="pad")
     h = h[h >= 0].astype(np.int32)
     ptr = np.array([0, len(h)], dtype=np.int64)

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from .. import threads, validation
 from ..data.interactions import Interactions
 from ..kernels.knn import knn_topk, neighbour_average, similar_rows
-from ..kernels.similarity import SIMILARITIES, column_means, scaled_values, topk_similarity
+from ..kernels.similarity import SIMILARITIES, neighbour_index, query_topk_similarity, topk_similarity
 from ..kernels.weighting import bm25_weight, idf_weights, row_sum_mean, tfidf_weight
 from ..data.csr import gather_rows
 from .base import Neighbours, Recommender, RowBatch
@@ -418,87 +418,30 @@ class UserKNN(_NeighbourhoodModel):
 
     def fold_in(self, indptr, indices, data, k: int):
         """Top-``k`` training users most similar to each given row (CSR over items, internal
-        indices), with the fitted similarity, weighting, shrink and min_support; weighting and
-        centring statistics come from the training data. Returns CSR (indptr, indices, data)."""
+        indices), by the rules and kernel of the fitted graph (``query_topk_similarity``): the
+        similarity, weighting, shrink and min_support; weighting and centring statistics come from
+        the training data. Returns CSR (indptr, indices, data)."""
         st = self._fold_state()
-        n_items = self.n_items
-        x = sp.csr_matrix((np.asarray(data, np.float32), indices, indptr), shape=(len(indptr) - 1, n_items))
+        x = sp.csr_matrix((np.asarray(data, np.float32), indices, indptr), shape=(len(indptr) - 1, self.n_items))
         x.sum_duplicates()
         if self.weighting is not None:
             x.data = self._weighted(x, idf=st["idf"], average_length=st["average_length"])
-        x.eliminate_zeros()
-        left, _ = scaled_values(x.indptr, x.indices, x.data, n_items, self.similarity, self.alpha, st["col_means"])
-        left = sp.csr_matrix((left.astype(np.float64), x.indices, x.indptr), shape=x.shape)
-        dots = (left @ st["right_t"]).tocsr()
-        binary = x.copy()
-        binary.data[:] = 1.0
-        co = (binary @ st["binary_t"]).tocsr()
-        out_indptr = np.zeros(x.shape[0] + 1, dtype=np.int64)
-        out_i, out_s = [], []
-        for r in range(x.shape[0]):
-            lo, hi = co.indptr[r], co.indptr[r + 1]
-            users, c = co.indices[lo:hi], co.data[lo:hi]
-            dense = np.zeros(st["binary_t"].shape[1])
-            dense[dots.indices[dots.indptr[r]:dots.indptr[r + 1]]] = dots.data[dots.indptr[r]:dots.indptr[r + 1]]
-            if self.similarity == "jaccard":
-                score = c / (binary.indptr[r + 1] - binary.indptr[r] + st["row_nnz"][users] - c)
-            else:
-                score = dense[users]
-            if self.shrink > 0:
-                score = score * (c / (c + self.shrink))
-            ok = (c >= max(1, self.min_support)) & (score > 0)
-            users, score = users[ok], score[ok].astype(np.float32)
-            order = np.lexsort((users, -score))[:k]
-            out_i.append(users[order].astype(np.int32))
-            out_s.append(score[order])
-            out_indptr[r + 1] = out_indptr[r] + len(order)
-        cat = lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)  # noqa: E731
-        return out_indptr, cat(out_i, np.int32), cat(out_s, np.float32)
+        return query_topk_similarity(st["index"], x.indptr, x.indices, x.data, k, shrink=self.shrink,
+                                     min_support=self.min_support)
 
     def _fold_state(self) -> dict:
-        """Training-side values for fold-in (weighted, scaled rows and statistics), built once."""
+        """The training users as ``query_topk_similarity`` searches them, and the weighting
+        statistics new rows are weighted with; built once."""
         if getattr(self, "_fold", None) is not None:
             return self._fold
         seen = sp.csr_matrix(self.seen_, dtype=np.float32)
         seen.sort_indices()
         n_users, n_items = seen.shape
-        w = seen.copy()
         stats = {"idf": idf_weights(seen.indptr, seen.indices, n_users, n_items),
                  "average_length": row_sum_mean(seen.indptr, seen.data)}
-        if self.weighting is not None:
-            w.data = self._weighted(seen, **stats)
-        w.eliminate_zeros()
-        col_means = column_means(w.indices, w.data, n_items) if self.similarity == "adjusted_cosine" else None
-        _, right = scaled_values(w.indptr, w.indices, w.data, n_items, self.similarity, self.alpha, col_means)
-        binary = w.copy()
-        binary.data[:] = 1.0
-        self._fold = {
-            **stats, "col_means": col_means, "binary_t": binary.T.tocsr(),
-            "row_nnz": np.diff(w.indptr).astype(np.float64),
-            "right_t": sp.csr_matrix((right.astype(np.float64), w.indices, w.indptr), shape=w.shape).T.tocsr(),
-        }
-        return self._fold
-        seen = sp.csr_matrix(self.seen_, dtype=np.float64)
-        seen.sort_indices()
-        n_users, n_items = seen.shape
-        df = np.bincount(seen.indices, minlength=n_items).astype(np.float64)
-        idf = np.log(float(max(n_users, 1))) - np.log1p(df)
-        w = seen.copy()
-        if self.weighting is not None:
-            from ..kernels.weighting import bm25_weight, tfidf_weight
-
-            args = (seen.indptr, seen.indices, seen.data.astype(np.float32), n_users, n_items)
-            w.data = (tfidf_weight(*args) if self.weighting == "tfidf"
-                      else bm25_weight(*args, k1=self.k1, b=self.b)).astype(np.float64)
-        w.eliminate_zeros()
-        col_means = _means(w.indices, w.data, n_items) if self.similarity == "adjusted_cosine" else None
-        binary = w.copy()
-        binary.data[:] = 1.0
-        self._fold = {
-            "idf": idf, "mean_row_sum": float(np.asarray(seen.sum(axis=1)).mean()) if n_users else 1.0,
-            "col_means": col_means, "binary_t": binary.T.tocsr(), "row_nnz": np.diff(w.indptr).astype(np.float64),
-            "right_t": _scaled(w, self.similarity, self.alpha, col_means, side="right").T.tocsr(),
-        }
+        values = self._weighted(seen, **stats) if self.weighting is not None else seen.data
+        index = neighbour_index(seen.indptr, seen.indices, values, n_items, self.similarity, self.alpha)
+        self._fold = {**stats, "index": index}
         return self._fold
 
     def _derive(self) -> None:

@@ -111,7 +111,7 @@ class OnnxRuntime(Recommender):
         """The feeds one session run gets for these training users (internal indices), seen items
         excluded: what a request sends to the graph. Used to calibrate a static int8 graph."""
         user_index = np.asarray(user_index, dtype=np.int64).reshape(-1)
-        batch = self._batch_for_users(user_index, self.seen_)
+        batch = self.batch_for_users(user_index, self.seen_)
         feeds = self._model_inputs(batch)
         feeds["exclude"] = _padded_exclusions(len(user_index), batch.excl_indptr, batch.excl_indices, batch.allowed)
         feeds["k"] = np.array([min(int(k), self.n_items)], dtype=np.int64)
