@@ -222,7 +222,7 @@ def test_bad_input_raises(kwargs, error, match):
 def test_update_equals_a_full_call(data, similarity, k, shrink, min_support, seed, n_added):
     """update_topk_similarity from an earlier result equals topk_similarity on the new matrix,
     bit for bit, when entries are added or re-weighted and rows that did not exist appear."""
-    from recsys_fast.kernels.similarity import update_topk_similarity
+    from recsys_fast.kernels.similarity_update import update_topk_similarity
 
     mask, values = data
     n_rows, n_cols = mask.shape

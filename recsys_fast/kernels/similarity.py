@@ -189,7 +189,7 @@ def _dense_candidates(acc, n, k, n_groups, gmax, hist, cand_s, cand_i):
     return n_cand
 
 
-@kernel
+@kernel(fastmath=False)
 def _accumulate(i, indptr, indices, ldata, t_indptr, t_indices, t_data, binary, need_count,
                 track, positive, acc, cnt, mark, touched):
     """Scatter row i's dot products (or co-counts when ``binary``) into ``acc``.
@@ -254,7 +254,7 @@ def _accumulate(i, indptr, indices, ldata, t_indptr, t_indices, t_data, binary, 
     return nt
 
 
-@kernel_pair
+@kernel_pair(fastmath=False)
 def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, lscale, rscale, n_rows,
                      k, binary, jaccard, positive, row_nnz, shrink, min_support, exclude_self,
                      chunk_ptr, chunk_rows, work, sparse_below, slots):
@@ -334,7 +334,25 @@ def _topk_similarity(indptr, indices, ldata, t_indptr, t_indices, t_data, lscale
     return lens, out_i, out_s
 
 
-@kernel
+@kernel(fastmath=False, inline=True)
+def count_score(co, li, rj, nnz_i, nnz_j, jaccard, shrink, min_support):
+    """The counting path's score of a pair from its co-count ``co`` (0 when dropped): Jaccard's ratio
+    or ``co * li * rj``, then shrinkage and the support cut. Compiled without fastmath and called
+    (not inlined at the Numba level) by both the light and the heavy rows, so its float32 rounding
+    is one fixed sequence wherever it runs: ``update_topk_similarity`` recomputes these scores
+    elsewhere and gets the same bits."""
+    if jaccard:
+        sc = co / max(nnz_i + nnz_j - co, np.float32(1.0))
+    else:
+        sc = (co * li) * rj
+    if shrink > 0.0:
+        sc = sc * (co / (co + shrink))
+    if min_support > 1 and co < min_support:
+        sc = np.float32(0.0)
+    return sc
+
+
+@kernel(fastmath=False)
 def _score_dense(acc, cnt, n, li, rscale, nnz_i, row_nnz, binary, jaccard, shrink, min_support):
     """``_score`` over a whole dense accumulator, in place, in loops without branches (they
     vectorise; a per-entry call did not). Untouched entries (co-count 0) come out as 0.
@@ -344,16 +362,7 @@ def _score_dense(acc, cnt, n, li, rscale, nnz_i, row_nnz, binary, jaccard, shrin
     use_support = min_support > 1
     if binary:
         for j in range(n):
-            co = acc[j]
-            if jaccard:
-                sc = co / max(nnz_i + row_nnz[j] - co, np.float32(1.0))
-            else:
-                sc = co * (li * rscale[j])
-            if use_shrink:
-                sc = sc * (co / (co + shrink))
-            if use_support:
-                sc = sc if co >= min_support else np.float32(0.0)
-            acc[j] = sc
+            acc[j] = count_score(acc[j], li, rscale[j], nnz_i, row_nnz[j], jaccard, shrink, min_support)
     else:
         for j in range(n):
             co = np.float32(cnt[j])
@@ -366,7 +375,7 @@ def _score_dense(acc, cnt, n, li, rscale, nnz_i, row_nnz, binary, jaccard, shrin
             cnt[j] = 0
 
 
-@kernel
+@kernel(fastmath=False)
 def _score(a, co, li, rj, nnz_i, nnz_j, binary, jaccard, shrink, min_support):
     """Final score of a pair from its accumulated value ``a`` and co-count ``co``; 0 if dropped.
 
@@ -374,12 +383,9 @@ def _score(a, co, li, rj, nnz_i, nnz_j, binary, jaccard, shrink, min_support):
     """
     if co <= 0.0 or co < min_support:
         return np.float32(0.0)
-    if jaccard:
-        s = co / (nnz_i + nnz_j - co)
-    elif binary:
-        s = co * li * rj
-    else:
-        s = a
+    if binary:
+        return count_score(co, li, rj, nnz_i, nnz_j, jaccard, shrink, min_support)
+    s = a
     if shrink > 0.0:
         s = s * (co / (co + shrink))
     return s
@@ -708,182 +714,3 @@ def _compute(p, n_cols, k, similarity, shrink, min_support, exclude_self, rows=N
     if nnz < out_i.shape[0] // 2:  # mostly short rows: do not keep the reserved buffers alive
         return indptr_out, out_i[:nnz].copy(), out_s[:nnz].copy()
     return indptr_out, out_i[:nnz], out_s[:nnz]
-
-
-@kernel
-def _changed_rows(o_ptr, o_idx, o_left, o_right, n_ptr, n_idx, n_left, n_right, has_values):
-    """Rows whose stored columns or (when ``has_values``) left/right values differ."""
-    n_rows = n_ptr.shape[0] - 1
-    out = np.zeros(n_rows, dtype=np.bool_)
-    for r in range(n_rows):
-        lo_o = o_ptr[r]
-        lo_n = n_ptr[r]
-        m = o_ptr[r + 1] - lo_o
-        if m != n_ptr[r + 1] - lo_n:
-            out[r] = True
-            continue
-        for t in range(m):
-            if o_idx[lo_o + t] != n_idx[lo_n + t]:
-                out[r] = True
-                break
-            if has_values and (o_left[lo_o + t] != n_left[lo_n + t] or o_right[lo_o + t] != n_right[lo_n + t]):
-                out[r] = True
-                break
-    return out
-
-
-@kernel
-def _merge_rows(q_rows, g_ptr, g_idx, g_s, c_ptr, c_idx, c_s, changed, kk, kk_old):
-    """For each row of ``q_rows`` (unchanged itself, sharing columns with changed rows): its old
-    list without the changed rows, merged with its new top-k among the changed rows (``c_*``).
-
-    The result is the row's new top-k when the old list was complete (fewer than ``kk_old``
-    entries: every candidate was listed) or when the merge's kk-th entry ranks at or before the
-    old list's last entry: every candidate the old list left out ranked after that entry, and
-    unchanged pairs keep their scores. Otherwise ``ok`` is False and the row must be recomputed.
-    """
-    n_q = q_rows.shape[0]
-    out_ptr = np.zeros(n_q + 1, dtype=np.int64)
-    out_i = np.empty(n_q * kk, dtype=np.int32)
-    out_s = np.empty(n_q * kk, dtype=np.float32)
-    ok = np.ones(n_q, dtype=np.bool_)
-    for q in range(n_q):
-        i = q_rows[q]
-        a = g_ptr[i]
-        a_end = g_ptr[i + 1]
-        b = c_ptr[i]
-        b_end = c_ptr[i + 1]
-        full = a_end - a >= kk_old
-        last_s = g_s[a_end - 1] if a_end > a else np.float32(0.0)
-        last_j = g_idx[a_end - 1] if a_end > a else np.int32(0)
-        base = out_ptr[q]
-        n = 0
-        while n < kk:
-            while a < a_end and changed[g_idx[a]]:
-                a += 1
-            has_a = a < a_end
-            has_b = b < b_end
-            if not has_a and not has_b:
-                break
-            take_a = has_a and (not has_b or g_s[a] > c_s[b] or (g_s[a] == c_s[b] and g_idx[a] < c_idx[b]))
-            if take_a:
-                out_i[base + n] = g_idx[a]
-                out_s[base + n] = g_s[a]
-                a += 1
-            else:
-                out_i[base + n] = c_idx[b]
-                out_s[base + n] = c_s[b]
-                b += 1
-            n += 1
-        if full:
-            if n < kk:
-                ok[q] = False
-            else:
-                s = out_s[base + n - 1]
-                j = out_i[base + n - 1]
-                if s < last_s or (s == last_s and j > last_j):
-                    ok[q] = False
-        out_ptr[q + 1] = base + n
-    return out_ptr, out_i, out_s, ok
-
-
-@kernel
-def _assemble(source, pos, g_ptr, g_idx, g_s, m_ptr, m_idx, m_s, f_ptr, f_idx, f_s):
-    """One CSR from three: row r comes from the old graph (source 0, row r), the merged rows
-    (source 1, row ``pos[r]``) or the recomputed rows (source 2, row r)."""
-    n_rows = source.shape[0]
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    for r in range(n_rows):
-        s = source[r]
-        if s == 0:
-            m = g_ptr[r + 1] - g_ptr[r]
-        elif s == 1:
-            m = m_ptr[pos[r] + 1] - m_ptr[pos[r]]
-        else:
-            m = f_ptr[r + 1] - f_ptr[r]
-        indptr[r + 1] = indptr[r] + m
-    out_i = np.empty(indptr[n_rows], dtype=np.int32)
-    out_s = np.empty(indptr[n_rows], dtype=np.float32)
-    for r in range(n_rows):
-        s = source[r]
-        if s == 0:
-            lo = g_ptr[r]
-            src_i, src_s = g_idx, g_s
-        elif s == 1:
-            lo = m_ptr[pos[r]]
-            src_i, src_s = m_idx, m_s
-        else:
-            lo = f_ptr[r]
-            src_i, src_s = f_idx, f_s
-        for t in range(indptr[r + 1] - indptr[r]):
-            out_i[indptr[r] + t] = src_i[lo + t]
-            out_s[indptr[r] + t] = src_s[lo + t]
-    return indptr, out_i, out_s
-
-
-def update_topk_similarity(old, old_n_rows: int, graph, new, n_cols: int, k: int, similarity: str = "cosine",
-                           shrink: float = 0.0, min_support: int = 1, alpha: float = 0.5,
-                           exclude_self: bool = True):
-    """``topk_similarity(*new, n_cols, k, ...)``, bit for bit, computed from an earlier result.
-
-    ``old`` and ``new`` are CSR triples ``(indptr, indices, data)`` with the same shape
-    (``n_rows x n_cols``): the matrix the earlier result ``graph`` (a CSR triple, n_rows x
-    n_rows) was computed from, with the same options, and the matrix now. ``old`` and ``graph``
-    are given in the new index space (rows that did not exist are empty); ``old_n_rows`` is the
-    row count of the earlier call (it set k's bound and each row's path).
-
-    Only what can change is recomputed: a row whose stored values changed (as the kernel sees
-    them: after scaling) is recomputed; a row sharing a column with a changed row keeps its
-    unchanged pairs and merges in its new top-k among the changed rows, which the kernel
-    computes over the changed rows only, unless the old list was cut where a candidate it left
-    out could now enter (then recomputed); every other row keeps its list. Returns
-    ``(indptr, indices, data, info)`` with ``info`` counting the rows changed, merged and
-    recomputed.
-    """
-    n_rows = np.asarray(new[0]).shape[0] - 1
-    n_cols = int(n_cols)
-    o = check_csr(*old, n_rows, n_cols, name="update_topk_similarity (old)")
-    nw = check_csr(*new, n_rows, n_cols, name="update_topk_similarity (new)")
-    g_ptr, g_idx, g_s = graph  # best first per row, as topk_similarity returns it (not re-sorted)
-    g = (np.ascontiguousarray(g_ptr, dtype=np.int64), np.ascontiguousarray(g_idx, dtype=np.int32),
-         np.ascontiguousarray(g_s, dtype=np.float32))
-    if g[0].shape != (n_rows + 1,) or g[1].shape != g[2].shape or g[1].shape[0] != g[0][-1]:
-        raise DataError(f"graph must be a CSR of {n_rows} rows matching new", source="update_topk_similarity")
-    validation.choice("similarity", similarity, SIMILARITIES)
-    args = (n_cols, int(k), similarity, float(shrink), int(min_support), bool(exclude_self))
-    info = {"rows": n_rows, "changed": n_rows, "merged": 0, "recomputed": n_rows}
-    if similarity == "dot":  # kept values are rescaled after the kernel: recomputed in full
-        return (*topk_similarity(*nw, n_cols, k, similarity, shrink, min_support, alpha, exclude_self), info)
-    pn = _prepare(*nw, n_cols, similarity, float(alpha))
-    po = _prepare(*o, n_cols, similarity, float(alpha))
-    if n_rows == 0 or po["binary"] != pn["binary"]:  # the counting path switched: every score moves
-        return (*_compute(pn, *args), info)
-    changed = _changed_rows(po["indptr"], po["indices"], po["left"], po["right"],
-                            pn["indptr"], pn["indices"], pn["left"], pn["right"], not pn["binary"])
-    changed |= (po["lscale"] != pn["lscale"]) | (po["rscale"] != pn["rscale"]) | (po["row_nnz"] != pn["row_nnz"])
-    # a row whose work crosses the light/heavy threshold takes the other path (other rounding)
-    flipped = ((po["work"] < int(old_n_rows) // _SPARSE_DIVISOR) != (pn["work"] < n_rows // _SPARSE_DIVISOR))
-    redo = changed | flipped
-    cols = np.zeros(n_cols, dtype=np.bool_)
-    for p in (po, pn):
-        rows_of = _row_ids(p["indptr"])
-        cols[p["indices"][changed[rows_of]]] = True
-    near = np.bincount(_row_ids(pn["indptr"])[cols[pn["indices"]]], minlength=n_rows) > 0
-    q_rows = np.flatnonzero(near & ~redo).astype(np.int64)
-    kk, kk_old = min(int(k), n_rows), min(int(k), int(old_n_rows))
-    source = np.zeros(n_rows, dtype=np.int8)
-    pos = np.zeros(n_rows, dtype=np.int64)
-    m = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
-    if len(q_rows) and changed.any():
-        c_ptr, c_idx, c_s = _compute(pn, *args, rows=q_rows, candidates=changed)
-        m_ptr, m_idx, m_s, ok = _merge_rows(q_rows, *g, c_ptr, c_idx, c_s, changed, kk, kk_old)
-        m = (m_ptr, m_idx, m_s)
-        source[q_rows[ok]] = 1
-        pos[q_rows] = np.arange(len(q_rows))
-        redo[q_rows[~ok]] = True
-    source[redo] = 2
-    fresh = _compute(pn, *args, rows=np.flatnonzero(redo)) if redo.any() else \
-        (np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
-    info = {"rows": n_rows, "changed": int(changed.sum()), "merged": int((source == 1).sum()),
-            "recomputed": int(redo.sum())}
-    return (*_assemble(source, pos, *g, *m, *fresh), info)

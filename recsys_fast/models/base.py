@@ -30,6 +30,7 @@ from ..data.csr import gather_rows
 from ..data.idmap import IdMap
 from ..data.interactions import Interactions
 from ..errors import BundleError, DataError, NotFittedError, ParameterError, ParameterTypeError, UnknownIdError
+from ..kernels.csr_merge import merge_csr
 
 _log = logging.getLogger("recsys_fast")
 
@@ -251,21 +252,22 @@ class Recommender:
         the new events alone on the union maps)."""
         user_map = _union_map(self.user_map_, new.user_map)
         item_map = _union_map(self.item_map_, new.item_map)
-        user_pos = user_map.to_index(self.user_map_.ids) if len(self.user_map_) else np.zeros(0, np.int64)
-        item_pos = item_map.to_index(self.item_map_.ids) if len(self.item_map_) else np.zeros(0, np.int64)
+        user_pos = _positions(self.user_map_, user_map)
+        item_pos = _positions(self.item_map_, item_map)
         new_in, _ = new.remap(user_map, item_map)
         seen = self.seen_
-        old_rows = user_pos[np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))]
-        rows = np.concatenate([old_rows, new_in.row_of_nnz()])
-        cols = np.concatenate([item_pos[seen.indices], new_in.matrix.indices])
-        weights = np.concatenate([seen.data, new_in.matrix.data]).astype(np.float32)
         old_r = self._stored_ratings()
-        ratings = None
+        new_r = None
         if old_r is not None:
             new_r = new_in.ratings if new_in.ratings is not None else new_in.matrix.data
-            ratings = np.concatenate([old_r, new_r]).astype(np.float32)
-        combined = Interactions._from_indices(rows, cols.astype(np.int64), weights, None, ratings, user_map, item_map,
-                                              duplicates, source="update")
+        # both sides are sorted CSR and the maps only insert ids: a linear merge, not a sort of every key
+        m = new_in.matrix
+        indptr, indices, data, ratings, _ = merge_csr((seen.indptr, seen.indices, seen.data), user_pos, item_pos,
+                                                      (m.indptr, m.indices, m.data), len(item_map), duplicates,
+                                                      old_r, new_r)
+        matrix = sp.csr_matrix((data, indices, indptr), shape=(len(user_map), len(item_map)))
+        matrix.has_sorted_indices = True
+        combined = Interactions(matrix, user_map, item_map, None, ratings)
         return combined, user_pos, item_pos, new_in
 
     @property
@@ -608,6 +610,13 @@ def seen_matrix(path, get, n_users: int, n_items: int) -> sp.csr_matrix:
         raise BundleError(f"{path}: the stored training matrix does not fit the id maps ({n_users} users x "
                           f"{n_items} items); the bundle is inconsistent")
     return sp.csr_matrix((data, indices, indptr), shape=(n_users, n_items))
+
+
+def _positions(old: IdMap, union: IdMap) -> np.ndarray:
+    """The index in ``union`` of each id of ``old`` (increasing)."""
+    if union is old:
+        return np.arange(len(old), dtype=np.int64)
+    return union.to_index(old.ids) if len(old) else np.zeros(0, np.int64)
 
 
 def _union_map(old: IdMap, new: IdMap) -> IdMap:

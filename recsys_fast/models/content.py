@@ -67,18 +67,27 @@ class ContentKNN(ItemKNN):
     def _compared_rows(self, matrix):
         return self.features_
 
-    def _update_rows(self, combined, user_pos, item_pos):
+    def _keeps_rows(self) -> bool:
+        return False  # the feature rows are kept anyway (features_)
+
+    def _transposed_structure(self, combined):
+        return None
+
+    def _popularity(self, combined, new_rows) -> np.ndarray:  # new_rows are feature rows here
+        return np.bincount(combined.matrix.indices, minlength=combined.n_items).astype(np.float32)
+
+    def _update_rows(self, combined, user_pos, item_pos, new_in):
         """The feature rows before and after: new items from the events have no features (empty
         rows, no content neighbours, reached through ``fill`` only until a refit with features);
         the old items' graph rows are kept, bit for bit as a refit would build them."""
-        from .knn import _reindex
+        from .knn import _reindex, _sorted_csr
 
         f = self.features_
         n_feat = f.shape[1]
         ptr, idx, data = _reindex(f.indptr, f.indices, f.data, item_pos, np.arange(n_feat), combined.n_items)
         grown = sp.csr_matrix((data, idx, ptr), shape=(combined.n_items, n_feat))
         self.features_ = grown
-        return f, grown, item_pos, np.arange(n_feat)
+        return _sorted_csr(f), _sorted_csr(grown), item_pos, np.arange(n_feat)
 
     def _get_state(self):
         f = self.features_

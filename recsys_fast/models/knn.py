@@ -29,7 +29,9 @@ import scipy.sparse as sp
 from .. import threads, validation
 from ..data.interactions import Interactions
 from ..kernels.knn import knn_topk, neighbour_average, similar_rows
+from ..kernels.csr_merge import merge_csr
 from ..kernels.similarity import SIMILARITIES, neighbour_index, query_topk_similarity, topk_similarity
+from ..kernels.similarity_update import reindex_reserve, topk_similarity_reserve, update_topk_similarity
 from ..kernels.weighting import bm25_weight, idf_weights, row_sum_mean, tfidf_weight
 from ..data.csr import gather_rows
 from .base import Neighbours, Recommender, RowBatch
@@ -75,10 +77,14 @@ class _NeighbourhoodModel(Recommender):
         finally:
             self._client = None
 
+    # the reserve kept for ``update`` (see ``_update``): this many neighbours after the k of each row
+    _RESERVE_EXTRA = 0
+
     def _fit(self, train: Interactions) -> None:
-        rows = self._compared_rows(train.matrix)
+        rows = _sorted_csr(self._compared_rows(train.matrix))
         with threads.limit(self.n_threads):
             self.graph_ = self._neighbour_graph(rows)
+        self._rows = rows if self._keeps_rows() else None
         self.popularity_ = np.bincount(train.matrix.indices, minlength=train.n_items).astype(np.float32)
         ratings = train.matrix.data if train.ratings is None else train.ratings
         self.ratings_ = np.ascontiguousarray(ratings, dtype=np.float32)
@@ -99,22 +105,26 @@ class _NeighbourhoodModel(Recommender):
                                average_length=average_length)
         return np.asarray(rows.data, dtype=np.float32)
 
+    def _keeps_rows(self) -> bool:
+        """Whether the compared rows are kept for ``update`` (ItemKNN: a transposed copy)."""
+        return False
+
     def _neighbour_graph(self, rows: sp.csr_matrix) -> sp.csr_matrix:
-        build = topk_similarity
+        """The graph of ``rows`` (sorted float32 CSR); sets ``_reserve`` (None when not kept)."""
         client = getattr(self, "_client", None)
-        if client is not None:  # the same rows computed on the workers, stitched in order
-            from functools import partial
-
-            from .distributed import topk_similarity_on_cluster
-
-            build = partial(topk_similarity_on_cluster, client)
-        rows = sp.csr_matrix(rows, dtype=np.float32)
-        rows.sort_indices()
         n_rows, n_cols = rows.shape
         data = self._weighted(rows)
-        indptr, indices, values = build(rows.indptr, rows.indices, data, n_cols, self.k,
-                                        similarity=self.similarity, shrink=self.shrink,
-                                        min_support=self.min_support, alpha=self.alpha, exclude_self=True)
+        opts = dict(similarity=self.similarity, shrink=self.shrink, min_support=self.min_support, alpha=self.alpha,
+                    exclude_self=True)
+        self._reserve = None
+        if client is not None:  # the same rows computed on the workers, stitched in order
+            from .distributed import topk_similarity_on_cluster
+
+            indptr, indices, values = topk_similarity_on_cluster(client, rows.indptr, rows.indices, data, n_cols,
+                                                                 self.k, **opts)
+        else:
+            indptr, indices, values, self._reserve = topk_similarity_reserve(
+                rows.indptr, rows.indices, data, n_cols, self.k, self._RESERVE_EXTRA, **opts)
         return sp.csr_matrix((values, indices, indptr), shape=(n_rows, n_rows))
 
     # ------------------------------------------------------------------ the feedback loop
@@ -124,51 +134,94 @@ class _NeighbourhoodModel(Recommender):
     def _update(self, combined, user_pos, item_pos, new_in) -> None:
         """The graph of a refit on old + new data, identical to it (same neighbours, same float32
         scores, so the same recommendations), with only what the new events can change recomputed
-        (``kernels.similarity.update_topk_similarity``): rows whose weighted, scaled values
-        changed, and the top-k among those rows for every row sharing a column with them, merged
-        into its kept list (a row whose list may have lost a neighbour to the cut is recomputed).
-        New users and items are included like any other. Weightings that depend on every row
-        (BM25's mean row length; TF-IDF when rows are added) change every row, so their update
-        costs about a refit; so does ``similarity="dot"``, recomputed in full (its kept values
-        are rescaled after the kernel). ``update_info_`` counts the rows changed, merged and recomputed."""
-        from ..kernels.similarity import update_topk_similarity
-
-        old_rows, new_rows, row_pos, col_pos = self._update_rows(combined, user_pos, item_pos)
-        old_rows, new_rows = (_sorted_csr(m) for m in (old_rows, new_rows))
+        (``kernels.similarity_update.update_topk_similarity``). ItemKNN on implicit data (the
+        counting path: binary cosine, asymmetric cosine, Jaccard) keeps a reserve of
+        ``_RESERVE_EXTRA`` neighbours after the k of each item and updates from it and from the
+        pairs the new events create, without rescanning any item's users (new events that only add
+        pairs; otherwise, or when their pairs are too many, every row is recomputed with its
+        reserve, about one refit). Other cases take the generic path: rows whose weighted, scaled
+        values changed are recomputed, and every row sharing a column with them merges in its top-k
+        among those rows (a row whose list may have lost a neighbour to the cut is recomputed).
+        Weightings that depend on every row (BM25's mean row length; TF-IDF when rows are added)
+        change every row, so their update costs about a refit; so does ``similarity="dot"``,
+        recomputed in full (its kept values are rescaled after the kernel). A model loaded from a
+        bundle without a reserve rebuilds it on its first update. ``update_info_`` counts the rows
+        changed, merged and recomputed and names the path."""
+        old_rows, new_rows, row_pos, col_pos = self._update_rows(combined, user_pos, item_pos, new_in)
         n = new_rows.shape[0]
-        old = _reindex(old_rows.indptr, old_rows.indices, self._weighted(old_rows), row_pos, col_pos, n)
+        same_rows = len(row_pos) == n
+        same_cols = len(col_pos) == new_rows.shape[1]
+        old_w = self._weighted(old_rows)
+        if same_rows and same_cols:
+            old = (old_rows.indptr, old_rows.indices, old_w)
+        else:
+            old = _reindex(old_rows.indptr, old_rows.indices, old_w, row_pos, col_pos, n)
         g = self.graph_
-        graph = _reindex(g.indptr, g.indices, g.data, row_pos, row_pos, n)
+        graph = (g.indptr, g.indices, g.data) if same_rows else _reindex(g.indptr, g.indices, g.data, row_pos,
+                                                                           row_pos, n)
+        reserve = getattr(self, "_reserve", None)
+        if reserve is not None and not same_rows:
+            reserve = reindex_reserve(reserve, row_pos, n)
+        new_t = self._transposed_structure(combined)
         with threads.limit(self.n_threads):
             indptr, indices, values, info = update_topk_similarity(
                 old, old_rows.shape[0], graph, (new_rows.indptr, new_rows.indices, self._weighted(new_rows)),
                 new_rows.shape[1], self.k, similarity=self.similarity, shrink=self.shrink,
-                min_support=self.min_support, alpha=self.alpha, exclude_self=True)
+                min_support=self.min_support, alpha=self.alpha, exclude_self=True, reserve=reserve,
+                extra=self._RESERVE_EXTRA, new_t=new_t)
         self.graph_ = sp.csr_matrix((values, indices, indptr), shape=(n, n))
+        self._reserve = info.pop("reserve")
+        self._rows = new_rows if self._keeps_rows() else None
         self.update_info_ = info
-        self.popularity_ = np.bincount(combined.matrix.indices, minlength=combined.n_items).astype(np.float32)
+        self.popularity_ = self._popularity(combined, new_rows)
         ratings = combined.matrix.data if combined.ratings is None else combined.ratings
         self.ratings_ = np.ascontiguousarray(ratings, dtype=np.float32)
         self.seen_ = combined.matrix  # _derive reads it
         self._derive()
 
-    def _update_rows(self, combined, user_pos, item_pos):
-        """(old compared rows, new compared rows, new index of each old row, of each old column)."""
+    def _popularity(self, combined, new_rows) -> np.ndarray:
+        """Stored entries per item of ``combined`` (float32), as ``_fit`` counts them."""
+        return np.bincount(combined.matrix.indices, minlength=combined.n_items).astype(np.float32)
+
+    def _transposed_structure(self, combined):
+        """The new compared rows' structure transposed, when it is at hand (ItemKNN: the user x item
+        matrix); None otherwise."""
+        return None
+
+    def _update_rows(self, combined, user_pos, item_pos, new_in):
+        """(old compared rows, new compared rows, new index of each old row, of each old column);
+        sorted float32 CSR."""
         raise NotImplementedError
 
     def _derive(self) -> None:
-        """State computed from the saved arrays: fill order and the means used by predict."""
+        """State computed from the saved arrays: the fill order now; the means used by predict on
+        first use (``_rating_stats``), so neither fit nor update pays for them."""
         self.fill_order_ = np.argsort(-self.popularity_, kind="stable").astype(np.int32)
         seen = self.seen_
-        r = self.ratings_.astype(np.float64)
-        self.global_mean_ = float(r.mean()) if len(r) else 0.0
-        self.rating_range_ = (float(r.min()), float(r.max())) if len(r) else (0.0, 0.0)
-        self.user_means_ = _means(np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr)), r, seen.shape[0])
-        self.item_means_ = _means(seen.indices, r, seen.shape[1])
+        self._stats = None
         self._by_item = None  # ratings as items x users, built on first UserKNN predict
         # lower bounds of the scored values, so a per-request call does not scan them (knn_topk b_min)
         self._seen_min = float(seen.data.min()) if seen.nnz else 1.0
         self._graph_min = float(self.graph_.data.min()) if self.graph_.nnz else 1.0
+
+    def _rating_stats(self) -> dict:
+        """Global mean, rating range, user and item means of the training ratings (built once)."""
+        stats = self._stats
+        if stats is None:
+            seen = self.seen_
+            r = self.ratings_.astype(np.float64)
+            stats = {"global_mean": float(r.mean()) if len(r) else 0.0,
+                     "rating_range": (float(r.min()), float(r.max())) if len(r) else (0.0, 0.0),
+                     "user_means": _means(np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr)), r,
+                                          seen.shape[0]),
+                     "item_means": _means(seen.indices, r, seen.shape[1])}
+            self._stats = stats
+        return stats
+
+    global_mean_ = property(lambda self: self._rating_stats()["global_mean"], doc="Mean training rating.")
+    rating_range_ = property(lambda self: self._rating_stats()["rating_range"], doc="(min, max) training rating.")
+    user_means_ = property(lambda self: self._rating_stats()["user_means"], doc="Mean rating per user (NaN: none).")
+    item_means_ = property(lambda self: self._rating_stats()["item_means"], doc="Mean rating per item (NaN: none).")
 
     # ------------------------------------------------------------------ recommending
     def _fill_order(self) -> np.ndarray | None:
@@ -266,8 +319,30 @@ class ItemKNN(_NeighbourhoodModel):
     def _compared_rows(self, matrix):
         return matrix.T.tocsr()
 
-    def _update_rows(self, combined, user_pos, item_pos):
-        return self._compared_rows(self.seen_), self._compared_rows(combined.matrix), item_pos, user_pos
+    _RESERVE_EXTRA = 32
+
+    def _keeps_rows(self) -> bool:
+        return True
+
+    def _update_rows(self, combined, user_pos, item_pos, new_in):
+        old = getattr(self, "_rows", None)
+        if old is None:  # loaded from a bundle: built once
+            old = _sorted_csr(self._compared_rows(self.seen_))
+        # the new events merged into the kept items x users rows (linear), not a transpose of everything
+        events = _sorted_csr(self._compared_rows(new_in.matrix))
+        indptr, indices, data, _, _ = merge_csr((old.indptr, old.indices, old.data), item_pos, user_pos,
+                                                (events.indptr, events.indices, events.data), combined.n_users,
+                                                getattr(self, "_update_duplicates", "last"))
+        new = sp.csr_matrix((data, indices, indptr), shape=(combined.n_items, combined.n_users))
+        new.has_sorted_indices = True
+        return old, new, item_pos, user_pos
+
+    def _transposed_structure(self, combined):
+        m = combined.matrix
+        return m.indptr, m.indices
+
+    def _popularity(self, combined, new_rows) -> np.ndarray:
+        return np.diff(new_rows.indptr).astype(np.float32)  # the items x users rows: entries per item
 
     def _derive(self) -> None:
         super()._derive()
@@ -276,22 +351,30 @@ class ItemKNN(_NeighbourhoodModel):
         # contiguous, which saves cache and TLB misses on large catalogues (about a quarter of the
         # time at 300k x 50k x 10M). The kernel maps results back (``labels``), ties included, so
         # the output is identical to scoring the graph as fitted.
-        order = self.fill_order_
-        self._rank_of = np.empty(len(order), dtype=np.int32)
-        self._rank_of[order] = np.arange(len(order), dtype=np.int32)
-        g = self.graph_
-        indptr, indices, data = gather_rows(g.indptr, g.indices, g.data, order)
-        self._ranked_graph = (indptr, self._rank_of[indices], data)
-        self._ranked_fill = np.arange(len(order), dtype=np.int32)
+        # Built on first use (``_ranked``), so that fit and update do not pay for it.
+        self._ranking = None
+
+    def _ranked(self):
+        """(rank of each item, the graph renumbered by rank, the fill order in ranks)."""
+        ranking = self._ranking
+        if ranking is None:
+            order = self.fill_order_
+            rank_of = np.empty(len(order), dtype=np.int32)
+            rank_of[order] = np.arange(len(order), dtype=np.int32)
+            g = self.graph_
+            indptr, indices, data = gather_rows(g.indptr, g.indices, g.data, order)
+            ranking = (rank_of, (indptr, rank_of[indices], data), np.arange(len(order), dtype=np.int32))
+            self._ranking = ranking
+        return ranking
 
     def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
-        rank = self._rank_of
+        rank, ranked_graph, ranked_fill = self._ranked()
         allowed = batch.allowed[self.fill_order_] if len(batch.allowed) else batch.allowed
         hist = rank[batch.hist_indices]
         excl = hist if batch.excl_indices is batch.hist_indices else rank[batch.excl_indices]
-        return knn_topk(batch.hist_indptr, hist, batch.hist_data, *self._ranked_graph,
+        return knn_topk(batch.hist_indptr, hist, batch.hist_data, *ranked_graph,
                         self.n_items, k, batch.excl_indptr, excl, allowed,
-                        self._ranked_fill if self.fill == "popularity" else None, labels=self.fill_order_,
+                        ranked_fill if self.fill == "popularity" else None, labels=self.fill_order_,
                         parallel=parallel, validate=False, b_min=self._graph_min)
 
     def similar_items(self, items, k: int = 10) -> Neighbours:
@@ -357,8 +440,8 @@ class UserKNN(_NeighbourhoodModel):
     def _compared_rows(self, matrix):
         return matrix
 
-    def _update_rows(self, combined, user_pos, item_pos):
-        return self.seen_, combined.matrix, user_pos, item_pos
+    def _update_rows(self, combined, user_pos, item_pos, new_in):
+        return _sorted_csr(self.seen_), _sorted_csr(combined.matrix), user_pos, item_pos
 
     def _recommend_rows_with(self, batch: RowBatch, k: int, parallel: bool | None):
         g = self.graph_
