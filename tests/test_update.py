@@ -174,3 +174,44 @@ def test_update_refusals():
     ints = Interactions.from_arrays(np.array([1]), np.array([100]))
     with pytest.raises(DataError, match="user ids are integers"):
         model.update(ints)
+
+
+@pytest.mark.parametrize("make", [lambda: ItemKNN(k=25), lambda: ItemKNN(k=10, similarity="jaccard", shrink=2.0),
+                                  lambda: ItemKNN(k=15, similarity="asymmetric_cosine", alpha=0.3, min_support=2)])
+def test_item_knn_reserve_updates_in_a_row_and_after_loading(tmp_path, make):
+    """Implicit data: several updates in a row (new users, new items, popular and long-tail items)
+    take the reserve path and equal a refit bit for bit; the reserve travels in the bundle, so the
+    first update after loading takes it too."""
+    data = synthetic(2000, 600, 20_000, seed=11, with_timestamps=False)
+    df = _events(data)
+    rng = np.random.default_rng(11)
+    batch = rng.integers(0, 5, len(df))  # 0: the first fit; 1..4: four updates
+    batch[df["item"].isin(df["item"].unique()[:3]).to_numpy()] = 3  # items that only update 3 brings
+    batch[df["user"].isin(df["user"].unique()[:4]).to_numpy()] = 2  # users that only update 2 brings
+    batch[(batch > 0) & (rng.random(len(df)) < 0.97)] = 0  # updates are small
+    model = make().fit(_interactions(df[batch == 0]))
+    paths = []
+    for b in range(1, 5):
+        if b == 3:
+            model.save(tmp_path / "bundle")
+            model = load(tmp_path / "bundle")
+        model.update(_interactions(df[batch == b]))
+        paths.append(model.update_info_["path"])
+        assert_same_knn(model, make().fit(_interactions(df[batch <= b])))
+    assert paths.count("reserve") >= 3, paths
+
+
+def test_bundle_without_reserve_rebuilds_it_on_update(tmp_path):
+    data = synthetic(500, 200, 5000, seed=12, with_timestamps=False)
+    df = _events(data)
+    new = np.random.default_rng(12).random(len(df)) < 0.01
+    model = ItemKNN(k=10).fit(_interactions(df[~new]))
+    model._reserve = None  # as a bundle written before the reserve existed
+    model.save(tmp_path / "old")
+    loaded = load(tmp_path / "old")
+    loaded.update(_interactions(df[new]))
+    assert loaded.update_info_["path"] == "full"
+    assert_same_knn(loaded, ItemKNN(k=10).fit(_interactions(df)))
+    loaded.update(_interactions(df[new].assign(weight=1.0)))  # the same events again: nothing changes
+    assert loaded.update_info_["path"] == "reserve"
+    assert_same_knn(loaded, ItemKNN(k=10).fit(_interactions(df)))

@@ -77,9 +77,12 @@ def _invert(s, li, rj, ni, nj, light, jaccard, shrink, min_support):
 @kernel(fastmath=False)
 def _max_count(bs, bj, j, li, rj, ni, nj, light, jaccard, shrink, min_support):
     """The largest co-count c <= min(ni, nj) whose score for neighbour j ranks at or after the bound
-    (bs, bj): the most an unlisted neighbour can share."""
+    (bs, bj): the most an unlisted neighbour can share. A bound of score 0 means the list held every
+    positive score: then the largest c that scores 0 (below ``min_support``)."""
     lo = np.int64(0)
     hi = np.int64(min(ni, nj))
+    if not bs > 0.0:
+        bj = 0
     if shrink == 0.0 and bs > 0.0 and hi > 0:  # narrow the search around the direct estimate
         if jaccard:
             est = np.float64(bs) * (np.float64(ni) + np.float64(nj)) / (1.0 + np.float64(bs))
@@ -679,7 +682,9 @@ def reindex_reserve(reserve: dict, row_pos, n_rows: int) -> dict:
     indices.reshape(-1, m)[row_pos] = row_pos[reserve["indices"]].reshape(-1, m)
     scores.reshape(-1, m)[row_pos] = reserve["scores"].reshape(-1, m)
     bs[row_pos] = reserve["bound_scores"]
-    bj[row_pos] = row_pos[reserve["bound_indices"]]
+    # a bound of score 0 (the list held every positive score) names no neighbour; a score-only bound
+    # (index 0) renamed row_pos[0] still holds, as the rows before it are new and score 0
+    bj[row_pos] = np.where(reserve["bound_scores"] > 0, row_pos[reserve["bound_indices"]], 0)
     return _reserve_dict(m, lengths, indices, scores, bs, bj)
 
 

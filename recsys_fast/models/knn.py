@@ -28,10 +28,12 @@ import scipy.sparse as sp
 
 from .. import threads, validation
 from ..data.interactions import Interactions
-from ..kernels.knn import knn_topk, neighbour_average, similar_rows
+from ..errors import BundleError, DataError
 from ..kernels.csr_merge import merge_csr
+from ..kernels.knn import knn_topk, neighbour_average, similar_rows
 from ..kernels.similarity import SIMILARITIES, neighbour_index, query_topk_similarity, topk_similarity
-from ..kernels.similarity_update import reindex_reserve, topk_similarity_reserve, update_topk_similarity
+from ..kernels.similarity_update import (RESERVE_ARRAYS, check_reserve, reindex_reserve, topk_similarity_reserve,
+                                          update_topk_similarity)
 from ..kernels.weighting import bm25_weight, idf_weights, row_sum_mean, tfidf_weight
 from ..data.csr import gather_rows
 from .base import Neighbours, Recommender, RowBatch
@@ -284,8 +286,13 @@ class _NeighbourhoodModel(Recommender):
     # ------------------------------------------------------------------ persistence
     def _get_state(self):
         g = self.graph_
-        return {"graph_indptr": g.indptr.astype(np.int64), "graph_indices": g.indices.astype(np.int32),
-                "graph_data": g.data.astype(np.float32), "popularity": self.popularity_, "ratings": self.ratings_}
+        state = {"graph_indptr": g.indptr.astype(np.int64), "graph_indices": g.indices.astype(np.int32),
+                 "graph_data": g.data.astype(np.float32), "popularity": self.popularity_, "ratings": self.ratings_}
+        reserve = getattr(self, "_reserve", None)
+        if reserve is not None:  # so that the first update after loading takes the reserve path
+            state["reserve_extra"] = np.array([reserve["extra"]], dtype=np.int64)
+            state.update({f"reserve_{name}": reserve[name] for name in RESERVE_ARRAYS})
+        return state
 
     def _set_state(self, arrays, meta):
         n = len(arrays["graph_indptr"]) - 1
@@ -293,6 +300,15 @@ class _NeighbourhoodModel(Recommender):
                                     shape=(n, n))
         self.popularity_ = arrays["popularity"].astype(np.float32)
         self.ratings_ = arrays["ratings"].astype(np.float32)
+        self._reserve = None  # bundles written before the reserve existed: rebuilt on the first update
+        if "reserve_extra" in arrays:
+            reserve = {"extra": int(arrays["reserve_extra"][0]),
+                       **{name: arrays[f"reserve_{name}"] for name in RESERVE_ARRAYS}}
+            try:
+                self._reserve = check_reserve(reserve, n, "bundle")
+            except DataError as exc:
+                raise BundleError(f"the stored update reserve does not fit the graph: {exc}") from None
+        self._rows = None
         self._derive()
 
 
