@@ -7,7 +7,10 @@ scatter-add against ItemKNN's, in one process.
    against a refit on everything (``fit``), interleaved, median of ``--repeats``. The updated
    graph is asserted equal to the refit's, bit for bit, at every fraction. Held-back events are
    drawn like the data (popular items more often); ``uniform`` repeats 0.1% with new events on
-   uniformly drawn items. The plot (PNG) shows update time against f with the refit time and the
+   uniformly drawn items. At 0.1% the update is also timed right after loading the fitted model
+   from a bundle, as the second of two updates in a row, and after loading a bundle without the
+   update reserve (the first update then rebuilds it); the graph kernel is timed with and without
+   the reserve (what keeping it adds to a fit). The plot (PNG) shows update time against f with the refit time and the
    crossover fraction (where updating stops being cheaper: interpolated on log f).
 2. Graph build per scatter-add (``kernels.similarity.topk_similarity``, k=100, cosine, what
    ``fit`` runs): ContentKNN over 100k items x 50k features (synthetic rows as items, columns as
@@ -59,6 +62,62 @@ def timed_update(data: Interactions, old: Interactions, new: Interactions, repea
     if not same_graph(model.graph_, reference.graph_):
         raise AssertionError("update differs from the refit")
     return statistics.median(refit_t), statistics.median(update_t), info
+
+
+def update_variants(data: Interactions, old: Interactions, new: Interactions, repeats: int) -> dict:
+    """The 0.1% update timed three more ways, each checked against the refit: right after loading
+    the fitted model from a bundle (the reserve travels in it), on a model whose previous update
+    built its reserve (two updates in a row, half the events each: the second is timed), and after
+    loading a bundle without a reserve (as written before it existed: the first update rebuilds)."""
+    import tempfile
+
+    reference = ItemKNN(k=K).fit(data)
+    half = np.arange(new.nnz) < new.nnz // 2
+    users, items = new.user_map.ids[new.row_of_nnz()], new.item_map.ids[new.matrix.indices]
+    first = Interactions.from_arrays(users[half], items[half])
+    second = Interactions.from_arrays(users[~half], items[~half])
+    times = {"after_load": [], "second_in_a_row": [], "after_load_without_reserve": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        fitted = ItemKNN(k=K).fit(old)
+        fitted.save(Path(tmp) / "with")
+        fitted._reserve = None
+        fitted.save(Path(tmp) / "without")
+        from recsys_fast.models.registry import load
+
+        for _ in range(repeats):
+            for name, bundle in (("after_load", "with"), ("after_load_without_reserve", "without")):
+                model = load(Path(tmp) / bundle)
+                t0 = time.perf_counter()
+                model.update(new)
+                times[name].append(time.perf_counter() - t0)
+                if not same_graph(model.graph_, reference.graph_):
+                    raise AssertionError(f"update ({name}) differs from the refit")
+            model = ItemKNN(k=K).fit(old).update(first)
+            t0 = time.perf_counter()
+            model.update(second)
+            times["second_in_a_row"].append(time.perf_counter() - t0)
+            if not same_graph(model.graph_, reference.graph_):
+                raise AssertionError("two updates in a row differ from the refit")
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def reserve_build_cost(data: Interactions, repeats: int) -> dict:
+    """What keeping the reserve adds to a fit: the graph kernel with and without it (k=100)."""
+    from recsys_fast.kernels.similarity_update import topk_similarity_reserve
+
+    x = data.matrix.T.tocsr()
+    args = (x.indptr, x.indices, x.data, x.shape[1], K)
+    plain, kept = [], []
+    topk_similarity_reserve(*args, ItemKNN._RESERVE_EXTRA)
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        topk_similarity(*args)
+        plain.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        topk_similarity_reserve(*args, ItemKNN._RESERVE_EXTRA)
+        kept.append(time.perf_counter() - t0)
+    return {"extra": ItemKNN._RESERVE_EXTRA, "without_s": statistics.median(plain),
+            "with_s": statistics.median(kept)}
 
 
 def touched_work_share(data: Interactions, new: Interactions) -> float:
@@ -163,6 +222,14 @@ def main(argv=None):
                                "touched_work_share": touched_work_share(combined, new), **info}
         print(f"uniform items 0.1% new: update {update_s:.3f} s, refit {refit_s:.3f} s, x{refit_s / update_s:.2f}; "
               f"recomputed {info['recomputed']}", flush=True)
+        held = np.random.default_rng(7).random(data.nnz) < 0.001
+        variants = update_variants(data, data.select(~held), data.select(held), args.repeats)
+        out["update_0.1%_variants"] = variants
+        print("0.1% update, other ways: " + ", ".join(f"{k} {v:.3f} s" for k, v in variants.items()), flush=True)
+        out["reserve_build"] = reserve_build_cost(data, args.repeats)
+        rb = out["reserve_build"]
+        print(f"graph kernel without / with the reserve of {rb['extra']}: {rb['without_s']:.3f} / {rb['with_s']:.3f} s",
+              flush=True)
         refit_all = statistics.median(r["refit_s"] for r in rows)
         cross = crossover([r["fraction"] for r in rows], [r["update_s"] for r in rows],
                           [r["refit_s"] for r in rows])

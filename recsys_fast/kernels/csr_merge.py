@@ -10,8 +10,6 @@ on ties), without sorting the whole matrix's keys again.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
-
 from ..errors import DataError
 from ._config import kernel
 
@@ -30,28 +28,14 @@ def _pick(policy, wa, wb):
     return (wb, True) if wb > wa else (wa, False)
 
 
-@kernel(inline=True)
-def _copy_run(a_idx, a_val, a_rat, col_pos, remap_cols, lo, hi, out_i, out_v, out_r, o):
-    """Old entries ``lo:hi`` to the output at ``o`` (columns renamed when ``remap_cols``); the next ``o``."""
-    n = hi - lo  # loops, not slices: a slice's reference count is shared by the threads
-    if remap_cols:
-        for t in range(n):
-            out_i[o + t] = col_pos[a_idx[lo + t]]
-    else:
-        for t in range(n):
-            out_i[o + t] = a_idx[lo + t]
-    for t in range(n):
-        out_v[o + t] = a_val[lo + t]
-    if a_rat.shape[0] > 0:
-        for t in range(n):
-            out_r[o + t] = a_rat[lo + t]
-    return o + n
-
-
-@kernel(parallel=True, fastmath=False)
+@kernel(fastmath=False)
 def _merge(a_ptr, a_idx, a_val, a_rat, row_pos, col_pos, remap_cols, b_ptr, b_idx, b_val, b_rat, policy, n_cols):
+    """Both passes walk each output row's old and new entries in column order. The loop bodies bind
+    no array to a new name and call no function taking arrays: in Numba that costs a reference
+    count update per row, atomic and shared by the threads."""
     n_rows = b_ptr.shape[0] - 1
     has_rat = a_rat.shape[0] > 0
+    big = np.int64(n_cols) + 1
     src = np.full(n_rows, -1, dtype=np.int64)  # the old row of each new row
     for r in range(row_pos.shape[0]):
         src[row_pos[r]] = r
@@ -59,25 +43,22 @@ def _merge(a_ptr, a_idx, a_val, a_rat, row_pos, col_pos, remap_cols, b_ptr, b_id
     added = np.zeros(n_cols, dtype=np.int64)
     for r in range(n_rows):
         s = src[r]
-        la = 0 if s < 0 else a_ptr[s + 1] - a_ptr[s]
-        lb = b_ptr[r + 1] - b_ptr[r]
-        if lb == 0:
-            lens[r] = la
-            continue
         p = 0 if s < 0 else a_ptr[s]
-        pe = p + la
+        pe = p if s < 0 else a_ptr[s + 1]
+        q, qe = b_ptr[r], b_ptr[r + 1]
+        if q == qe:
+            lens[r] = pe - p
+            continue
         n = 0
-        for q in range(b_ptr[r], b_ptr[r + 1]):
-            c = b_idx[q]
-            while p < pe and (col_pos[a_idx[p]] if remap_cols else a_idx[p]) < c:
-                p += 1
-                n += 1
-            if p < pe and (col_pos[a_idx[p]] if remap_cols else a_idx[p]) == c:
-                p += 1
-            else:
-                added[c] += 1
+        while p < pe or q < qe:
+            ca = (col_pos[a_idx[p]] if remap_cols else a_idx[p]) if p < pe else big
+            cb = b_idx[q] if q < qe else big
+            if cb < ca:
+                added[cb] += 1
+            p += ca <= cb
+            q += cb <= ca
             n += 1
-        lens[r] = n + (pe - p)
+        lens[r] = n
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     for r in range(n_rows):
         indptr[r + 1] = indptr[r] + lens[r]
@@ -85,30 +66,36 @@ def _merge(a_ptr, a_idx, a_val, a_rat, row_pos, col_pos, remap_cols, b_ptr, b_id
     out_i = np.empty(nnz, dtype=np.int32)
     out_v = np.empty(nnz, dtype=np.float32)
     out_r = np.empty(nnz if has_rat else 0, dtype=np.float32)
-    for r in prange(n_rows):
+    for r in range(n_rows):  # serial: a memory-bound copy, faster than waking the pool
         s = src[r]
         o = indptr[r]
         p = 0 if s < 0 else a_ptr[s]
         pe = p if s < 0 else a_ptr[s + 1]
-        for q in range(b_ptr[r], b_ptr[r + 1]):
-            c = b_idx[q]
-            start = p
-            while p < pe and (col_pos[a_idx[p]] if remap_cols else a_idx[p]) < c:
+        q, qe = b_ptr[r], b_ptr[r + 1]
+        while p < pe or q < qe:
+            ca = (col_pos[a_idx[p]] if remap_cols else a_idx[p]) if p < pe else big
+            cb = b_idx[q] if q < qe else big
+            if ca < cb:  # old only
+                out_i[o] = ca
+                out_v[o] = a_val[p]
+                if has_rat:
+                    out_r[o] = a_rat[p]
                 p += 1
-            o = _copy_run(a_idx, a_val, a_rat, col_pos, remap_cols, start, p, out_i, out_v, out_r, o)
-            out_i[o] = c
-            if p < pe and (col_pos[a_idx[p]] if remap_cols else a_idx[p]) == c:
+            elif cb < ca:  # new only
+                out_i[o] = cb
+                out_v[o] = b_val[q]
+                if has_rat:
+                    out_r[o] = b_rat[q]
+                q += 1
+            else:  # both: the duplicate rule
                 w, new_rating = _pick(policy, a_val[p], b_val[q])
+                out_i[o] = cb
                 out_v[o] = w
                 if has_rat:
                     out_r[o] = b_rat[q] if new_rating else a_rat[p]
                 p += 1
-            else:
-                out_v[o] = b_val[q]
-                if has_rat:
-                    out_r[o] = b_rat[q]
+                q += 1
             o += 1
-        _copy_run(a_idx, a_val, a_rat, col_pos, remap_cols, p, pe, out_i, out_v, out_r, o)
     return indptr, out_i, out_v, out_r, added
 
 

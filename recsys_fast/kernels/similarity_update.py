@@ -29,7 +29,7 @@ from numba import prange
 
 from .. import validation
 from ..errors import DataError
-from ._config import kernel
+from ._config import kernel, kernel_pair
 from ._csr_checks import check_csr, transpose
 from .similarity import (SIMILARITIES, _SPARSE_DIVISOR, _binary_scales, _compute, _prepare, _row_ids, _row_work,
                          count_score, topk_similarity)
@@ -37,6 +37,8 @@ from .similarity import (SIMILARITIES, _SPARSE_DIVISOR, _binary_scales, _compute
 _LOW = np.int64(0x7FFFFFFF)
 _SLACK = 1.0 + 2.0 ** -20  # float32 rounding of a rescaled score: 6 roundings of 2^-24 each, with room
 _RESERVE_SIMILARITIES = ("cosine", "asymmetric_cosine", "jaccard")
+_PARALLEL_ENTRIES = 1 << 23  # the reserve pass runs in parallel above this many list entries: below (size M:
+# 2.6M) the serial pass was faster on the shared 2-core machine, where waking the pool costs tens of ms
 _PAIR_SHARE = 32  # the reserve path is taken while its pairs stay under 1/32 of a full build's scatter-adds
 
 
@@ -141,7 +143,7 @@ def _common(indptr, indices, a, b):
     return c
 
 
-@kernel(parallel=True)
+@kernel
 def _added_entries(o_ptr, o_idx, n_ptr, n_idx):
     """The columns of each new row that its old row lacks (CSR), and whether every old row is in its
     new row (entries only added)."""
@@ -232,7 +234,7 @@ def _pair_counts(a_ptr, a_idx, t_ptr, t_idx, n_rows, n_cols, n_pairs):
     return d_ptr, d_y[:m], d_cnt[:m]
 
 
-@kernel(parallel=True)
+@kernel
 def _affected(redo, touched, d_ptr, g_ptr, g_idx, e_len, e_idx, m):
     """Rows (not recomputed) whose list can change: touched, gaining co-counts, or listing a touched row."""
     n = touched.shape[0]
@@ -288,7 +290,7 @@ def _count_from(j, i, g_ptr, g_idx, g_s, e_len, e_idx, e_s, m, b_s, b_j, o_l, o_
     return -2 - _max_count(b_s[j], b_j[j], i, o_l[j], o_r[i], o_n[j], o_n[i], light, jaccard, shrink, min_support)
 
 
-@kernel(parallel=True, fastmath=False)
+@kernel_pair(fastmath=False)
 def _reserve_rows(rows, k, m, n_chunks, cap, g_ptr, g_idx, g_s, e_len, e_idx, e_s, b_s, b_j, d_ptr, d_y, d_cnt,
                   touched, light, o_l, o_r, o_n, n_l, n_r, n_n, jaccard, shrink, min_support, n_ptr, n_idx):
     """The new reserve list and bound of each row of ``rows`` (see the module docstring), or
@@ -313,10 +315,7 @@ def _reserve_rows(rows, k, m, n_chunks, cap, g_ptr, g_idx, g_s, e_len, e_idx, e_
         one = np.zeros(1, dtype=np.float32)
         one_bits = one.view(np.int32)
         # scratch for one row, allocated once per chunk (allocations and views touch shared counters)
-        cand_s = np.empty(cap, dtype=np.float32)
-        cand_bits = cand_s.view(np.int32)
-        cand_j = np.empty(cap, dtype=np.int32)
-        keys = np.empty(cap, dtype=np.int64)
+        keys = np.empty(cap, dtype=np.int64)  # the row's candidates as ranking keys
         for w in range(c * n_w // n_chunks, (c + 1) * n_w // n_chunks):  # contiguous: no false sharing
             i = rows[w]
             li_o, li_n, ni_o, ni_n, lt = o_l[i], n_l[i], o_n[i], n_n[i], light[i]
@@ -353,17 +352,16 @@ def _reserve_rows(rows, k, m, n_chunks, cap, g_ptr, g_idx, g_s, e_len, e_idx, e_
                         break
                     s = _pair_score(c_old + dj, li_n, n_r[j], ni_n, n_n[j], lt, jaccard, shrink, min_support)
                 if s > 0.0:
-                    cand_s[n_c] = s
-                    cand_j[n_c] = j
+                    one[0] = s
+                    keys[n_c] = _key(one_bits[0], j)
                     n_c += 1
             if ok:
                 # the new pairs (co-count grew) that the list does not hold: their old co-count is at
                 # most what the old bound allows, so their score at most s_up. One that could reach
                 # the top k is counted exactly; the others only raise the bound to their s_up
                 n_exact = n_c
-                for t in range(n_exact):
-                    keys[t] = _key(cand_bits[t], cand_j[t])
-                _sort_desc(keys, n_exact)
+                if d_hi > d_lo:
+                    _sort_desc(keys, n_exact)
                 for t in range(d_lo, d_hi):
                     j = d_y[t]
                     if stamp[j] != i:
@@ -401,11 +399,9 @@ def _reserve_rows(rows, k, m, n_chunks, cap, g_ptr, g_idx, g_s, e_len, e_idx, e_
                         counted[w] += 1
                     s = _pair_score(c_new, li_n, n_r[j], ni_n, n_n[j], lt, jaccard, shrink, min_support)
                     if s > 0.0:
-                        cand_s[n_c] = s
-                        cand_j[n_c] = j
+                        one[0] = s
+                        keys[n_c] = _key(one_bits[0], j)
                         n_c += 1
-                for t in range(n_exact, n_c):
-                    keys[t] = _key(cand_bits[t], cand_j[t])
                 _sort_desc(keys, n_c)
                 one[0] = nbs
                 bound = _key(one_bits[0], nbj)
@@ -429,7 +425,7 @@ def _reserve_rows(rows, k, m, n_chunks, cap, g_ptr, g_idx, g_s, e_len, e_idx, e_
     return w_len, w_idx, w_s, w_bs, w_bj, w_ok, counted
 
 
-@kernel(parallel=True)
+@kernel
 def _assemble_reserve(source, pos, k, m, g_ptr, g_idx, g_s, e_len, e_idx, e_s, b_s, b_j, w_len, w_idx, w_s,
                       w_bs, w_bj, f_ptr, f_idx, f_s):
     """The graph (CSR, k per row) and the reserve (``m`` more per row, bounds) after an update: row r
@@ -727,7 +723,7 @@ def _reserve_update(o, nw, g, reserve, old_n_rows, n_cols, k, similarity, shrink
     w = _reserve_rows(rows, int(k), m, max(1, min(len(rows), 8 * numba.get_num_threads())), cap, *g, r["lengths"],
                       r["indices"], r["scores"], r["bound_scores"], r["bound_indices"], d_ptr, d_y, d_cnt, touched,
                       light_n, o_l, o_r, o_n, n_l, n_r, n_n, similarity == "jaccard", np.float32(shrink),
-                      int(min_support), nw[0], nw[1])
+                      int(min_support), nw[0], nw[1], parallel=len(rows) * cap > _PARALLEL_ENTRIES)
     w_len, w_idx, w_s, w_bs, w_bj, w_ok, counted = w
     redo[rows[~w_ok]] = True
     source = np.zeros(n_rows, np.int8)
