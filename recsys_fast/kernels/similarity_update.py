@@ -39,7 +39,7 @@ _SLACK = 1.0 + 2.0 ** -20  # float32 rounding of a rescaled score: 6 roundings o
 _RESERVE_SIMILARITIES = ("cosine", "asymmetric_cosine", "jaccard")
 _PARALLEL_ENTRIES = 1 << 23  # the reserve pass runs in parallel above this many list entries: below (size M:
 # 2.6M) the serial pass was faster on the shared 2-core machine, where waking the pool costs tens of ms
-_PAIR_SHARE = 32  # the reserve path is taken while its pairs stay under 1/32 of a full build's scatter-adds
+_PAIR_SHARE = 128  # the reserve path is taken while its pairs stay under 1/128 of a full build's scatter-adds
 
 
 @kernel(fastmath=False, inline=True)
