@@ -174,6 +174,18 @@ def _added_entries(o_ptr, o_idx, n_ptr, n_idx):
 
 
 @kernel
+def _some_rows_work(indptr, indices, t_indptr, rows):
+    """``_row_work`` of ``rows`` only (0 elsewhere)."""
+    work = np.zeros(indptr.shape[0] - 1, dtype=np.int64)
+    for r in rows:
+        w = 0
+        for p in range(indptr[r], indptr[r + 1]):
+            w += t_indptr[indices[p] + 1] - t_indptr[indices[p]]
+        work[r] = w
+    return work
+
+
+@kernel
 def _pair_counts(a_ptr, a_idx, t_ptr, t_idx, n_rows, n_cols, n_pairs):
     """Ordered pairs (x, y), x != y, sharing a column that gained x or y, with the number of such
     columns (how much their co-count grew): CSR over x, y increasing. ``t_*``: the new matrix
@@ -334,6 +346,49 @@ def _reserve_rows(rows, k, m, n_chunks, cap, g_ptr, g_idx, g_s, e_len, e_idx, e_
             g_lo = g_ptr[i]
             n_g = g_ptr[i + 1] - g_lo
             n_list = n_g + e_len[i]
+            base = w * width
+            if not touched[i] and d_hi == d_lo:
+                # a quiet row: only its touched neighbours change, and only down. Copy the list with
+                # their new scores and move each down to its place; the others keep their order
+                ok = True
+                n_keep = 0
+                for t in range(n_list):
+                    if t < n_g:
+                        j, s = g_idx[g_lo + t], g_s[g_lo + t]
+                    else:
+                        j, s = e_idx[i * m + t - n_g], e_s[i * m + t - n_g]
+                    if touched[j]:
+                        c_old = _invert(s, li_o, o_r[j], ni_o, o_n[j], lt, jaccard, shrink, min_support)
+                        if c_old < 0:
+                            ok = False
+                            break
+                        s = _pair_score(c_old, li_n, n_r[j], ni_n, n_n[j], lt, jaccard, shrink, min_support)
+                    w_idx[base + n_keep] = j
+                    w_s[base + n_keep] = s
+                    n_keep += 1
+                if ok:
+                    for a in range(n_keep - 2, -1, -1):  # from the end: a lowered entry sinks past better ones
+                        j, s = w_idx[base + a], w_s[base + a]
+                        b = a
+                        while b + 1 < n_keep and (w_s[base + b + 1] > s or (w_s[base + b + 1] == s
+                                                                             and w_idx[base + b + 1] < j)):
+                            w_idx[base + b] = w_idx[base + b + 1]
+                            w_s[base + b] = w_s[base + b + 1]
+                            b += 1
+                        w_idx[base + b] = j
+                        w_s[base + b] = s
+                    # entries that fell to the bound or below leave the list (scores only went down)
+                    while n_keep > 0 and not (w_s[base + n_keep - 1] > nbs or (w_s[base + n_keep - 1] == nbs and
+                                                                               w_idx[base + n_keep - 1] < nbj)):
+                        n_keep -= 1
+                    while n_keep > 0 and not w_s[base + n_keep - 1] > 0.0:
+                        n_keep -= 1
+                    ok = n_keep >= kk or not nbs > 0.0
+                    w_len[w] = n_keep
+                    w_bs[w] = nbs
+                    w_bj[w] = nbj
+                w_ok[w] = ok
+                continue
             n_c = 0
             ok = True
             for t in range(n_list):
@@ -414,7 +469,6 @@ def _reserve_rows(rows, k, m, n_chunks, cap, g_ptr, g_idx, g_s, e_len, e_idx, e_
                     nbs = one[0]
                     n_keep = width
                 ok = n_keep >= kk or not nbs > 0.0
-                base = w * width
                 for t in range(n_keep):
                     w_idx[base + t] = np.int32(_LOW - (keys[t] & _LOW))
                     w_bits[base + t] = np.int32(keys[t] >> 32)
@@ -732,11 +786,12 @@ def _reserve_update(o, nw, g, reserve, old_n_rows, n_cols, k, similarity, shrink
     pos[rows] = np.arange(len(rows))
     source[redo] = 2
     if redo.any():
-        work_n = _row_work(nw[0], nw[1], t_ptr)
+        redo_rows = np.flatnonzero(redo)
         p = {"indptr": nw[0], "indices": nw[1], "left": np.zeros(0, np.float32), "right": np.zeros(0, np.float32),
-             "lscale": n_l, "rscale": n_r, "row_nnz": n_n, "binary": True, "positive": False, "work": work_n}
-        f = _compute(p, n_cols, k + m + 1, similarity, shrink, min_support, True, rows=np.flatnonzero(redo),
-                     transposed=(t_ptr, t_idx, np.zeros(0, np.float32)))
+             "lscale": n_l, "rscale": n_r, "row_nnz": n_n, "binary": True, "positive": False,
+             "work": _some_rows_work(nw[0], nw[1], t_ptr, redo_rows)}  # only the computed rows' work is read
+        f = _compute(p, n_cols, k + m + 1, similarity, shrink, min_support, True, rows=redo_rows,
+                     transposed=(t_ptr, t_idx, np.zeros(0, np.float32)), parallel=len(redo_rows) > 256)
     else:
         f = (np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
     out = _assemble_reserve(source, pos, int(k), m, *g, r["lengths"], r["indices"], r["scores"], r["bound_scores"],
