@@ -132,3 +132,36 @@ def test_bprmf_quality_floor_on_ml_latest_small():
     losses = [r["loss"] for r in model.training_log_]
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
     assert ndcg(model) > ndcg(Popularity().fit(train)) + 0.02
+
+
+@pytest.mark.parametrize("n_layers", [1, 3])
+def test_lightgcn_propagation_matches_autograd_over_torch_sparse(n_layers):
+    """LightGCN's fused propagation (Numba kernel, the gradient by Horner's rule) gives the values
+    and gradients of autograd over ``torch.sparse.mm``, duplicate rows included."""
+    import scipy.sparse as sp
+    import torch
+
+    from recsys_fast.models.neural.nets import LightGCNNet
+    from recsys_fast.models.neural.samplers import normalized_adjacency
+
+    adj = normalized_adjacency(sp.random(60, 40, density=0.1, format="csr", random_state=0))
+    torch.manual_seed(0)
+    net = LightGCNNet(60, 40, 8, n_layers, adj)
+    rows = torch.tensor([0, 5, 5, 61, 80, 0, 99])
+    weights = torch.arange(8.0)
+
+    def loss(final, ego):
+        return (final.pow(2) * weights).sum() + 0.3 * ego.pow(2).sum()
+
+    loss(*net.propagated_rows(rows)).backward()
+    fused = net.embedding.weight.grad.clone()
+    net.embedding.weight.grad = None
+    layer = total = net.embedding.weight
+    for _ in range(n_layers):
+        layer = torch.sparse.mm(adj, layer)
+        total = total + layer
+    reference = (total / (n_layers + 1))[rows]
+    np.testing.assert_allclose(net.propagated_rows(rows)[0].detach().numpy(), reference.detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    loss(reference, net.embedding.weight[rows]).backward()
+    np.testing.assert_allclose(fused.numpy(), net.embedding.weight.grad.numpy(), rtol=1e-4, atol=1e-6)
