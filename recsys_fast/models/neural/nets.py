@@ -231,6 +231,22 @@ class VAE(nn.Module):
 
     def encode_decode(self, rows):
         mu, logvar = self._encode(rows)
+        return self._decode(mu, logvar)
+
+    def encode_decode_sparse(self, rows, items, n_rows: int):
+        """``encode_decode`` of ``n_rows`` binary rows given by their nonzeros, ``rows`` (ascending)
+        and ``items`` int64 (nnz,): the same pass, with the first layer a sum of the rows' items'
+        weight columns (an embedding bag) instead of a (n_rows x n_items) dense product, and input
+        dropout drawn on the nonzeros only (dropout leaves a zero a zero)."""
+        counts = torch.bincount(rows, minlength=n_rows)
+        values = self.dropout(counts[rows].to(torch.float32).rsqrt())  # the L2-normalised row, then dropout
+        first = self.encoder[0]
+        offsets = torch.cumsum(counts, 0) - counts
+        h = nn.functional.embedding_bag(items, first.weight.t(), offsets, mode="sum", per_sample_weights=values)
+        h = self.encoder[1:](h + first.bias)
+        return self._decode(h[:, :self.latent], h[:, self.latent:])
+
+    def _decode(self, mu, logvar):
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         return self.decoder(z), mu, logvar
 
