@@ -121,3 +121,46 @@ def test_sasrec_scoring_forward_equals_the_last_position_of_encode(heads, blocks
         expected = net.encode(seq)[:, -1, :] @ net.item_weights().t()
         got = net(seq)
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("net_name,kwargs", [("SASRecNet", dict(dim=8, max_len=10, n_blocks=2, n_heads=2, dropout=0.2)),
+                                             ("GRU4RecNet", dict(dim=8, hidden=16, n_layers=1, dropout=0.2, cell="gru")),
+                                             ("GRU4RecNet", dict(dim=8, hidden=16, n_layers=2, dropout=0.2, cell="lstm"))])
+@pytest.mark.parametrize("dropped", [1, 4])
+def test_encode_with_dropped_padding_columns_equals_the_full_window(net_name, kwargs, dropped):
+    """Training drops a batch's leading all-padding columns (all but one): ``encode(seq[:, c:],
+    dropped=c)`` gives the states that ``encode(seq)`` gives at those columns."""
+    import torch
+
+    from recsys_fast.models.neural import seqnets
+
+    torch.manual_seed(dropped)
+    net = getattr(seqnets, net_name)(12, **kwargs).eval()
+    seq = torch.zeros(4, 10, dtype=torch.long)
+    seq[0, 5:] = torch.tensor([3, 5, 1, 2, 7])
+    seq[1, 7:] = torch.tensor([4, 4, 2])
+    seq[2, 9] = 6
+    seq[3, 6:] = torch.tensor([1, 2, 3, 12])
+    with torch.no_grad():
+        full = net.encode(seq)[:, dropped:]
+        trimmed = net.encode(seq[:, dropped:], dropped=dropped)
+    np.testing.assert_allclose(trimmed.numpy(), full.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_bucketed_batches_cover_every_row_once_in_batches_of_similar_length():
+    from recsys_fast.models.neural import samplers
+
+    rng = np.random.default_rng(0)
+    rows = np.arange(1000) * 3
+    lengths = rng.integers(1, 60, 1000)
+    batches = list(samplers.bucketed_batches(rows, lengths, 32, np.random.default_rng(1), bucket_batches=10))
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), rows)
+    assert all(len(b) <= 32 for b in batches)
+    spread = np.mean([np.ptp(lengths[b // 3]) for b in batches])
+    assert spread < 0.25 * np.ptp(lengths)
+    again = list(samplers.bucketed_batches(rows, lengths, 32, np.random.default_rng(1), bucket_batches=10))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+    padded = np.array([[0, 0, 0, 4, 5], [0, 0, 1, 2, 3]])
+    assert samplers.leading_padding(padded) == 1
+    assert samplers.leading_padding(padded[:, 2:]) == 0
+    assert samplers.leading_padding(np.zeros((2, 3), np.int64)) == 2
