@@ -147,19 +147,9 @@ def test_encode_with_dropped_padding_columns_equals_the_full_window(net_name, kw
     np.testing.assert_allclose(trimmed.numpy(), full.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_bucketed_batches_cover_every_row_once_in_batches_of_similar_length():
+def test_leading_padding_keeps_one_column():
     from recsys_fast.models.neural import samplers
 
-    rng = np.random.default_rng(0)
-    rows = np.arange(1000) * 3
-    lengths = rng.integers(1, 60, 1000)
-    batches = list(samplers.bucketed_batches(rows, lengths, 32, np.random.default_rng(1), bucket_batches=10))
-    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), rows)
-    assert all(len(b) <= 32 for b in batches)
-    spread = np.mean([np.ptp(lengths[b // 3]) for b in batches])
-    assert spread < 0.25 * np.ptp(lengths)
-    again = list(samplers.bucketed_batches(rows, lengths, 32, np.random.default_rng(1), bucket_batches=10))
-    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
     padded = np.array([[0, 0, 0, 4, 5], [0, 0, 1, 2, 3]])
     assert samplers.leading_padding(padded) == 1
     assert samplers.leading_padding(padded[:, 2:]) == 0

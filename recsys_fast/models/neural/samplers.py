@@ -4,8 +4,7 @@
   uniform or popularity-proportional negatives, rejecting the user's own positives.
 - ``user_sequences`` / ``pad_sequences``: each user's items ordered by timestamp, cut to the
   last ``max_len`` and left-padded with 0 (item ids shifted by +1) for the sequential models.
-- ``row_batches``: shuffled user batches for the autoencoders (their rows are the inputs);
-  ``bucketed_batches``: shuffled batches of users of similar sequence length (sequential models).
+- ``row_batches``: shuffled user batches for the autoencoders (their rows are the inputs).
 - ``normalized_adjacency``: the symmetric-normalised user-item graph as a torch sparse tensor.
 """
 
@@ -142,24 +141,6 @@ def row_batches(n_rows: int, batch_size: int, rng: np.random.Generator, rows: np
     order = rows[rng.permutation(len(rows))]
     for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
-
-
-def bucketed_batches(rows: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
-                     bucket_batches: int = 50):
-    """Yield shuffled batches of ``rows`` whose members have similar ``lengths``: the rows are
-    shuffled and cut into buckets of ``bucket_batches`` batches, each bucket is sorted by length
-    (ties in shuffled order) and cut into batches, and the batches come in shuffled order. Every
-    row comes once per pass, as with ``row_batches``; a padded batch is then about as long as its
-    rows, not as its longest one of ``batch_size`` random rows."""
-    order = rng.permutation(len(rows))
-    rows, lengths = np.asarray(rows, dtype=np.int64)[order], np.asarray(lengths)[order]
-    size = batch_size * bucket_batches
-    batches = []
-    for start in range(0, len(rows), size):
-        part = rows[start:start + size][np.argsort(lengths[start:start + size], kind="stable")]
-        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
-    for b in rng.permutation(len(batches)):
-        yield batches[b]
 
 
 def leading_padding(padded: np.ndarray, keep: int = 1) -> int:

@@ -22,9 +22,9 @@ SEQUENCE_LOSSES = ("ce", "sampled_ce", "bce")
 
 class SequentialRecommender(NeuralRecommender):
     """Base of the next-item models; trains on every position of (randomly cropped) sequences,
-    in batches of users of similar length (``samplers.bucketed_batches``) whose all-padding
-    leading columns are dropped (the network's ``encode(seq, dropped=...)`` accounts for them, so
-    every position's state is the one of the full ``max_len`` window).
+    in shuffled batches whose all-padding leading columns are dropped (the network's
+    ``encode(seq, dropped=...)`` accounts for them, so every position's state is the one of the
+    full ``max_len`` window).
 
     ``loss``: "ce" (full softmax cross-entropy over all items), "sampled_ce" (softmax over the
     target and ``n_negatives`` uniform negatives shared by all positions of a batch, so the
@@ -52,10 +52,10 @@ class SequentialRecommender(NeuralRecommender):
         return module
 
     def _train_batches(self, rng, epoch):
-        # batches of users of similar length, and their padding columns dropped (all but one):
-        # on short histories (10 items against max_len=50) most of a random batch is padding
-        lengths = np.minimum(np.diff(self._seq_indptr)[self._train_users], self.max_len + 1)
-        for users in samplers.bucketed_batches(self._train_users, lengths, self.batch_size, rng):
+        # a batch's all-padding leading columns are dropped (all but one): on short histories
+        # (10 items against max_len=50) much of a batch is padding. (Batches of users of similar
+        # length would drop far more, but cost SASRec a quarter of its NDCG@10 on ml-100k.)
+        for users in samplers.row_batches(0, self.batch_size, rng, rows=self._train_users):
             drop = samplers.random_crop_ends(self._seq_indptr, users, self.max_len + 1, rng)
             padded = samplers.pad_sequences(self._seq_indptr, self._seq_items, users, self.max_len + 1, drop)
             inputs, targets = padded[:, :-1], padded[:, 1:]
