@@ -275,7 +275,7 @@ def _padded_exclusions(n, excl_indptr, excl_indices, allowed) -> np.ndarray:
 
 
 def _model_bytes(path, manifest: dict) -> bytes:
-    """The ONNX graph of a checked bundle (its hash was verified by ``bundle.read_manifest``)."""
+    """The ONNX graph of a checked bundle, its bytes checked against the manifest as they are read."""
     if "model.onnx" not in manifest.get("files", {}):
         raise BundleError(f"{path}: ONNX bundle has no model.onnx")
-    return (Path(path) / "model.onnx").read_bytes()
+    return bundle.read_file(path, "model.onnx", manifest)
