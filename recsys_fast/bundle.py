@@ -194,29 +194,35 @@ def load_array(path, name: str, manifest: dict) -> np.ndarray:
     fname = f"{name}.npy"
     if fname not in manifest["files"]:
         raise BundleError(f"{path}: bundle has no array {name!r}")
+    problem = None
     try:
         with open(Path(path) / fname, "rb") as fh:
             reader = _HashingReader(fh)
-            version = np.lib.format.read_magic(reader)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(reader)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(reader)
-            else:
-                raise ValueError(f"unsupported .npy format version {version}")
-            if dtype.hasobject:
-                raise ValueError("dtype object (bundles never use pickle)")
-            count = math.prod(shape)
-            left = os.fstat(fh.fileno()).st_size - reader.size
-            if count * dtype.itemsize > left:  # checked before allocating: a header may promise anything
-                raise EOFError(f"the header promises {count * dtype.itemsize} bytes of data, the file holds {left}")
-            flat = np.empty(count, dtype=dtype)
-            if count and dtype.itemsize:
-                reader.read_into(flat.view(np.uint8))
-            reader.read_rest()
-    except (ValueError, OSError, EOFError) as exc:
+            try:
+                version = np.lib.format.read_magic(reader)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(reader)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(reader)
+                else:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                if dtype.hasobject:
+                    raise ValueError("dtype object (bundles never use pickle)")
+                count = math.prod(shape)
+                left = os.fstat(fh.fileno()).st_size - reader.size
+                if count * dtype.itemsize > left:  # checked before allocating: a header may promise anything
+                    raise EOFError(f"the header promises {count * dtype.itemsize} bytes of data, the file holds {left}")
+                flat = np.empty(count, dtype=dtype)
+                if count and dtype.itemsize:
+                    reader.read_into(flat.view(np.uint8))
+            except (ValueError, EOFError) as exc:
+                problem = exc
+            reader.read_rest()  # hashed to the end: a changed file is reported as changed
+    except OSError as exc:
         raise BundleError(f"{path}: array {name!r} could not be read ({exc})") from None
     _check_read(path, fname, manifest, reader)
+    if problem is not None:
+        raise BundleError(f"{path}: array {name!r} could not be read ({problem})")
     return flat.reshape(shape, order="F" if fortran else "C")
 
 

@@ -29,14 +29,6 @@ from recsys_fast.serving.http import CLIENT_GONE, ServiceLimits, create_app  # n
 from .live import GatedRuntime, as_lists, check_answers, live_server, metric, users_of, wait_ready  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def knn(ml_small, tmp_path_factory):
-    from recsys_fast.models.knn import ItemKNN
-
-    model = ItemKNN(k=50).fit(ml_small)
-    return model, model.save(tmp_path_factory.mktemp("disconnects") / "item_knn")
-
-
 def request_bytes(body: dict, path: str = "/recommend") -> tuple[bytes, bytes]:
     """The head and the body of a JSON POST."""
     data = json.dumps(body).encode()

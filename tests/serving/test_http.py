@@ -33,14 +33,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def knn(ml_small, tmp_path_factory):
-    from recsys_fast.models.knn import ItemKNN
-
-    model = ItemKNN(k=50).fit(ml_small)
-    return model, model.save(tmp_path_factory.mktemp("http") / "item_knn")
-
-
-@pytest.fixture(scope="module")
 def pop_bundle(ml_small, tmp_path_factory):
     from recsys_fast.models.popularity import Popularity
 
