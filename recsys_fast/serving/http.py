@@ -37,6 +37,7 @@ score -inf) is dropped: each list holds only the items that qualified.
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 import json
 import logging
 import math
@@ -367,11 +368,11 @@ def create_app(runtime, *, limits: Optional[ServiceLimits] = None, n_threads: Op
                 asyncio.get_running_loop().remove_signal_handler(reload_signal)
             service.shutdown()
 
-    app = FastAPI(title="recsys_fast", version=_version(), lifespan=lifespan,
+    app = _front_door_app(FastAPI)(title="recsys_fast", version=_version(), lifespan=lifespan,
                   description="Top-k recommendations from a recsys_fast bundle (kNN, popularity, EASE or an "
                               "exported neural model). Errors are JSON objects naming the field at fault.")
     app.state.service = service
-    app.add_middleware(_ServiceMiddleware, service=service)
+    app.front_door = _ServiceMiddleware(functools.partial(FastAPI.__call__, app), service)
     errors = {status: {"model": models["error"], "description": text} for status, text in (
         (404, "unknown id, or the model has no such scores"), (413, "request body too large"),
         (408, "the request body did not arrive within the timeout"),
@@ -595,8 +596,31 @@ def _pad_non_integer(users: list, user_map) -> list:
 
 
 # ---------------------------------------------------------------------------- plumbing
+_FRONT_DOOR_APPS: dict = {}
+
+
+def _front_door_app(fastapi_class):
+    """A FastAPI subclass that hands every request to its ``front_door`` (the service's
+    ``_ServiceMiddleware``) before anything of FastAPI runs: a request beyond ``max_concurrency``
+    is shed ahead of FastAPI's own middleware stack and routing, which would otherwise cost the
+    event loop more than the shedding itself, and the metrics see every answer, 500s included."""
+    cls = _FRONT_DOOR_APPS.get(fastapi_class)
+    if cls is None:
+        class ServiceApp(fastapi_class):
+            front_door = None
+
+            async def __call__(self, scope, receive, send):
+                if self.front_door is None:
+                    await super().__call__(scope, receive, send)
+                else:
+                    await self.front_door(scope, receive, send)
+
+        cls = _FRONT_DOOR_APPS.setdefault(fastapi_class, ServiceApp)
+    return cls
+
+
 class _ServiceMiddleware:
-    """Pure ASGI middleware around the app: refuses oversized bodies (413, by Content-Length before
+    """Pure ASGI middleware in front of the app (``_front_door_app``): refuses oversized bodies (413, by Content-Length before
     anything is read, or by counting a streamed body as it is read) and bodies that take longer
     than ``timeout_s`` to arrive (408), admits ``/recommend`` and ``/similar-items`` requests (a
     fixed 503 with ``Retry-After`` when every slot is taken), and counts and times every HTTP
@@ -614,15 +638,33 @@ class _ServiceMiddleware:
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"retry-after", str(RETRY_AFTER_S).encode())]}
         self.overloaded_body = {"type": "http.response.body", "body": body, "more_body": False}
+        self.shed_metrics: dict = {}  # path -> its (503 count, latency) children, bound at the first 503
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        t0 = time.perf_counter()
         path = scope.get("path", "")
+        ticket = None
+        if path in ADMITTED and scope.get("method") == "POST":
+            ticket = self.service.admit()
+            if ticket is None:  # shed at once: no body read, no validation, a fixed answer, its metrics bound
+                await send(self.overloaded_start)
+                await send(self.overloaded_body)
+                bound = self.shed_metrics.get(path)
+                if bound is None:
+                    bound = self.shed_metrics[path] = (self.service.requests.labels(path, "503"),
+                                                       self.service.latency.labels(path))
+                count, latency = bound
+                count.inc()
+                latency.observe(time.perf_counter() - t0)
+                return
+        await self._answer(scope, receive, send, path, ticket, t0)
+
+    async def _answer(self, scope, receive, send, path: str, ticket: Optional["_Ticket"], t0: float) -> None:
         endpoint = path if path in self.known else "other"
         status = [500]
-        t0 = time.perf_counter()
         body = _Body(receive, self.max_body, self.timeout_s)
 
         async def send_status(message):
@@ -630,23 +672,19 @@ class _ServiceMiddleware:
                 status[0] = CLIENT_GONE if body.gone else message["status"]
             await send(message)
 
-        ticket = token = None
+        token = None
         try:
             if _content_length(scope) > self.max_body:
                 await _too_large(self.max_body)(scope, receive, send_status)
                 return
-            if path in ADMITTED and scope.get("method") == "POST":
-                ticket = self.service.admit()
-                if ticket is None:  # shed at once: no body read, no validation, a fixed answer
-                    await send_status(self.overloaded_start)
-                    await send_status(self.overloaded_body)
-                    return
+            if ticket is not None:
                 ticket.body = body
                 token = _TICKET.set(ticket)
             await self.app(scope, body, send_status)
         finally:
-            if ticket is not None:
+            if token is not None:
                 _TICKET.reset(token)
+            if ticket is not None:
                 ticket.done()
             if body.gone and status[0] == 500:  # nothing was answered: the client had left
                 status[0] = CLIENT_GONE
@@ -705,8 +743,12 @@ class _Body:
             timer.cancel()
 
     async def disconnected(self) -> None:
-        while (await self())["type"] != "http.disconnect":
-            pass
+        """Returns once the client has gone (after the body is in, an ASGI server's ``receive``
+        waits for that); never, should the server answer anything else."""
+        if (await self.receive())["type"] == "http.disconnect":
+            self.gone = True
+            return
+        await asyncio.get_running_loop().create_future()
 
 
 def _content_length(scope) -> int:
