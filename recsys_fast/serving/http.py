@@ -10,17 +10,22 @@ ran, 503 before), ``GET /metadata``, ``GET /metrics`` (Prometheus text format),
 How a request runs:
 
 - the body is refused with 413 above ``ServiceLimits.max_body_bytes`` (by the Content-Length
-  header, or by counting a streamed body), and validated by pydantic models whose bounds come
+  header, or by counting a streamed body) and with 408 when it is not complete ``timeout_s``
+  after the request arrived (a client that sends part of a body and stalls does not keep its
+  slot), and validated by pydantic models whose bounds come
   from ``ServiceLimits`` (422 naming the field: wrong types, k <= 0 or above the limit, too many
   users, malformed JSON); k above the loaded catalogue is a 422 too, unknown ids a 404;
 - a ``/recommend`` or ``/similar-items`` request is admitted only while fewer than
   ``max_concurrency`` of them are in the service (from the moment the app sees it, before its
   body is read or validated, until its answer is sent and its worker thread is done); beyond
-  that it is answered at once with a fixed 503 and ``Retry-After``, which costs the event loop
-  little, so a flood of requests is shed instead of queueing without bound (``benches/overload.py``:
-  twice the measured capacity is answered 200 or 503, none lost). An admitted request runs on a
-  worker thread, never on the event loop; one that takes longer than ``timeout_s`` is answered
-  504 (its thread finishes the work and frees the slot after);
+  that it is answered at once with a fixed 503 and ``Retry-After``, ahead of FastAPI's own
+  middleware and routing, which costs the event loop little, so a flood of requests is shed
+  instead of queueing without bound (``benches/overload.py``: twice the measured capacity is
+  answered 200 or 503, none lost). An admitted request runs on a worker thread, never on the
+  event loop; one that takes longer than ``timeout_s`` is answered 504, and one whose client
+  closes the connection first is counted 499 (``CLIENT_GONE``, nginx's code; no one reads it). A
+  call still waiting for a worker then never runs; one already running finishes and frees the
+  slot after;
 - it takes the runtime current when it starts on its worker and finishes on it: a reload (``POST
   /admin/reload`` or SIGHUP under ``serve``) builds and prepares the new runtime aside and swaps
   one reference, and a bundle that fails to load leaves the old one serving (DESIGN: "a reload
@@ -73,7 +78,8 @@ class ServiceLimits:
     ``max_history``: items per user in ``history``; ``max_body_bytes``: request body size (413
     above); ``max_concurrency``: requests running at once (503 with ``Retry-After`` beyond);
     ``workers``: threads that call the runtime (None: ``min(32, cpu count + 4)``);
-    ``timeout_s``: seconds before a request is answered 504.
+    ``timeout_s``: seconds before a request is answered 504, and before its body must be
+    complete (408).
     """
 
     max_users: int = 1000

@@ -10,14 +10,19 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 
 
 @contextlib.contextmanager
-def live_server(app):
-    """``app`` on 127.0.0.1 at a free port, in a thread; yields an httpx client for it."""
+def live_server(app, http: str = "auto"):
+    """``app`` on 127.0.0.1 at a free port, in a thread; yields an httpx client for it. ``http``:
+    uvicorn's HTTP parser (``auto``, ``httptools``, ``h11``)."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    if http == "httptools":
+        pytest.importorskip("httptools")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                                           http=http))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
