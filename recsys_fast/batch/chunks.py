@@ -10,13 +10,14 @@ import numpy as np
 from ..errors import ParameterError
 
 
-def open_model(source):
-    """``(model, fingerprint)``: a path is loaded with ``serving.load``; a model or runtime is used as
-    it is (anything with the index-level protocol and a ``fingerprint()``)."""
+def open_model(source, n_threads: int | None = None):
+    """``(model, fingerprint)``: a path is loaded with ``serving.load`` (``n_threads``: its per-call
+    thread limit); a model or runtime is used as it is (anything with the index-level protocol and
+    a ``fingerprint()``)."""
     if isinstance(source, (str, os.PathLike)):
         from .. import serving
 
-        model = serving.load(source)
+        model = serving.load(source, n_threads=n_threads)
     else:
         model = source
     for attr in ("recommend_indices", "user_map_", "item_map_", "fingerprint"):

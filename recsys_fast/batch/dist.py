@@ -47,7 +47,11 @@ def _model(path: str, fingerprint: str):
         if model is None:
             from ..errors import BundleError
 
-            model, found = open_model(path)
+            from distributed import get_worker
+
+            # as many kernel threads as the worker has task threads: Numba's default (every core)
+            # in each of several worker processes would oversubscribe the machine
+            model, found = open_model(path, n_threads=get_worker().state.nthreads)
             if found != fingerprint:
                 raise BundleError(f"{path} on this worker is not the bundle the job was started with "
                                   "(its manifest differs): every worker must read the same bundle")
