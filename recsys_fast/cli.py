@@ -752,7 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("batch", help="every user's top-k from a bundle to Parquet/CSV, resumable (Dask optional)")
-    p.add_argument("bundle", help="bundle directory that recsys_fast.serving.load serves (kNN, EASE, Popularity, "
+    p.add_argument("bundle", help="bundle directory that recsys_fast.serving.load serves (kNN, EASE, Popularity, ALS, "
                                   "or an exported ONNX bundle)")
     p.add_argument("--out", default="recs.parquet",
                    help="output .parquet/.pq or .csv file; with --scheduler a Parquet dataset directory "

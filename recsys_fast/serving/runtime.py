@@ -5,7 +5,7 @@
   ``history=`` fold-in, ``on_unknown`` and the index-level protocol (``recommend_indices``) are
   the same code as the trained model's.
 - ``ModelRuntime``: a bundle saved with ``model.save`` by a model that needs no torch
-  (Popularity, ItemKNN, UserKNN, ContentKNN, EASE), served by the model itself (Numba kernels).
+  (Popularity, ItemKNN, UserKNN, ContentKNN, EASE, ALS), served by the model itself (Numba kernels).
 
 Both are immutable after loading and safe to call from many threads at once (an onnxruntime
 session's ``run`` is thread-safe; the models keep no per-request state).
@@ -146,7 +146,7 @@ class OnnxRuntime(Recommender):
 
 
 class ModelRuntime:
-    """A torch-free saved model (Popularity, ItemKNN, UserKNN, ContentKNN, EASE) served as it is."""
+    """A torch-free saved model (Popularity, ItemKNN, UserKNN, ContentKNN, EASE, ALS) served as it is."""
 
     def __init__(self, model: Recommender, manifest: dict, path, n_threads: int | None = None):
         self.model = model

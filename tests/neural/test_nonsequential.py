@@ -12,25 +12,21 @@ pytest.importorskip("torch")
 
 from recsys_fast.models.popularity import Popularity  # noqa: E402
 
-from .conftest import assert_same_recommendations, ndcg_at_10, saved_and_loaded  # noqa: E402
+from .conftest import (  # noqa: E402
+    assert_learns_beyond_popularity, assert_same_recommendations, model_class, saved_and_loaded,
+)
 
 SMALL = dict(n_threads=1, verbose=False)
 FACTORIES = {
-    "BPRMF": lambda **kw: _cls("BPRMF")(embedding_size=16, epochs=25, learning_rate=0.02, batch_size=256,
+    "BPRMF": lambda **kw: model_class("BPRMF")(embedding_size=16, epochs=25, learning_rate=0.02, batch_size=256,
                                        validation_fraction=0.0, **SMALL, **kw),
-    "LightGCN": lambda **kw: _cls("LightGCN")(embedding_size=16, epochs=25, learning_rate=0.02, batch_size=256,
+    "LightGCN": lambda **kw: model_class("LightGCN")(embedding_size=16, epochs=25, learning_rate=0.02, batch_size=256,
                                              n_layers=2, validation_fraction=0.0, **SMALL, **kw),
-    "MultVAE": lambda **kw: _cls("MultVAE")(embedding_size=16, hidden_size=32, epochs=40, learning_rate=0.01,
+    "MultVAE": lambda **kw: model_class("MultVAE")(embedding_size=16, hidden_size=32, epochs=40, learning_rate=0.01,
                                            batch_size=32, anneal_steps=50, validation_fraction=0.0, **SMALL, **kw),
-    "NeuMF": lambda **kw: _cls("NeuMF")(embedding_size=8, layers=(16, 8), epochs=20, learning_rate=0.01,
+    "NeuMF": lambda **kw: model_class("NeuMF")(embedding_size=8, layers=(16, 8), epochs=20, learning_rate=0.01,
                                        batch_size=256, validation_fraction=0.0, **SMALL, **kw),
 }
-
-
-def _cls(name):
-    from recsys_fast.models import neural
-
-    return getattr(neural, name)
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +38,7 @@ def fitted(clusters):
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_learns_planted_structure(name, fitted, clusters):
     train, test = clusters
-    model = fitted[name]
-    pop = ndcg_at_10(Popularity().fit(train), train, test)
-    score = ndcg_at_10(model, train, test)
-    assert score > pop + 0.2, (name, score, pop)
-    losses = [r["loss"] for r in model.training_log_]
-    assert losses[-1] < 0.8 * losses[0]
+    assert_learns_beyond_popularity(fitted[name], train, test, margin=0.2)
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
@@ -116,11 +107,11 @@ def test_scoring_module_takes_tensors_only(fitted):
 
 def test_bad_hyper_parameters_are_named():
     with pytest.raises(ValueError, match="embedding_size"):
-        _cls("BPRMF")(embedding_size=0)
+        model_class("BPRMF")(embedding_size=0)
     with pytest.raises(ValueError, match="device"):
-        _cls("BPRMF")(device="tpu")
+        model_class("BPRMF")(device="tpu")
     with pytest.raises(ValueError, match="validation_fraction"):
-        _cls("LightGCN")(validation_fraction=1.5)
+        model_class("LightGCN")(validation_fraction=1.5)
 
 
 def test_bprmf_quality_floor_on_ml_latest_small():
@@ -133,7 +124,7 @@ def test_bprmf_quality_floor_on_ml_latest_small():
     if find_dataset("ml-latest-small") is None:
         pytest.skip("ml-latest-small not found (data/ml-latest-small or RECSYS_FAST_DATA)")
     train, test = holdout(load_movielens("ml-latest-small")[0], test_fraction=0.2, seed=42)
-    model = _cls("BPRMF")(epochs=10, validation_fraction=0.0, n_threads=1).fit(train)
+    model = model_class("BPRMF")(epochs=10, validation_fraction=0.0, n_threads=1).fit(train)
 
     def ndcg(m):
         return float(evaluate(m, train, test, k=10, metrics=["ndcg"]).means["ndcg@10"])

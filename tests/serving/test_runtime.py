@@ -35,9 +35,17 @@ def _knn_bundle(ml_small, tmp_path):
     return model, model.save(tmp_path / "item_knn")
 
 
+def _als_bundle(ml_small, tmp_path):
+    from recsys_fast.models.als import ALS
+
+    model = ALS(embedding_size=16, epochs=3, seed=0).fit(ml_small)
+    return model, model.save(tmp_path / "als")
+
+
 def test_serving_works_where_torch_cannot_be_imported(exported, ml_small, tmp_path):
     model, onnx_path = exported("SASRec")
     knn, knn_path = _knn_bundle(ml_small, tmp_path)
+    als, als_path = _als_bundle(ml_small, tmp_path)
     users = [int(u) for u in model.user_map_.ids[:3]]
     code = BLOCK_TORCH + textwrap.dedent(f"""
         import json
@@ -49,7 +57,7 @@ def test_serving_works_where_torch_cannot_be_imported(exported, ml_small, tmp_pa
             raise SystemExit("the blocker did not work")
         from recsys_fast import serving, load
         out = {{}}
-        for name, path in (("onnx", {str(onnx_path)!r}), ("knn", {str(knn_path)!r})):
+        for name, path in (("onnx", {str(onnx_path)!r}), ("knn", {str(knn_path)!r}), ("als", {str(als_path)!r})):
             rt = serving.load(path).prepare()
             out[name] = rt.recommend({users!r}, k=5).items.tolist()
         load({str(knn_path)!r})  # the model loader for kNN bundles imports no torch either
@@ -61,6 +69,7 @@ def test_serving_works_where_torch_cannot_be_imported(exported, ml_small, tmp_pa
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["onnx"] == model.recommend(users, k=5).items.tolist()
     assert out["knn"] == knn.recommend(users, k=5).items.tolist()
+    assert out["als"] == als.recommend(users, k=5).items.tolist()
 
 
 def test_kernel_bundles_are_served_as_saved(ml_small, tmp_path):
@@ -81,6 +90,14 @@ def test_kernel_bundles_are_served_as_saved(ml_small, tmp_path):
     assert_same_topk(pop.recommend(users, k=10), prt.recommend(users, k=10))
     with pytest.raises(TypeError, match="no item-item scores"):
         prt.similar_items(items)
+    als, als_path = _als_bundle(ml_small, tmp_path)
+    art = serving.load(als_path, n_threads=1).prepare()
+    assert art.metadata["kind"] == "als"
+    assert_same_topk(als.recommend(users, k=10), art.recommend(users, k=10))
+    assert np.array_equal(art.similar_items(items, k=5).ids, als.similar_items(items, k=5).ids)
+    history = {"new-user": list(als.item_map_.ids[:5])}
+    assert_same_topk(als.recommend(["new-user"], k=10, history=history),
+                     art.recommend(["new-user"], k=10, history=history))
 
 
 def test_saved_neural_bundle_names_the_export_command(exported, tmp_path):
