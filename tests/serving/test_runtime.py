@@ -156,3 +156,25 @@ def test_cuda_provider_parity(exported):
     rt = serving.load(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     users = model.user_map_.ids[:32]
     assert_same_topk(model.recommend(users, k=10), rt.recommend(users, k=10), rtol=1e-4)
+
+
+def test_the_history_graph_runs_in_chunks_bounded_in_memory(exported, monkeypatch):
+    """EASE's graph gathers [users, longest history, n_items] floats: a batch is cut so that each
+    run stays under the budget (a batch of long histories once asked onnxruntime for 24 GB)."""
+    from recsys_fast.serving import runtime as runtime_module
+
+    model, path = exported("EASE")
+    rt = serving.load(path, n_threads=1)
+    users = model.user_map_.ids[:64]
+    whole = rt.recommend(users, k=10)
+    budget = 3 * 40 * rt.n_items * 4  # three users of 40 items, or fewer users with longer ones
+    monkeypatch.setattr(runtime_module, "GATHER_BUDGET_BYTES", budget)
+    batch = rt.batch_for_users(np.arange(64), rt.seen_)
+    chunks = rt._chunks(batch)
+    lengths = np.maximum(np.diff(batch.hist_indptr), 1)
+    assert chunks[0][0] == 0 and chunks[-1][1] == 64 and len(chunks) > 3
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+    for start, stop in chunks:
+        held = (stop - start) * lengths[start:stop].max() * rt.n_items * 4
+        assert held <= budget or stop - start == 1
+    assert_same_topk(whole, rt.recommend(users, k=10))
