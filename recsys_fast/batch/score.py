@@ -105,8 +105,8 @@ def score(model_or_bundle, users=None, k: int = 10, out="recs.parquet", exclude_
         todo = [c for c in range(len(chunks)) if c not in done]
         with progress_bar(len(uidx), sum(len(chunks[c]) for c in done), progress) as bar:
             for c in todo:
-                table = chunk_table(model, chunks[c], k, exclude_seen)
-                _write_ipc(table, part / chunk_name(c, ".arrow"))
+                # no name holds the table: it is freed before the next chunk is scored
+                _write_ipc(chunk_table(model, chunks[c], k, exclude_seen), part / chunk_name(c, ".arrow"))
                 bar.update(len(chunks[c]))
         n_rows = _assemble(part, len(chunks), out, fmt)
         shutil.rmtree(part, ignore_errors=True)
@@ -190,6 +190,7 @@ def _assemble(part: Path, n_chunks: int, out: Path, fmt: str) -> int:
                 else:
                     writer.write_table(table)
             n_rows += len(table)
+            del table  # unmapped before the next chunk is read
         if writer is None:  # no users: an empty file with the columns
             schema = pa.schema([("user", pa.int64()), ("rank", pa.int32()), ("item", pa.int64()),
                                 ("score", pa.float32())])
