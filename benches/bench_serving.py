@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-KINDS = ("popularity", "item_knn", "user_knn", "content_knn", "ease", "bprmf", "neumf", "lightgcn", "multvae",
+KINDS = ("popularity", "item_knn", "user_knn", "content_knn", "ease", "als", "bprmf", "neumf", "lightgcn", "multvae",
          "sasrec", "gru4rec", "caser", "sasrec_small")
 NEURAL = {"bprmf": "BPRMF", "neumf": "NeuMF", "lightgcn": "LightGCN", "multvae": "MultVAE", "sasrec": "SASRec",
           "gru4rec": "GRU4Rec", "caser": "Caser", "sasrec_small": "SASRec"}
@@ -75,6 +75,10 @@ def _fit(kind: str, data, items, small_data):
         from recsys_fast.models.ease import EASE
 
         return EASE(weight_decay=500.0).fit(data)
+    if kind == "als":
+        from recsys_fast.models.als import ALS
+
+        return ALS(seed=0).fit(data)
     from recsys_fast.models import neural
 
     params = dict(epochs=1, validation_fraction=0.0, seed=0, device="cpu", n_threads=2)
@@ -105,7 +109,7 @@ def _sasrec_small_data():
 
 
 def _runtime_path(kind: str, model, cache: Path) -> Path:
-    """Export (neural, EASE) or save (kNN, popularity) the model; returns the bundle path."""
+    """Export (neural, EASE) or save (kNN, Popularity, ALS) the model; returns the bundle path."""
     path = cache / f"{kind}_served"
     if kind in NEURAL or kind == "ease":
         from recsys_fast.export import to_onnx

@@ -6,7 +6,9 @@ Data sets (``--sizes``): ml-100k (read in place from the shared data folder), ml
 (100k x 20k x 1M, ``recsys_fast.datasets.synthetic(seed=0)``). Each model trains
 ``--epochs`` + 1 epochs with ``validation_fraction=0`` (no early stopping) on ``--n-threads``
 threads; the first epoch is a warm-up (Numba compiles, or loads from its cache, there; torch
-allocates) and the reported figure is the median of the others. implicit's models run with the
+allocates; ``--warmup 0`` times it too, for models whose epoch takes minutes) and the reported
+figure is the median of the others. ``--param MODEL.KEY=VALUE`` overrides a hyper-parameter (e.g.
+``sasrec.loss=sampled_ce``). implicit's models run with the
 same number of factors (64) and threads, BLAS pinned to one thread as implicit asks, and their
 epochs are timed by implicit's per-epoch callback. ALS also reports a whole fit of ``--als-epochs``
 (15) epochs against implicit's ALS fit of as many iterations (best of 2, alternating). Ratios are
@@ -19,6 +21,7 @@ barrier, so prefer ``--n-threads 1`` for CPU-time comparisons).
     python benches/train_speed.py                                  # every model, every size
     python benches/train_speed.py --models bprmf als implicit-bpr implicit-als --sizes ml-100k M
     python benches/train_speed.py --sizes M --models bprmf implicit-bpr --epochs 3 --json out.json
+    python benches/train_speed.py --sizes M --models sasrec --param sasrec.loss=sampled_ce --param sasrec.n_negatives=2048
 
 Writes JSON (``--json``, default benches/results/train_speed.json) and a PNG plot of seconds per
 epoch against the number of interactions (``--png``, default next to the JSON).
@@ -58,16 +61,17 @@ def _binary(data):
     return x
 
 
-def time_ours(name: str, data, epochs: int, n_threads: int) -> dict:
+def time_ours(name: str, data, epochs: int, n_threads: int, params: dict | None = None, warmup: int = 1) -> dict:
     if name == "als":
         from recsys_fast.models.als import ALS
 
-        model = ALS(embedding_size=FACTORS, epochs=epochs + 1, n_threads=n_threads)
+        model = ALS(embedding_size=FACTORS, epochs=epochs + warmup, n_threads=n_threads, **(params or {}))
     else:
         from recsys_fast.models import neural
 
-        model = getattr(neural, NEURAL[name])(epochs=epochs + 1, validation_fraction=0.0, n_threads=n_threads,
-                                              early_stopping_patience=None, seed=0)
+        model = getattr(neural, NEURAL[name])(**{"epochs": epochs + warmup, "validation_fraction": 0.0,
+                                                 "n_threads": n_threads, "early_stopping_patience": None,
+                                                 "seed": 0, **(params or {})})
     started = time.perf_counter()
     model.fit(data)
     total = time.perf_counter() - started
@@ -75,7 +79,7 @@ def time_ours(name: str, data, epochs: int, n_threads: int) -> dict:
             "epoch_cpu_seconds": [r["cpu_seconds"] for r in model.training_log_], "fit_seconds": total}
 
 
-def time_implicit(name: str, data, epochs: int, n_threads: int) -> dict:
+def time_implicit(name: str, data, epochs: int, n_threads: int, warmup: int = 1) -> dict:
     from threadpoolctl import threadpool_limits
 
     from implicit.cpu.als import AlternatingLeastSquares
@@ -83,10 +87,11 @@ def time_implicit(name: str, data, epochs: int, n_threads: int) -> dict:
 
     stamps = []
     if name == "implicit-bpr":
-        model = BayesianPersonalizedRanking(factors=FACTORS, iterations=epochs + 1, num_threads=n_threads,
-                                            random_state=0)
+        model = BayesianPersonalizedRanking(factors=FACTORS, iterations=epochs + warmup,
+                                            num_threads=n_threads, random_state=0)
     else:
-        model = AlternatingLeastSquares(factors=FACTORS, iterations=epochs + 1, num_threads=n_threads, random_state=0)
+        model = AlternatingLeastSquares(factors=FACTORS, iterations=epochs + warmup, num_threads=n_threads,
+                                        random_state=0)
     x = _binary(data)
     cpu = []
 
@@ -152,12 +157,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     p.add_argument("--sizes", nargs="+", default=["ml-100k", "ml-latest-small", "M"], choices=list(SIZES))
-    p.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up epoch")
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up epochs")
+    p.add_argument("--warmup", type=int, default=1, choices=(0, 1),
+                   help="untimed warm-up epochs (0: time the first epoch too, compilation and first allocations "
+                        "included; for models whose epoch takes minutes)")
     p.add_argument("--als-epochs", type=int, default=15, help="epochs of the whole-fit ALS comparison (0: skip)")
     p.add_argument("--n-threads", type=int, default=2)
     p.add_argument("--json", default="benches/results/train_speed.json")
     p.add_argument("--png", default=None, help="default: the JSON path with .png")
+    p.add_argument("--param", action="append", default=[], metavar="MODEL.KEY=VALUE",
+                   help="override a hyper-parameter of one of our models (JSON value), e.g. sasrec.loss=sampled_ce; "
+                        "its rows are labelled with the overrides")
     args = p.parse_args(argv)
+    from recsys_fast.cli import parse_params
+
+    overrides = parse_params(args.param)
 
     rows, fits = [], []
     for size in args.sizes:
@@ -165,17 +179,21 @@ def main(argv=None) -> int:
         print(f"{size}: {data.n_users} users x {data.n_items} items, {data.nnz} interactions", flush=True)
         per_model = {}
         for name in args.models:
+            params = overrides.get(name, {})
             with threads.limit(args.n_threads):
-                timed = (time_implicit if name.startswith("implicit") else time_ours)(name, data, args.epochs,
-                                                                                     args.n_threads)
-            spe, cpu = (statistics.median(timed[key][1:] if len(timed[key]) > 1 else timed[key])
+                if name.startswith("implicit"):
+                    timed = time_implicit(name, data, args.epochs, args.n_threads, args.warmup)
+                else:
+                    timed = time_ours(name, data, args.epochs, args.n_threads, params, args.warmup)
+            spe, cpu = (statistics.median(timed[key][args.warmup:] if len(timed[key]) > args.warmup else timed[key])
                         for key in ("epoch_seconds", "epoch_cpu_seconds"))
             per_model[name] = (spe, cpu)
-            row = {"size": size, "model": name, "n_users": data.n_users, "n_items": data.n_items, "nnz": data.nnz,
+            label = name + ("[" + ",".join(f"{k}={v}" for k, v in params.items()) + "]" if params else "")
+            row = {"size": size, "model": label, "params": params, "n_users": data.n_users, "n_items": data.n_items, "nnz": data.nnz,
                    "seconds_per_epoch": spe, "cpu_seconds_per_epoch": cpu, "interactions_per_second": data.nnz / spe,
                    **timed}
             rows.append(row)
-            print(f"  {name:13s} {spe:9.3f} s/epoch ({cpu:7.3f} s CPU)  {data.nnz / spe:12,.0f} interactions/s",
+            print(f"  {label:13s} {spe:9.3f} s/epoch ({cpu:7.3f} s CPU)  {data.nnz / spe:12,.0f} interactions/s",
                   flush=True)
         for peer in ("implicit-bpr", "implicit-als"):
             if peer in per_model:
@@ -195,7 +213,8 @@ def main(argv=None) -> int:
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {"command": " ".join(["python", "benches/train_speed.py"] + (argv if argv is not None else sys.argv[1:])),
-              "n_threads": args.n_threads, "epochs_timed": args.epochs, "python": platform.python_version(),
+              "n_threads": args.n_threads, "epochs_timed": args.epochs, "warmup_epochs": args.warmup,
+              "python": platform.python_version(),
               "threads": threads.report(), "rows": rows, "als_fits": fits}
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=1, default=float))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -185,14 +186,99 @@ def building(path, what: str):
 
 
 def load_array(path, name: str, manifest: dict) -> np.ndarray:
-    """Load one array of a checked bundle, with pickle disabled."""
+    """Load one array of a checked bundle into memory, with pickle disabled. The bytes it is built
+    from are hashed as they are read and must match the manifest: a file changed after
+    ``read_manifest`` checked it (a bundle rewritten under a service that reloads it) is a
+    ``BundleError``, never an array of other bytes. Nothing is memory-mapped, so a loaded model
+    does not change when its files are overwritten, truncated or deleted afterwards."""
     fname = f"{name}.npy"
     if fname not in manifest["files"]:
         raise BundleError(f"{path}: bundle has no array {name!r}")
+    problem = None
     try:
-        return np.load(Path(path) / fname, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+        with open(Path(path) / fname, "rb") as fh:
+            reader = _HashingReader(fh)
+            try:
+                version = np.lib.format.read_magic(reader)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(reader)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(reader)
+                else:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                if dtype.hasobject:
+                    raise ValueError("dtype object (bundles never use pickle)")
+                count = math.prod(shape)
+                left = os.fstat(fh.fileno()).st_size - reader.size
+                if count * dtype.itemsize > left:  # checked before allocating: a header may promise anything
+                    raise EOFError(f"the header promises {count * dtype.itemsize} bytes of data, the file holds {left}")
+                flat = np.empty(count, dtype=dtype)
+                if count and dtype.itemsize:
+                    reader.read_into(flat.view(np.uint8))
+            except (ValueError, EOFError) as exc:
+                problem = exc
+            reader.read_rest()  # hashed to the end: a changed file is reported as changed
+    except OSError as exc:
         raise BundleError(f"{path}: array {name!r} could not be read ({exc})") from None
+    _check_read(path, fname, manifest, reader)
+    if problem is not None:
+        raise BundleError(f"{path}: array {name!r} could not be read ({problem})")
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def read_file(path, fname: str, manifest: dict) -> bytes:
+    """The bytes of file ``fname`` of a checked bundle, hashed as read and checked against the
+    manifest like ``load_array``'s."""
+    if fname not in manifest["files"]:
+        raise BundleError(f"{path}: bundle has no file {fname}")
+    try:
+        data = (Path(path) / fname).read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{path}: file {fname} could not be read ({exc})") from None
+    reader = _HashingReader(None)
+    reader.update(data)
+    _check_read(path, fname, manifest, reader)
+    return data
+
+
+class _HashingReader:
+    """A binary file read through ``read``/``read_into``, its bytes hashed and counted on the way."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def update(self, data) -> None:
+        self.sha.update(data)
+        self.size += len(data)
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.update(data)
+        return data
+
+    def read_into(self, buffer: np.ndarray) -> None:
+        view = memoryview(buffer)
+        got = 0
+        while got < len(view):
+            n = self.fh.readinto(view[got:])
+            if not n:
+                raise EOFError(f"the file ends after {self.size + got} bytes, before the array's data does")
+            got += n
+        self.update(view)
+
+    def read_rest(self) -> None:
+        for chunk in iter(lambda: self.fh.read(1 << 20), b""):
+            self.update(chunk)
+
+
+def _check_read(path, fname: str, manifest: dict, reader: _HashingReader) -> None:
+    entry = manifest["files"][fname]
+    if reader.size != entry.get("size") or reader.sha.hexdigest() != entry.get("sha256"):
+        raise BundleError(f"{path}: file {fname} changed after the manifest was checked (its bytes no longer match "
+                          "their sha256): the bundle was modified while it was being loaded; load it again once "
+                          "it is complete")
 
 
 def digest(kind: str, params: dict, arrays: dict[str, np.ndarray], extra=()) -> str:

@@ -752,7 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("batch", help="every user's top-k from a bundle to Parquet/CSV, resumable (Dask optional)")
-    p.add_argument("bundle", help="bundle directory that recsys_fast.serving.load serves (kNN, EASE, Popularity, "
+    p.add_argument("bundle", help="bundle directory that recsys_fast.serving.load serves (kNN, EASE, Popularity, ALS, "
                                   "or an exported ONNX bundle)")
     p.add_argument("--out", default="recs.parquet",
                    help="output .parquet/.pq or .csv file; with --scheduler a Parquet dataset directory "
@@ -804,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker threads calling the runtime (default: min(32, cpu count + 4))")
     p.add_argument("--max-concurrency", type=int, default=64,
                    help="requests running at once; beyond it 503 with Retry-After (default: 64)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds before a request is answered 504 (default: 10)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds a request may take: a body not received by then is answered 408, an answer not ready 504 (default: 10)")
     p.add_argument("--max-users", type=int, default=1000, help="users (or items) per request (default: 1000)")
     p.add_argument("--max-k", type=int, default=1000, help="largest k (default: 1000; also capped by the catalogue)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default: 1 MiB)")

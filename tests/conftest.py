@@ -22,24 +22,23 @@ def events_csv(tmp_path):
     return path
 
 
-@pytest.fixture(scope="session")
-def ml_latest_small_path():
+def _dataset_or_skip(name: str, where: str):
     from recsys_fast.datasets import find_dataset
 
-    path = find_dataset("ml-latest-small")
+    path = find_dataset(name)
     if path is None:
-        pytest.skip("ml-latest-small not found (set RECSYS_FAST_DATA or keep data/ml-latest-small)")
+        pytest.skip(f"{name} not found (set RECSYS_FAST_DATA or {where})")
     return path
+
+
+@pytest.fixture(scope="session")
+def ml_latest_small_path():
+    return _dataset_or_skip("ml-latest-small", "keep data/ml-latest-small")
 
 
 @pytest.fixture(scope="session")
 def ml_100k_path():
-    from recsys_fast.datasets import find_dataset
-
-    path = find_dataset("ml-100k")
-    if path is None:
-        pytest.skip("ml-100k not found (set RECSYS_FAST_DATA or place it at ../shared/data/ml-100k)")
-    return path
+    return _dataset_or_skip("ml-100k", "place it at ../shared/data/ml-100k")
 
 
 def pytest_terminal_summary(terminalreporter):

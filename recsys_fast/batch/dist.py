@@ -13,6 +13,8 @@ import os
 import threading
 from pathlib import Path
 
+from .chunks import chunk_name, chunk_table, open_model, progress_bar
+
 _loaded: dict = {}  # on a worker: (bundle path, fingerprint) -> model, loaded once per process
 _lock = threading.Lock()
 
@@ -20,8 +22,6 @@ _lock = threading.Lock()
 def score_on_cluster(client, path: str, fingerprint: str, chunks, done: set[int], part: Path, k: int,
                      exclude_seen: bool, progress: bool) -> int:
     """Score the chunks not in ``done`` on ``client``'s workers; return the rows of the dataset."""
-    from .score import _bar, _chunk_name
-
     try:
         from distributed import as_completed
     except ImportError:
@@ -31,13 +31,13 @@ def score_on_cluster(client, path: str, fingerprint: str, chunks, done: set[int]
     todo = [c for c in range(len(chunks)) if c not in done]
     futures = {client.submit(_score_chunk, path, fingerprint, c, chunks[c], k, exclude_seen, str(part),
                              pure=False): c for c in todo}
-    with _bar(sum(len(c) for c in chunks), sum(len(chunks[c]) for c in done), progress) as bar:
+    with progress_bar(sum(len(c) for c in chunks), sum(len(chunks[c]) for c in done), progress) as bar:
         for future in as_completed(futures):
             future.result()  # a failed chunk raises here, with the worker's traceback
             bar.update(len(chunks[futures[future]]))
     import pyarrow.parquet as pq
 
-    return sum(pq.ParquetFile(part / _chunk_name(c, ".parquet")).metadata.num_rows for c in range(len(chunks)))
+    return sum(pq.ParquetFile(part / chunk_name(c, ".parquet")).metadata.num_rows for c in range(len(chunks)))
 
 
 def _model(path: str, fingerprint: str):
@@ -46,9 +46,12 @@ def _model(path: str, fingerprint: str):
         model = _loaded.get(key)
         if model is None:
             from ..errors import BundleError
-            from .score import open_model
 
-            model, found = open_model(path)
+            from distributed import get_worker
+
+            # as many kernel threads as the worker has task threads: Numba's default (every core)
+            # in each of several worker processes would oversubscribe the machine
+            model, found = open_model(path, n_threads=get_worker().state.nthreads)
             if found != fingerprint:
                 raise BundleError(f"{path} on this worker is not the bundle the job was started with "
                                   "(its manifest differs): every worker must read the same bundle")
@@ -61,10 +64,8 @@ def _score_chunk(path, fingerprint, c, uidx, k, exclude_seen, part):
     """On a worker: one chunk's rows as ``part/chunk-<c>.parquet`` (written aside, renamed)."""
     import pyarrow.parquet as pq
 
-    from .score import _chunk_name, chunk_table
-
     table = chunk_table(_model(path, fingerprint), uidx, k, exclude_seen)
-    target = Path(part) / _chunk_name(c, ".parquet")
+    target = Path(part) / chunk_name(c, ".parquet")
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     pq.write_table(table, str(tmp), row_group_size=max(1, len(table)), compression="snappy")
     os.replace(tmp, target)

@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import validation
 from ..errors import ParameterError
+from .chunks import chunk_name, chunk_table, open_model, progress_bar, pyarrow_module, user_indices
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 JOB_VERSION = 1  # bump when the chunk files or the fingerprint change meaning
@@ -102,10 +103,10 @@ def score(model_or_bundle, users=None, k: int = 10, out="recs.parquet", exclude_
         _finish_dataset(part, out)
     else:
         todo = [c for c in range(len(chunks)) if c not in done]
-        with _bar(len(uidx), sum(len(chunks[c]) for c in done), progress) as bar:
+        with progress_bar(len(uidx), sum(len(chunks[c]) for c in done), progress) as bar:
             for c in todo:
-                table = chunk_table(model, chunks[c], k, exclude_seen)
-                _write_ipc(table, part / _chunk_name(c, ".arrow"))
+                # no name holds the table: it is freed before the next chunk is scored
+                _write_ipc(chunk_table(model, chunks[c], k, exclude_seen), part / chunk_name(c, ".arrow"))
                 bar.update(len(chunks[c]))
         n_rows = _assemble(part, len(chunks), out, fmt)
         shutil.rmtree(part, ignore_errors=True)
@@ -122,46 +123,12 @@ def output_format(out: Path) -> str:
     return fmt
 
 
-def open_model(source):
-    """``(model, fingerprint)``: a path is loaded with ``serving.load``; a model or runtime is used as
-    it is (anything with the index-level protocol and a ``fingerprint()``)."""
-    if isinstance(source, (str, os.PathLike)):
-        from .. import serving
-
-        model = serving.load(source)
-    else:
-        model = source
-    for attr in ("recommend_indices", "user_map_", "item_map_", "fingerprint"):
-        if not hasattr(model, attr):
-            raise ParameterError("model_or_bundle", type(source).__name__,
-                                 "a fitted recsys_fast model, a runtime from serving.load, or a bundle path")
-    if hasattr(model, "check_fitted"):
-        model.check_fitted()
-    return model, model.fingerprint()
 
 
-def user_indices(model, users) -> np.ndarray:
-    """Internal indices (int64) of the external ``users``; None: all training users in index order."""
-    if users is None:
-        return np.arange(len(model.user_map_), dtype=np.int64)
-    return model.user_map_.to_index(np.atleast_1d(np.asarray(users)), on_unknown="raise").astype(np.int64)
 
 
-def chunk_table(model, uidx: np.ndarray, k: int, exclude_seen: bool):
-    """One chunk's rows as a ``pyarrow.Table`` (user, rank, item, score), padding left out."""
-    pa = _pyarrow()
-    items, scores = model.recommend_indices(uidx, k, exclude="seen" if exclude_seen else None)
-    valid = items >= 0
-    n = len(uidx)
-    user_col = np.repeat(model.user_map_.ids[uidx], k).reshape(n, k)[valid] if n else model.user_map_.ids[:0]
-    rank = np.broadcast_to(np.arange(1, k + 1, dtype=np.int32), (n, k))[valid]
-    item_col = model.item_map_.ids[items[valid]]
-    return pa.table({"user": pa.array(user_col), "rank": pa.array(rank, type=pa.int32()),
-                     "item": pa.array(item_col), "score": pa.array(scores[valid], type=pa.float32())})
 
 
-def _chunk_name(c: int, suffix: str) -> str:
-    return f"chunk-{c:06d}{suffix}"
 
 
 def _open_part_dir(part: Path, fingerprint: str, job: dict, resume: bool, suffix: str) -> set[int]:
@@ -175,7 +142,7 @@ def _open_part_dir(part: Path, fingerprint: str, job: dict, resume: bool, suffix
             except (json.JSONDecodeError, UnicodeDecodeError):
                 same = False
         if same:
-            return {c for c in range(job["n_chunks"]) if (part / _chunk_name(c, suffix)).is_file()}
+            return {c for c in range(job["n_chunks"]) if (part / chunk_name(c, suffix)).is_file()}
         if not journal.is_file() and any(part.iterdir()):
             raise ParameterError("out", str(part), "a path whose .part directory is recsys_fast's own",
                                  hint=f"{part} exists without a journal; move it away or choose another out")
@@ -192,7 +159,7 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
 
 
 def _write_ipc(table, path: Path) -> None:
-    pa = _pyarrow()
+    pa = pyarrow_module()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
@@ -200,21 +167,21 @@ def _write_ipc(table, path: Path) -> None:
 
 
 def _read_ipc(path: Path):
-    pa = _pyarrow()
+    pa = pyarrow_module()
     with pa.memory_map(str(path), "r") as source:
         return pa.ipc.open_file(source).read_all()
 
 
 def _assemble(part: Path, n_chunks: int, out: Path, fmt: str) -> int:
     """Concatenate the chunk files, in order, into ``out`` (written aside, fsynced, renamed)."""
-    pa = _pyarrow()
+    pa = pyarrow_module()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     n_rows = 0
     writer = None
     try:
         for c in range(n_chunks):
-            table = _read_ipc(part / _chunk_name(c, ".arrow"))
+            table = _read_ipc(part / chunk_name(c, ".arrow"))
             if writer is None:
                 writer = _writer(tmp, table.schema, fmt)
             if len(table):
@@ -223,6 +190,7 @@ def _assemble(part: Path, n_chunks: int, out: Path, fmt: str) -> int:
                 else:
                     writer.write_table(table)
             n_rows += len(table)
+            del table  # unmapped before the next chunk is read
         if writer is None:  # no users: an empty file with the columns
             schema = pa.schema([("user", pa.int64()), ("rank", pa.int32()), ("item", pa.int64()),
                                 ("score", pa.float32())])
@@ -268,15 +236,6 @@ def _finish_dataset(part: Path, out: Path) -> None:
         os.replace(part, out)
 
 
-def _bar(total: int, initial: int, enabled: bool):
-    """Progress through ``recsys_fast.progress`` (a bar on a terminal, log lines otherwise);
-    ``initial``: users already scored (a resumed run)."""
-    from ..progress import progress
-
-    bar = progress(total, "batch", "users", enabled=None if enabled else False)
-    if initial:
-        bar.update(initial)
-    return bar
 
 
 def _array_digest(arr: np.ndarray) -> str:
@@ -296,13 +255,3 @@ def _size_text(n: int) -> str:
         n /= 1024
     return f"{n} B"  # pragma: no cover
 
-
-def _pyarrow():
-    try:
-        import pyarrow as pa
-        import pyarrow.ipc  # noqa: F401
-    except ImportError:  # pragma: no cover - a core dependency
-        from ..errors import MissingExtraError
-
-        raise MissingExtraError("pyarrow", "core") from None
-    return pa

@@ -24,6 +24,7 @@ from ._config import kernel
 
 _ROWS_PER_BLOCK = 32  # small blocks: rows vary widely in length, and threads take blocks in turn
 _TINY = 1e-20  # squared residual below which a row has converged
+_ALIGN_FLOATS = 16  # 64 bytes: the work vectors' alignment (see _aligned_scratch)
 
 
 @kernel
@@ -46,13 +47,13 @@ def _apply(gram, Y, indices, conf, lo, hi, v, out):
 
 
 @kernel(parallel=True)
-def _cg_half_step(X, Y, gram, indptr, indices, conf, cg_steps):
+def _cg_half_step(X, Y, gram, indptr, indices, conf, cg_steps, scratch):
     n, d = X.shape
     n_blocks = (n + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
     for blk in prange(n_blocks):
-        r = np.empty(d, np.float32)
-        p = np.empty(d, np.float32)
-        ap = np.empty(d, np.float32)
+        r = scratch[blk, 0, :d]
+        p = scratch[blk, 1, :d]
+        ap = scratch[blk, 2, :d]
         for u in range(blk * _ROWS_PER_BLOCK, min(n, (blk + 1) * _ROWS_PER_BLOCK)):
             lo, hi = indptr[u], indptr[u + 1]
             x = X[u]
@@ -134,7 +135,23 @@ def cg_half_step(X: np.ndarray, Y: np.ndarray, reg: float, indptr: np.ndarray, i
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
     indices = np.ascontiguousarray(indices, dtype=np.int32)
     _check(X, Y, indptr, indices, conf, X.shape[0])
-    _cg_half_step(X, Y, gram_matrix(Y, reg), indptr, indices, conf, np.int64(cg_steps))
+    n_blocks = (X.shape[0] + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
+    scratch = _aligned_scratch(n_blocks, X.shape[1])
+    _cg_half_step(X, Y, gram_matrix(Y, reg), indptr, indices, conf, np.int64(cg_steps), scratch)
+
+
+def _aligned_scratch(n_blocks: int, d: int) -> np.ndarray:
+    """(n_blocks, 3, >= d) float32 work vectors, each starting on a 64-byte boundary.
+
+    The kernel's sums may be vectorised with reassociation, and the rounding of such a sum can
+    depend on where its vectors lie in memory: with vectors from each thread's own allocations,
+    the same seed gave models differing in the last bits between runs and thread counts. With
+    the work vectors placed here, the addresses (mod 64) are the same on every run."""
+    width = (d + _ALIGN_FLOATS - 1) // _ALIGN_FLOATS * _ALIGN_FLOATS
+    size = n_blocks * 3 * width
+    buf = np.empty(size + _ALIGN_FLOATS, dtype=np.float32)
+    start = (-(buf.ctypes.data // 4)) % _ALIGN_FLOATS
+    return buf[start:start + size].reshape(n_blocks, 3, width)
 
 
 def solve_rows(Y: np.ndarray, reg: float, indptr: np.ndarray, indices: np.ndarray, conf: np.ndarray) -> np.ndarray:

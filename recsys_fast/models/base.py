@@ -480,6 +480,8 @@ class Recommender:
         hist_indptr, hist_indices, hist_data = gather_rows(seen.indptr, seen.indices, seen.data, user_index)
         if exclude is None:
             excl_indptr, excl_indices = np.zeros(0, np.int64), np.zeros(0, np.int32)
+        elif exclude is seen:  # the usual case: the same arrays, so kernels map them once
+            excl_indptr, excl_indices = hist_indptr, hist_indices
         else:
             if exclude.shape != self.seen_.shape:
                 raise ParameterError("exclude", validation.Shown(f"shape {exclude.shape}"),

@@ -35,10 +35,16 @@ def topk_similarity_on_cluster(client, indptr, indices, data, n_cols: int, k: in
 
 def _block(matrix, n_cols, k, start, stop, options):
     """On a worker: rows ``start:stop`` of the graph as (row lengths, indices, data)."""
+    from distributed import get_worker
+
+    from .. import threads
     from ..kernels.similarity import topk_similarity
 
     indptr, indices, data = matrix
-    g_indptr, g_indices, g_data = topk_similarity(indptr, indices, data, n_cols, k,
-                                                  query_rows=np.arange(start, stop), **options)
+    # as many kernel threads as the worker has task threads (Numba's default is every core, in
+    # every worker process); per calling thread, so concurrent tasks do not disturb each other
+    with threads.limit(get_worker().state.nthreads, process_wide=False):
+        g_indptr, g_indices, g_data = topk_similarity(indptr, indices, data, n_cols, k,
+                                                      query_rows=np.arange(start, stop), **options)
     lo, hi = g_indptr[start], g_indptr[stop]
     return np.diff(g_indptr[start:stop + 1]), g_indices[lo:hi].copy(), g_data[lo:hi].copy()

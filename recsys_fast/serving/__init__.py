@@ -3,7 +3,7 @@
 ``load(path)`` returns a runtime with the model's contract (``recommend``, ``recommend_indices``,
 ``similar_items`` where the model has item-item scores, ``prepare``, ``metadata``):
 
-- ``model.save`` bundles of torch-free models (Popularity, ItemKNN, UserKNN, ContentKNN, EASE): the model
+- ``model.save`` bundles of torch-free models (Popularity, ItemKNN, UserKNN, ContentKNN, EASE, ALS): the model
   itself on its Numba/NumPy kernels;
 - ONNX bundles written by ``recsys_fast.export.to_onnx`` / ``recsys-fast export``: onnxruntime.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from .. import bundle
 from ..errors import BundleError
 
-TORCH_FREE_KINDS = ("popularity", "item_knn", "user_knn", "content_knn", "ease")
+TORCH_FREE_KINDS = ("popularity", "item_knn", "user_knn", "content_knn", "ease", "als")
 
 __all__ = ["load", "TORCH_FREE_KINDS"]
 

@@ -10,17 +10,22 @@ ran, 503 before), ``GET /metadata``, ``GET /metrics`` (Prometheus text format),
 How a request runs:
 
 - the body is refused with 413 above ``ServiceLimits.max_body_bytes`` (by the Content-Length
-  header, or by counting a streamed body), and validated by pydantic models whose bounds come
+  header, or by counting a streamed body) and with 408 when it is not complete ``timeout_s``
+  after the request arrived (a client that sends part of a body and stalls does not keep its
+  slot), and validated by pydantic models whose bounds come
   from ``ServiceLimits`` (422 naming the field: wrong types, k <= 0 or above the limit, too many
   users, malformed JSON); k above the loaded catalogue is a 422 too, unknown ids a 404;
 - a ``/recommend`` or ``/similar-items`` request is admitted only while fewer than
   ``max_concurrency`` of them are in the service (from the moment the app sees it, before its
   body is read or validated, until its answer is sent and its worker thread is done); beyond
-  that it is answered at once with a fixed 503 and ``Retry-After``, which costs the event loop
-  little, so a flood of requests is shed instead of queueing without bound (``benches/overload.py``:
-  twice the measured capacity is answered 200 or 503, none lost). An admitted request runs on a
-  worker thread, never on the event loop; one that takes longer than ``timeout_s`` is answered
-  504 (its thread finishes the work and frees the slot after);
+  that it is answered at once with a fixed 503 and ``Retry-After``, ahead of FastAPI's own
+  middleware and routing, which costs the event loop little, so a flood of requests is shed
+  instead of queueing without bound (``benches/overload.py``: twice the measured capacity is
+  answered 200 or 503, none lost). An admitted request runs on a worker thread, never on the
+  event loop; one that takes longer than ``timeout_s`` is answered 504, and one whose client
+  closes the connection first is counted 499 (``CLIENT_GONE``, nginx's code; no one reads it). A
+  call still waiting for a worker then never runs; one already running finishes and frees the
+  slot after;
 - it takes the runtime current when it starts on its worker and finishes on it: a reload (``POST
   /admin/reload`` or SIGHUP under ``serve``) builds and prepares the new runtime aside and swaps
   one reference, and a bundle that fails to load leaves the old one serving (DESIGN: "a reload
@@ -37,6 +42,7 @@ score -inf) is dropped: each list holds only the items that qualified.
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 import json
 import logging
 import math
@@ -60,6 +66,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 INT64 = (-(2**63), 2**63 - 1)
 ADMITTED = frozenset({"/recommend", "/similar-items"})  # the endpoints that take a slot
 RETRY_AFTER_S = 1
+CLIENT_GONE = 499  # the status counted for a request whose client left before its answer (nginx's)
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,8 @@ class ServiceLimits:
     ``max_history``: items per user in ``history``; ``max_body_bytes``: request body size (413
     above); ``max_concurrency``: requests running at once (503 with ``Retry-After`` beyond);
     ``workers``: threads that call the runtime (None: ``min(32, cpu count + 4)``);
-    ``timeout_s``: seconds before a request is answered 504.
+    ``timeout_s``: seconds before a request is answered 504, and before its body must be
+    complete (408).
     """
 
     max_users: int = 1000
@@ -195,7 +203,9 @@ class Service:
     async def run(self, fn):
         """``fn(runtime, generation)`` on a worker thread with the runtime current now, under the
         request's slot (taken by the middleware; taken here when there is none: 503 if every slot is
-        taken); 504 after ``timeout_s`` (the slot is freed when the thread is done, not before)."""
+        taken). 504 after ``timeout_s``; a client that goes away meanwhile is answered 499 (which
+        no one reads: it is what the metrics count). Either way a call still waiting for a worker
+        never runs, and one already running frees the slot when its thread is done, not before."""
         ticket = _TICKET.get()
         own = ticket is None
         if own:
@@ -212,12 +222,24 @@ class Service:
         except BaseException:
             ticket.done()
             raise
-        future.add_done_callback(lambda _future: ticket.done())
+        future.add_done_callback(lambda _future: ticket.done())  # also when it is cancelled unstarted
+        answer = asyncio.wrap_future(future)
+        body = ticket.body
+        gone = asyncio.ensure_future(body.disconnected()) if body is not None and body.complete else None
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout_s)
-        except asyncio.TimeoutError:
-            raise ServiceError(504, "timeout", f"the request took longer than {self.limits.timeout_s:g} s "
-                               "(timeout_s)") from None
+            done, _ = await asyncio.wait((answer,) if gone is None else (answer, gone), timeout=self.limits.timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if gone is not None:
+                gone.cancel()
+        if answer in done:
+            return answer.result()
+        answer.cancel()  # cancels the worker's call too if it has not started
+        if gone is not None and gone in done:
+            raise ServiceError(CLIENT_GONE, "client_closed_request", "the client closed the connection before "
+                               "its answer")
+        raise ServiceError(504, "timeout", f"the request took longer than {self.limits.timeout_s:g} s "
+                           "(timeout_s)") from None
 
     def _release(self) -> None:
         self.in_flight.dec()
@@ -284,6 +306,7 @@ class _Ticket:
         self._release = release
         self._holders = 1
         self._lock = threading.Lock()
+        self.body: Optional[_Body] = None  # the request's receive channel, set by the middleware
 
     def hold(self) -> None:
         with self._lock:
@@ -351,13 +374,14 @@ def create_app(runtime, *, limits: Optional[ServiceLimits] = None, n_threads: Op
                 asyncio.get_running_loop().remove_signal_handler(reload_signal)
             service.shutdown()
 
-    app = FastAPI(title="recsys_fast", version=_version(), lifespan=lifespan,
+    app = _front_door_app(FastAPI)(title="recsys_fast", version=_version(), lifespan=lifespan,
                   description="Top-k recommendations from a recsys_fast bundle (kNN, popularity, EASE or an "
                               "exported neural model). Errors are JSON objects naming the field at fault.")
     app.state.service = service
-    app.add_middleware(_ServiceMiddleware, service=service)
+    app.front_door = _ServiceMiddleware(functools.partial(FastAPI.__call__, app), service)
     errors = {status: {"model": models["error"], "description": text} for status, text in (
         (404, "unknown id, or the model has no such scores"), (413, "request body too large"),
+        (408, "the request body did not arrive within the timeout"),
         (422, "invalid request: the field is named"), (503, "overloaded: retry after Retry-After seconds"),
         (504, "the request took longer than the service's timeout"))}
 
@@ -379,8 +403,10 @@ def create_app(runtime, *, limits: Optional[ServiceLimits] = None, n_threads: Op
     async def _http_error(request: Request, exc: StarletteHTTPException):
         if exc.status_code == 413:
             return _too_large(limits.max_body_bytes)
-        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail), None, headers=getattr(exc, "headers", None))
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                408: "body_timeout"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail), "body" if exc.status_code == 408 else None,
+                      headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception):
@@ -576,72 +602,159 @@ def _pad_non_integer(users: list, user_map) -> list:
 
 
 # ---------------------------------------------------------------------------- plumbing
+_FRONT_DOOR_APPS: dict = {}
+
+
+def _front_door_app(fastapi_class):
+    """A FastAPI subclass that hands every request to its ``front_door`` (the service's
+    ``_ServiceMiddleware``) before anything of FastAPI runs: a request beyond ``max_concurrency``
+    is shed ahead of FastAPI's own middleware stack and routing, which would otherwise cost the
+    event loop more than the shedding itself, and the metrics see every answer, 500s included."""
+    cls = _FRONT_DOOR_APPS.get(fastapi_class)
+    if cls is None:
+        class ServiceApp(fastapi_class):
+            front_door = None
+
+            async def __call__(self, scope, receive, send):
+                if self.front_door is None:
+                    await super().__call__(scope, receive, send)
+                else:
+                    await self.front_door(scope, receive, send)
+
+        cls = _FRONT_DOOR_APPS.setdefault(fastapi_class, ServiceApp)
+    return cls
+
+
 class _ServiceMiddleware:
-    """Pure ASGI middleware around the app: refuses oversized bodies (413, by Content-Length before
-    anything is read, or by counting a streamed body as it is read), admits ``/recommend`` and
-    ``/similar-items`` requests (a fixed 503 with ``Retry-After`` when every slot is taken), and
-    counts and times every HTTP request by endpoint and status."""
+    """Pure ASGI middleware in front of the app (``_front_door_app``): refuses oversized bodies (413, by Content-Length before
+    anything is read, or by counting a streamed body as it is read) and bodies that take longer
+    than ``timeout_s`` to arrive (408), admits ``/recommend`` and ``/similar-items`` requests (a
+    fixed 503 with ``Retry-After`` when every slot is taken), and counts and times every HTTP
+    request by endpoint and status (``CLIENT_GONE`` for a client that left before its answer)."""
 
     def __init__(self, app, service: Service):
         self.app = app
         self.service = service
         self.known = frozenset(ENDPOINTS)
         self.max_body = service.limits.max_body_bytes
+        self.timeout_s = service.limits.timeout_s
         body = json.dumps({"error": "overloaded", "message": service.overloaded_message(), "field": None,
                            "errors": []}).encode()
         self.overloaded_start = {"type": "http.response.start", "status": 503, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"retry-after", str(RETRY_AFTER_S).encode())]}
         self.overloaded_body = {"type": "http.response.body", "body": body, "more_body": False}
+        self.shed_metrics: dict = {}  # path -> its (503 count, latency) children, bound at the first 503
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        t0 = time.perf_counter()
         path = scope.get("path", "")
+        ticket = None
+        if path in ADMITTED and scope.get("method") == "POST":
+            ticket = self.service.admit()
+            if ticket is None:  # shed at once: no body read, no validation, a fixed answer, its metrics bound
+                await send(self.overloaded_start)
+                await send(self.overloaded_body)
+                bound = self.shed_metrics.get(path)
+                if bound is None:
+                    bound = self.shed_metrics[path] = (self.service.requests.labels(path, "503"),
+                                                       self.service.latency.labels(path))
+                count, latency = bound
+                count.inc()
+                latency.observe(time.perf_counter() - t0)
+                return
+        await self._answer(scope, receive, send, path, ticket, t0)
+
+    async def _answer(self, scope, receive, send, path: str, ticket: Optional["_Ticket"], t0: float) -> None:
         endpoint = path if path in self.known else "other"
         status = [500]
-        t0 = time.perf_counter()
+        body = _Body(receive, self.max_body, self.timeout_s)
 
         async def send_status(message):
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
+                status[0] = CLIENT_GONE if body.gone else message["status"]
             await send(message)
 
-        ticket = token = None
+        token = None
         try:
             if _content_length(scope) > self.max_body:
                 await _too_large(self.max_body)(scope, receive, send_status)
                 return
-            if path in ADMITTED and scope.get("method") == "POST":
-                ticket = self.service.admit()
-                if ticket is None:  # shed at once: no body read, no validation, a fixed answer
-                    await send_status(self.overloaded_start)
-                    await send_status(self.overloaded_body)
-                    return
-                token = _TICKET.set(ticket)
-            await self.app(scope, self._limited(receive), send_status)
-        finally:
             if ticket is not None:
+                ticket.body = body
+                token = _TICKET.set(ticket)
+            await self.app(scope, body, send_status)
+        finally:
+            if token is not None:
                 _TICKET.reset(token)
+            if ticket is not None:
                 ticket.done()
+            if body.gone and status[0] == 500:  # nothing was answered: the client had left
+                status[0] = CLIENT_GONE
             self.service.requests.labels(endpoint, str(status[0])).inc()
             self.service.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
-    def _limited(self, receive):
-        size = [0]
 
-        async def receive_limited():
-            message = await receive()
-            if message["type"] == "http.request":
-                size[0] += len(message.get("body", b""))
-                if size[0] > self.max_body:
-                    from starlette.exceptions import HTTPException
+class _Body:
+    """A request's ``receive`` as the app sees it: counts the body against ``max_body`` (413),
+    bounds the time until it is complete to ``timeout_s`` from the request's arrival (408: a client
+    that sends part of a body and stalls would otherwise hold its admission slot for good), and
+    notes a client that went away (``gone``); ``disconnected()`` waits for that once the body is in."""
 
-                    raise HTTPException(413)  # FastAPI passes it to the app's handler: a JSON 413
-            return message
+    __slots__ = ("receive", "max_body", "timeout_s", "deadline", "size", "complete", "gone")
 
-        return receive_limited
+    def __init__(self, receive, max_body: int, timeout_s: float):
+        self.receive = receive
+        self.max_body = max_body
+        self.timeout_s = timeout_s
+        self.deadline = asyncio.get_running_loop().time() + timeout_s
+        self.size = 0
+        self.complete = False
+        self.gone = False
+
+    async def __call__(self):
+        message = await (self.receive() if self.complete else self._before_deadline())
+        kind = message["type"]
+        if kind == "http.request":
+            self.size += len(message.get("body", b""))
+            if self.size > self.max_body:
+                from starlette.exceptions import HTTPException
+
+                raise HTTPException(413)  # FastAPI passes it to the app's handler: a JSON 413
+            if not message.get("more_body", False):
+                self.complete = True
+        elif kind == "http.disconnect":
+            self.gone = self.complete = True
+        return message
+
+    async def _before_deadline(self):
+        task = asyncio.current_task()
+        expired = []
+        timer = asyncio.get_running_loop().call_at(self.deadline, lambda: (expired.append(True), task.cancel()))
+        try:
+            return await self.receive()
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            if hasattr(task, "uncancel"):
+                task.uncancel()
+            from starlette.exceptions import HTTPException
+
+            raise HTTPException(408, f"the request body did not arrive within {self.timeout_s:g} s (timeout_s)",
+                                headers={"connection": "close"}) from None
+        finally:
+            timer.cancel()
+
+    async def disconnected(self) -> None:
+        """Returns once the client has gone (after the body is in, an ASGI server's ``receive``
+        waits for that); never, should the server answer anything else."""
+        if (await self.receive())["type"] == "http.disconnect":
+            self.gone = True
+            return
+        await asyncio.get_running_loop().create_future()
 
 
 def _content_length(scope) -> int:

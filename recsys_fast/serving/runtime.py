@@ -5,7 +5,7 @@
   ``history=`` fold-in, ``on_unknown`` and the index-level protocol (``recommend_indices``) are
   the same code as the trained model's.
 - ``ModelRuntime``: a bundle saved with ``model.save`` by a model that needs no torch
-  (Popularity, ItemKNN, UserKNN, ContentKNN, EASE), served by the model itself (Numba kernels).
+  (Popularity, ItemKNN, UserKNN, ContentKNN, EASE, ALS), served by the model itself (Numba kernels).
 
 Both are immutable after loading and safe to call from many threads at once (an onnxruntime
 session's ``run`` is thread-safe; the models keep no per-request state).
@@ -23,6 +23,8 @@ from ..data.idmap import IdMap
 from ..errors import BundleError, MissingExtraError, ParameterError
 from ..models.base import Recommender, RowBatch
 from ..models.neural.samplers import batch_sequences, pad_sequences
+
+GATHER_BUDGET_BYTES = 256 << 20  # the history graph's gathered rows per session run
 
 PRECOMPUTED_SEQUENCE_ENTRIES = 32_000_000  # users x max_len int64 entries built at load (256 MB)
 
@@ -91,8 +93,7 @@ class OnnxRuntime(Recommender):
         items = np.empty((n, k), dtype=np.int32)
         scores = np.empty((n, k), dtype=np.float32)
         kk = np.array([k_eff], dtype=np.int64)
-        for start in range(0, n, self.chunk_rows_):
-            stop = min(n, start + self.chunk_rows_)
+        for start, stop in self._chunks(batch):
             sub = batch if (start == 0 and stop == n) else batch.rows(start, stop)
             feeds = self._model_inputs(sub)
             feeds["exclude"] = _padded_exclusions(stop - start, sub.excl_indptr, sub.excl_indices, sub.allowed)
@@ -106,6 +107,27 @@ class OnnxRuntime(Recommender):
         items[~(scores > -np.inf)] = -1  # excluded, disallowed or NaN: padding
         scores[items < 0] = -np.inf
         return items, scores
+
+    def _chunks(self, batch: RowBatch) -> list[tuple[int, int]]:
+        """Row ranges of one session run each: at most ``chunk_rows_`` users, and for the history
+        graph (EASE) at most ``GATHER_BUDGET_BYTES`` of gathered weight rows, which the graph holds
+        as [users, longest history, n_items] floats (one user always fits alone)."""
+        n = len(batch.user_index)
+        if self.family_ != "history":
+            return [(s, min(n, s + self.chunk_rows_)) for s in range(0, n, self.chunk_rows_)]
+        per_item = 4 * max(1, self.n_items)
+        lengths = np.maximum(np.diff(batch.hist_indptr), 1)
+        bounds, start, longest = [], 0, 0
+        for row, length in enumerate(lengths.tolist()):
+            longest_with = max(longest, length)
+            if row > start and ((row + 1 - start) * longest_with * per_item > GATHER_BUDGET_BYTES
+                                or row - start >= self.chunk_rows_):
+                bounds.append((start, row))
+                start, longest_with = row, length
+            longest = longest_with
+        if n:
+            bounds.append((start, n))
+        return bounds
 
     def graph_inputs(self, user_index, k: int = 10) -> dict[str, np.ndarray]:
         """The feeds one session run gets for these training users (internal indices), seen items
@@ -146,7 +168,7 @@ class OnnxRuntime(Recommender):
 
 
 class ModelRuntime:
-    """A torch-free saved model (Popularity, ItemKNN, UserKNN, ContentKNN, EASE) served as it is."""
+    """A torch-free saved model (Popularity, ItemKNN, UserKNN, ContentKNN, EASE, ALS) served as it is."""
 
     def __init__(self, model: Recommender, manifest: dict, path, n_threads: int | None = None):
         self.model = model
@@ -275,7 +297,7 @@ def _padded_exclusions(n, excl_indptr, excl_indices, allowed) -> np.ndarray:
 
 
 def _model_bytes(path, manifest: dict) -> bytes:
-    """The ONNX graph of a checked bundle (its hash was verified by ``bundle.read_manifest``)."""
+    """The ONNX graph of a checked bundle, its bytes checked against the manifest as they are read."""
     if "model.onnx" not in manifest.get("files", {}):
         raise BundleError(f"{path}: ONNX bundle has no model.onnx")
-    return (Path(path) / "model.onnx").read_bytes()
+    return bundle.read_file(path, "model.onnx", manifest)

@@ -39,6 +39,14 @@ def test_cluster_scoring_writes_a_dataset_equal_to_local_scoring(client, ml_smal
     assert parts == [f"chunk-{c:06d}.parquet" for c in range(7)]  # one part per chunk, no journal left
     workers = client.run(lambda: __import__("recsys_fast.batch.dist", fromlist=["_loaded"])._loaded.__len__())
     assert sorted(workers.values()) == [1, 1]  # each worker process loaded the bundle, once
+
+    def loaded_threads():
+        from recsys_fast.batch.dist import _loaded
+
+        return [m.metadata["n_threads"] for m in _loaded.values()]
+
+    # kernels on as many threads as the worker runs tasks, not on every core in every process
+    assert sorted(client.run(loaded_threads).values()) == [[1], [1]]
     got = pq.read_table(out).sort_by([("user", "ascending"), ("rank", "ascending")])
     assert got.equals(pq.read_table(local.path))
     with pytest.raises(ParameterError, match="a bundle path when client= is given"):

@@ -80,6 +80,24 @@ def saved_and_loaded(model, path):
     return load(model.save(path))
 
 
+def model_class(name: str):
+    """A class of ``recsys_fast.models.neural``, imported when a factory first needs it."""
+    from recsys_fast.models import neural
+
+    return getattr(neural, name)
+
+
+def assert_learns_beyond_popularity(model, train: Interactions, test: Interactions, margin: float) -> None:
+    """The fitted model beats Popularity's NDCG@10 by ``margin`` and its training loss fell by a fifth."""
+    from recsys_fast.models.popularity import Popularity
+
+    pop = ndcg_at_10(Popularity().fit(train), train, test)
+    score = ndcg_at_10(model, train, test)
+    assert score > pop + margin, (type(model).__name__, score, pop)
+    losses = [r["loss"] for r in model.training_log_]
+    assert losses[-1] < 0.8 * losses[0]
+
+
 def ndcg_at_10(model, train: Interactions, test: Interactions) -> float:
     """Mean NDCG@10 over test users, full ranking, training items excluded (textbook formula)."""
     users = np.flatnonzero(np.diff(test.matrix.indptr) > 0)

@@ -214,3 +214,34 @@ def test_sparse_embeddings_step_only_the_rows_of_the_batch():
         moved = (getattr(net, table).weight.detach() != before[f"{table}.weight"]).any(1)
         assert moved.tolist() == [i in (2, 3) for i in range(8)], table
     assert not torch.equal(net.out.weight.detach(), before["out.weight"])
+
+
+def test_trainer_steps_invalidate_scoring_caches():
+    """The dense parameters step with a fused Adam, which does not bump a tensor's ``_version``;
+    the trainer bumps it, so a scoring cache keyed on it (``nets.scoring_cache``: LightGCN's
+    propagated embeddings, NeuMF's item tower) is recomputed after every epoch's updates."""
+    torch = pytest.importorskip("torch")
+    from recsys_fast.models.neural.nets import scoring_cache
+    from recsys_fast.models.neural.trainer import Trainer
+
+    seen = []
+
+    class Fake:
+        def _train_batches(self, rng, epoch):
+            yield epoch
+
+        def _batch_loss(self, module, batch, step):
+            return module(torch.ones(1, 1)).sum()
+
+        def _validation_scores(self, module, users):
+            cached = scoring_cache(module, "_cache_w", (module.weight,), lambda: module.weight.detach().clone())
+            seen.append(cached.item())
+            return np.array([[1.0, 0.0]], np.float32)
+
+    module = torch.nn.Linear(1, 1, bias=False)
+    optimizers = Trainer(1, 0.1)._optimizers(module)
+    assert optimizers[0].defaults.get("fused")
+    val = Validation(np.array([0]), sp.csr_matrix((1, 2), dtype=np.float32),
+                     sp.csr_matrix(np.array([[1, 0]], np.float32)))
+    Trainer(epochs=3, learning_rate=0.1, patience=None).run(Fake(), module, np.random.default_rng(0), val)
+    assert len(set(seen)) == 3, seen

@@ -12,25 +12,21 @@ pytest.importorskip("torch")
 
 from recsys_fast.models.popularity import Popularity  # noqa: E402
 
-from .conftest import assert_same_recommendations, ndcg_at_10, saved_and_loaded  # noqa: E402
+from .conftest import (  # noqa: E402
+    assert_learns_beyond_popularity, assert_same_recommendations, model_class, saved_and_loaded,
+)
 
 SMALL = dict(n_threads=1, verbose=False)
 FACTORIES = {
-    "BPRMF": lambda **kw: _cls("BPRMF")(embedding_size=16, epochs=25, learning_rate=0.02, batch_size=256,
+    "BPRMF": lambda **kw: model_class("BPRMF")(embedding_size=16, epochs=25, learning_rate=0.02, batch_size=256,
                                        validation_fraction=0.0, **SMALL, **kw),
-    "LightGCN": lambda **kw: _cls("LightGCN")(embedding_size=16, epochs=25, learning_rate=0.02, batch_size=256,
+    "LightGCN": lambda **kw: model_class("LightGCN")(embedding_size=16, epochs=25, learning_rate=0.02, batch_size=256,
                                              n_layers=2, validation_fraction=0.0, **SMALL, **kw),
-    "MultVAE": lambda **kw: _cls("MultVAE")(embedding_size=16, hidden_size=32, epochs=40, learning_rate=0.01,
+    "MultVAE": lambda **kw: model_class("MultVAE")(embedding_size=16, hidden_size=32, epochs=40, learning_rate=0.01,
                                            batch_size=32, anneal_steps=50, validation_fraction=0.0, **SMALL, **kw),
-    "NeuMF": lambda **kw: _cls("NeuMF")(embedding_size=8, layers=(16, 8), epochs=20, learning_rate=0.01,
+    "NeuMF": lambda **kw: model_class("NeuMF")(embedding_size=8, layers=(16, 8), epochs=20, learning_rate=0.01,
                                        batch_size=256, validation_fraction=0.0, **SMALL, **kw),
 }
-
-
-def _cls(name):
-    from recsys_fast.models import neural
-
-    return getattr(neural, name)
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +38,7 @@ def fitted(clusters):
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_learns_planted_structure(name, fitted, clusters):
     train, test = clusters
-    model = fitted[name]
-    pop = ndcg_at_10(Popularity().fit(train), train, test)
-    score = ndcg_at_10(model, train, test)
-    assert score > pop + 0.2, (name, score, pop)
-    losses = [r["loss"] for r in model.training_log_]
-    assert losses[-1] < 0.8 * losses[0]
+    assert_learns_beyond_popularity(fitted[name], train, test, margin=0.2)
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
@@ -116,11 +107,11 @@ def test_scoring_module_takes_tensors_only(fitted):
 
 def test_bad_hyper_parameters_are_named():
     with pytest.raises(ValueError, match="embedding_size"):
-        _cls("BPRMF")(embedding_size=0)
+        model_class("BPRMF")(embedding_size=0)
     with pytest.raises(ValueError, match="device"):
-        _cls("BPRMF")(device="tpu")
+        model_class("BPRMF")(device="tpu")
     with pytest.raises(ValueError, match="validation_fraction"):
-        _cls("LightGCN")(validation_fraction=1.5)
+        model_class("LightGCN")(validation_fraction=1.5)
 
 
 def test_bprmf_quality_floor_on_ml_latest_small():
@@ -133,7 +124,7 @@ def test_bprmf_quality_floor_on_ml_latest_small():
     if find_dataset("ml-latest-small") is None:
         pytest.skip("ml-latest-small not found (data/ml-latest-small or RECSYS_FAST_DATA)")
     train, test = holdout(load_movielens("ml-latest-small")[0], test_fraction=0.2, seed=42)
-    model = _cls("BPRMF")(epochs=10, validation_fraction=0.0, n_threads=1).fit(train)
+    model = model_class("BPRMF")(epochs=10, validation_fraction=0.0, n_threads=1).fit(train)
 
     def ndcg(m):
         return float(evaluate(m, train, test, k=10, metrics=["ndcg"]).means["ndcg@10"])
@@ -141,3 +132,36 @@ def test_bprmf_quality_floor_on_ml_latest_small():
     losses = [r["loss"] for r in model.training_log_]
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
     assert ndcg(model) > ndcg(Popularity().fit(train)) + 0.02
+
+
+@pytest.mark.parametrize("n_layers", [1, 3])
+def test_lightgcn_propagation_matches_autograd_over_torch_sparse(n_layers):
+    """LightGCN's fused propagation (Numba kernel, the gradient by Horner's rule) gives the values
+    and gradients of autograd over ``torch.sparse.mm``, duplicate rows included."""
+    import scipy.sparse as sp
+    import torch
+
+    from recsys_fast.models.neural.nets import LightGCNNet
+    from recsys_fast.models.neural.samplers import normalized_adjacency
+
+    adj = normalized_adjacency(sp.random(60, 40, density=0.1, format="csr", random_state=0))
+    torch.manual_seed(0)
+    net = LightGCNNet(60, 40, 8, n_layers, adj)
+    rows = torch.tensor([0, 5, 5, 61, 80, 0, 99])
+    weights = torch.arange(8.0)
+
+    def loss(final, ego):
+        return (final.pow(2) * weights).sum() + 0.3 * ego.pow(2).sum()
+
+    loss(*net.propagated_rows(rows)).backward()
+    fused = net.embedding.weight.grad.clone()
+    net.embedding.weight.grad = None
+    layer = total = net.embedding.weight
+    for _ in range(n_layers):
+        layer = torch.sparse.mm(adj, layer)
+        total = total + layer
+    reference = (total / (n_layers + 1))[rows]
+    np.testing.assert_allclose(net.propagated_rows(rows)[0].detach().numpy(), reference.detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    loss(reference, net.embedding.weight[rows]).backward()
+    np.testing.assert_allclose(fused.numpy(), net.embedding.weight.grad.numpy(), rtol=1e-4, atol=1e-6)

@@ -11,23 +11,19 @@ pytest.importorskip("torch")
 from recsys_fast.models.neural import samplers  # noqa: E402
 from recsys_fast.models.popularity import Popularity  # noqa: E402
 
-from .conftest import assert_same_recommendations, ndcg_at_10, saved_and_loaded  # noqa: E402
+from .conftest import (  # noqa: E402
+    assert_learns_beyond_popularity, assert_same_recommendations, model_class, ndcg_at_10, saved_and_loaded,
+)
 
 SMALL = dict(n_threads=1, verbose=False, validation_fraction=0.0, embedding_size=16, batch_size=32)
 FACTORIES = {
-    "SASRec": lambda **kw: _cls("SASRec")(epochs=25, learning_rate=0.01, max_len=10, n_blocks=1, dropout=0.1,
+    "SASRec": lambda **kw: model_class("SASRec")(epochs=25, learning_rate=0.01, max_len=10, n_blocks=1, dropout=0.1,
                                          **SMALL, **kw),
-    "GRU4Rec": lambda **kw: _cls("GRU4Rec")(epochs=25, learning_rate=0.01, max_len=10, hidden_size=32, dropout=0.1,
+    "GRU4Rec": lambda **kw: model_class("GRU4Rec")(epochs=25, learning_rate=0.01, max_len=10, hidden_size=32, dropout=0.1,
                                            **SMALL, **kw),
-    "Caser": lambda **kw: _cls("Caser")(epochs=25, learning_rate=0.01, max_len=3, n_horizontal=4, n_vertical=2,
+    "Caser": lambda **kw: model_class("Caser")(epochs=25, learning_rate=0.01, max_len=3, n_horizontal=4, n_vertical=2,
                                        dropout=0.1, **SMALL, **kw),
 }
-
-
-def _cls(name):
-    from recsys_fast.models import neural
-
-    return getattr(neural, name)
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +35,7 @@ def fitted(sequences):
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_learns_successor_chains(name, fitted, sequences):
     train, test = sequences
-    model = fitted[name]
-    pop = ndcg_at_10(Popularity().fit(train), train, test)
-    score = ndcg_at_10(model, train, test)
-    assert score > pop + 0.3, (name, score, pop)
-    losses = [r["loss"] for r in model.training_log_]
-    assert losses[-1] < 0.8 * losses[0]
+    assert_learns_beyond_popularity(fitted[name], train, test, margin=0.3)
 
 
 @pytest.mark.parametrize("loss", ["sampled_ce", "bce"])
@@ -105,11 +96,11 @@ def test_history_order_matters_for_new_users(name, fitted, sequences):
 
 def test_sequential_hyper_parameters_are_checked():
     with pytest.raises(ValueError, match="loss"):
-        _cls("SASRec")(loss="mse")
+        model_class("SASRec")(loss="mse")
     with pytest.raises(ValueError, match="n_heads"):
-        _cls("SASRec")(embedding_size=10, n_heads=3)
+        model_class("SASRec")(embedding_size=10, n_heads=3)
     with pytest.raises(ValueError, match="cell"):
-        _cls("GRU4Rec")(cell="rnn")
+        model_class("GRU4Rec")(cell="rnn")
 
 
 @pytest.mark.parametrize("heads,blocks", [(1, 1), (1, 2), (2, 3), (4, 2)])
@@ -130,3 +121,36 @@ def test_sasrec_scoring_forward_equals_the_last_position_of_encode(heads, blocks
         expected = net.encode(seq)[:, -1, :] @ net.item_weights().t()
         got = net(seq)
     np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("net_name,kwargs", [("SASRecNet", dict(dim=8, max_len=10, n_blocks=2, n_heads=2, dropout=0.2)),
+                                             ("GRU4RecNet", dict(dim=8, hidden=16, n_layers=1, dropout=0.2, cell="gru")),
+                                             ("GRU4RecNet", dict(dim=8, hidden=16, n_layers=2, dropout=0.2, cell="lstm"))])
+@pytest.mark.parametrize("dropped", [1, 4])
+def test_encode_with_dropped_padding_columns_equals_the_full_window(net_name, kwargs, dropped):
+    """Training drops a batch's leading all-padding columns (all but one): ``encode(seq[:, c:],
+    dropped=c)`` gives the states that ``encode(seq)`` gives at those columns."""
+    import torch
+
+    from recsys_fast.models.neural import seqnets
+
+    torch.manual_seed(dropped)
+    net = getattr(seqnets, net_name)(12, **kwargs).eval()
+    seq = torch.zeros(4, 10, dtype=torch.long)
+    seq[0, 5:] = torch.tensor([3, 5, 1, 2, 7])
+    seq[1, 7:] = torch.tensor([4, 4, 2])
+    seq[2, 9] = 6
+    seq[3, 6:] = torch.tensor([1, 2, 3, 12])
+    with torch.no_grad():
+        full = net.encode(seq)[:, dropped:]
+        trimmed = net.encode(seq[:, dropped:], dropped=dropped)
+    np.testing.assert_allclose(trimmed.numpy(), full.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_leading_padding_keeps_one_column():
+    from recsys_fast.models.neural import samplers
+
+    padded = np.array([[0, 0, 0, 4, 5], [0, 0, 1, 2, 3]])
+    assert samplers.leading_padding(padded) == 1
+    assert samplers.leading_padding(padded[:, 2:]) == 0
+    assert samplers.leading_padding(np.zeros((2, 3), np.int64)) == 2

@@ -40,6 +40,16 @@ def ml_small_popular(ml_small):
     return Interactions.from_pandas(df[df["item"].isin(top)], weight="weight", timestamp="timestamp")
 
 
+@pytest.fixture(scope="session")
+def knn(ml_small, tmp_path_factory):
+    """(ItemKNN k=50 fitted on ml-latest-small, its saved bundle): the service tests' bundle; tests
+    that damage a bundle damage a copy."""
+    from recsys_fast.models.knn import ItemKNN
+
+    model = ItemKNN(k=50).fit(ml_small)
+    return model, model.save(tmp_path_factory.mktemp("serving") / "item_knn")
+
+
 def tiny_model(name: str, data):
     pytest.importorskip("torch")
     from recsys_fast.models import neural

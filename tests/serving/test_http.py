@@ -6,7 +6,6 @@ through httpx. Load is bounded in count; nothing here asserts a time.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -18,7 +17,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -29,74 +27,9 @@ httpx = pytest.importorskip("httpx")
 from recsys_fast import serving  # noqa: E402
 from recsys_fast.serving.http import ServiceLimits, create_app  # noqa: E402
 
+from .live import GatedRuntime, as_lists, check_answers, live_server, metric, users_of, wait_ready  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-@contextlib.contextmanager
-def live_server(app):
-    """``app`` on 127.0.0.1 at a free port, in a thread; yields an httpx client for it."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not (server.started and server.servers):
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    try:
-        yield client
-    finally:
-        client.close()
-        server.should_exit = True
-        thread.join(30)
-        assert not thread.is_alive(), "server did not stop"
-
-
-def wait_ready(client, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        r = client.get("/health")
-        if r.status_code == 200:
-            return r.json()
-        assert r.status_code == 503 and r.json()["status"] == "starting", r.text
-        assert time.monotonic() < deadline, "never ready"
-        time.sleep(0.05)
-
-
-class GatedRuntime:
-    """A real runtime whose ``recommend`` and ``prepare`` wait for an event first: it holds a
-    request in flight so the tests can look at the service meanwhile."""
-
-    def __init__(self, runtime, gate_prepare=False):
-        self.inner = runtime
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-        self.prepare_gate = threading.Event()
-        if not gate_prepare:
-            self.prepare_gate.set()
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def prepare(self):
-        assert self.prepare_gate.wait(60)
-        return self.inner.prepare()
-
-    def recommend(self, *args, **kwargs):
-        self.entered.set()
-        assert self.gate.wait(60)
-        return self.inner.recommend(*args, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def knn(ml_small, tmp_path_factory):
-    from recsys_fast.models.knn import ItemKNN
-
-    model = ItemKNN(k=50).fit(ml_small)
-    return model, model.save(tmp_path_factory.mktemp("http") / "item_knn")
 
 
 @pytest.fixture(scope="module")
@@ -111,24 +44,6 @@ def knn_client(knn):
     with live_server(create_app(serving.load(knn[1]))) as client:
         wait_ready(client)
         yield client
-
-
-def users_of(model, n):
-    return [int(u) for u in model.user_map_.ids[:n]]
-
-
-def as_lists(recs):
-    keep = np.isfinite(recs.scores)
-    return [(recs.items[r][keep[r]].tolist(), recs.scores[r][keep[r]].tolist()) for r in range(len(recs.items))]
-
-
-def check_answers(response, expected):
-    assert response.status_code == 200, response.text
-    got = response.json()["recommendations"]
-    assert len(got) == len(expected)
-    for row, (items, scores) in zip(got, expected):
-        assert row["items"] == items
-        np.testing.assert_allclose(row["scores"], scores, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------- answers
@@ -361,13 +276,6 @@ def test_admin_can_be_left_out(knn):
 
 
 # ---------------------------------------------------------------------------- metrics
-def _metric(text, name, **labels):
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = "^" + re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)$"
-    found = re.search(pattern, text, flags=re.M)
-    return float(found.group(1)) if found else None
-
-
 def test_metrics_count_requests_by_endpoint_and_status(knn):
     with live_server(create_app(serving.load(knn[1]))) as client:
         wait_ready(client)
@@ -381,13 +289,13 @@ def test_metrics_count_requests_by_endpoint_and_status(knn):
         r = client.get("/metrics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
         text = r.text
-        assert _metric(text, "recsys_fast_requests_total", endpoint="/recommend", status="200") == 7
-        assert _metric(text, "recsys_fast_requests_total", endpoint="/recommend", status="422") == 3
-        assert _metric(text, "recsys_fast_requests_total", endpoint="/recommend", status="404") == 1
-        assert _metric(text, "recsys_fast_requests_total", endpoint="other", status="404") == 1
-        assert _metric(text, "recsys_fast_request_duration_seconds_count", endpoint="/recommend") == 11
-        assert _metric(text, "recsys_fast_request_duration_seconds_bucket", endpoint="/recommend", le="+Inf") == 11
-        assert _metric(text, "recsys_fast_in_flight_requests") == 0
+        assert metric(text, "recsys_fast_requests_total", endpoint="/recommend", status="200") == 7
+        assert metric(text, "recsys_fast_requests_total", endpoint="/recommend", status="422") == 3
+        assert metric(text, "recsys_fast_requests_total", endpoint="/recommend", status="404") == 1
+        assert metric(text, "recsys_fast_requests_total", endpoint="other", status="404") == 1
+        assert metric(text, "recsys_fast_request_duration_seconds_count", endpoint="/recommend") == 11
+        assert metric(text, "recsys_fast_request_duration_seconds_bucket", endpoint="/recommend", le="+Inf") == 11
+        assert metric(text, "recsys_fast_in_flight_requests") == 0
         assert "# TYPE recsys_fast_request_duration_seconds histogram" in text
 
 
@@ -488,8 +396,8 @@ def test_openapi_fuzzing_finds_no_server_error(fuzzed_server):
         one_round(EXAMPLES)
     with httpx.Client(base_url=fuzzed_server) as client:
         text = client.get("/metrics").text
-    assert _metric(text, "recsys_fast_request_duration_seconds_count", endpoint="/recommend") >= min(EXAMPLES, 20)
-    assert _metric(text, "recsys_fast_requests_total", endpoint="/recommend", status="422") > 0
+    assert metric(text, "recsys_fast_request_duration_seconds_count", endpoint="/recommend") >= min(EXAMPLES, 20)
+    assert metric(text, "recsys_fast_requests_total", endpoint="/recommend", status="422") > 0
     assert not re.search(r'status="5\d\d"', text), text
 
 

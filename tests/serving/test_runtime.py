@@ -35,9 +35,17 @@ def _knn_bundle(ml_small, tmp_path):
     return model, model.save(tmp_path / "item_knn")
 
 
+def _als_bundle(ml_small, tmp_path):
+    from recsys_fast.models.als import ALS
+
+    model = ALS(embedding_size=16, epochs=3, seed=0).fit(ml_small)
+    return model, model.save(tmp_path / "als")
+
+
 def test_serving_works_where_torch_cannot_be_imported(exported, ml_small, tmp_path):
     model, onnx_path = exported("SASRec")
     knn, knn_path = _knn_bundle(ml_small, tmp_path)
+    als, als_path = _als_bundle(ml_small, tmp_path)
     users = [int(u) for u in model.user_map_.ids[:3]]
     code = BLOCK_TORCH + textwrap.dedent(f"""
         import json
@@ -49,7 +57,7 @@ def test_serving_works_where_torch_cannot_be_imported(exported, ml_small, tmp_pa
             raise SystemExit("the blocker did not work")
         from recsys_fast import serving, load
         out = {{}}
-        for name, path in (("onnx", {str(onnx_path)!r}), ("knn", {str(knn_path)!r})):
+        for name, path in (("onnx", {str(onnx_path)!r}), ("knn", {str(knn_path)!r}), ("als", {str(als_path)!r})):
             rt = serving.load(path).prepare()
             out[name] = rt.recommend({users!r}, k=5).items.tolist()
         load({str(knn_path)!r})  # the model loader for kNN bundles imports no torch either
@@ -61,6 +69,7 @@ def test_serving_works_where_torch_cannot_be_imported(exported, ml_small, tmp_pa
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["onnx"] == model.recommend(users, k=5).items.tolist()
     assert out["knn"] == knn.recommend(users, k=5).items.tolist()
+    assert out["als"] == als.recommend(users, k=5).items.tolist()
 
 
 def test_kernel_bundles_are_served_as_saved(ml_small, tmp_path):
@@ -81,6 +90,14 @@ def test_kernel_bundles_are_served_as_saved(ml_small, tmp_path):
     assert_same_topk(pop.recommend(users, k=10), prt.recommend(users, k=10))
     with pytest.raises(TypeError, match="no item-item scores"):
         prt.similar_items(items)
+    als, als_path = _als_bundle(ml_small, tmp_path)
+    art = serving.load(als_path, n_threads=1).prepare()
+    assert art.metadata["kind"] == "als"
+    assert_same_topk(als.recommend(users, k=10), art.recommend(users, k=10))
+    assert np.array_equal(art.similar_items(items, k=5).ids, als.similar_items(items, k=5).ids)
+    history = {"new-user": list(als.item_map_.ids[:5])}
+    assert_same_topk(als.recommend(["new-user"], k=10, history=history),
+                     art.recommend(["new-user"], k=10, history=history))
 
 
 def test_saved_neural_bundle_names_the_export_command(exported, tmp_path):
@@ -139,3 +156,25 @@ def test_cuda_provider_parity(exported):
     rt = serving.load(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     users = model.user_map_.ids[:32]
     assert_same_topk(model.recommend(users, k=10), rt.recommend(users, k=10), rtol=1e-4)
+
+
+def test_the_history_graph_runs_in_chunks_bounded_in_memory(exported, monkeypatch):
+    """EASE's graph gathers [users, longest history, n_items] floats: a batch is cut so that each
+    run stays under the budget (a batch of long histories once asked onnxruntime for 24 GB)."""
+    from recsys_fast.serving import runtime as runtime_module
+
+    model, path = exported("EASE")
+    rt = serving.load(path, n_threads=1)
+    users = model.user_map_.ids[:64]
+    whole = rt.recommend(users, k=10)
+    budget = 3 * 40 * rt.n_items * 4  # three users of 40 items, or fewer users with longer ones
+    monkeypatch.setattr(runtime_module, "GATHER_BUDGET_BYTES", budget)
+    batch = rt.batch_for_users(np.arange(64), rt.seen_)
+    chunks = rt._chunks(batch)
+    lengths = np.maximum(np.diff(batch.hist_indptr), 1)
+    assert chunks[0][0] == 0 and chunks[-1][1] == 64 and len(chunks) > 3
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+    for start, stop in chunks:
+        held = (stop - start) * lengths[start:stop].max() * rt.n_items * 4
+        assert held <= budget or stop - start == 1
+    assert_same_topk(whole, rt.recommend(users, k=10))

@@ -54,14 +54,18 @@ class LightGCN(MFFactors, NeuralRecommender):
     def _batch_loss(self, module, batch, step):
         from . import losses
 
+        from ._torch import torch
+
         users, pos, neg = (self._tensor(x) for x in batch)
-        u_all, i_all = module.propagate()
-        u, p, n = u_all[users], i_all[pos], i_all[neg]
+        b = len(users)
+        # one gather of the final embeddings (users, then positives, then negatives), so the
+        # propagation runs once per batch and its gradient comes back in one pass
+        rows = torch().cat([users, pos + self.n_users_, neg.reshape(-1) + self.n_users_])
+        final, ego = module.propagated_rows(rows)
+        u, p, n = final[:b], final[b:2 * b], final[2 * b:].reshape(b, -1, final.shape[1])
         s_pos = (u * p).sum(-1)
         s_neg = (u.unsqueeze(1) * n).sum(-1)
-        ego = module.embedding.weight
-        reg = (ego[users].pow(2).sum() + ego[pos + self.n_users_].pow(2).sum()
-               + ego[neg + self.n_users_].pow(2).sum()) / (2 * len(users))
+        reg = ego.pow(2).sum() / (2 * b)  # the batch's ego embeddings
         return losses.bpr(s_pos, s_neg) + self.weight_decay * reg
 
     def _finalize(self, module, train: Interactions):

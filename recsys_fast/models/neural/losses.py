@@ -48,6 +48,13 @@ def multinomial_nll(logits, rows):
     return -(log_softmax * rows).sum(-1).mean()
 
 
+def multinomial_nll_sparse(logits, rows, items):
+    """``multinomial_nll`` of binary rows given by their nonzeros (row index, item): the
+    log-softmax gathered at the nonzeros instead of multiplied by a dense row."""
+    log_softmax = torch().nn.functional.log_softmax(logits, dim=-1)
+    return -log_softmax[rows, items].sum() / logits.shape[0]
+
+
 def gaussian_kl(mu, logvar):
     """KL(N(mu, sigma^2) || N(0, I)) per user, averaged."""
     return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)).mean()

@@ -53,10 +53,14 @@ class MultVAE(NeuralRecommender):
     def _batch_loss(self, module, users, step):
         from . import losses
 
-        rows = self._tensor(dense_rows(self._rows, users), dtype=_float())
-        logits, mu, logvar = module.encode_decode(rows)
+        # the batch's rows as their nonzeros: the input layer and the likelihood touch the rows'
+        # items only (a dense (batch x n_items) input cost as much as the decoder)
+        sub = self._rows[users]
+        rows = self._tensor(np.repeat(np.arange(len(users)), np.diff(sub.indptr)))
+        items = self._tensor(sub.indices)
+        logits, mu, logvar = module.encode_decode_sparse(rows, items, len(users))
         beta = losses.kl_weight(step, self.anneal_steps, self.anneal_cap)
-        return losses.multinomial_nll(logits, rows) + beta * losses.gaussian_kl(mu, logvar)
+        return losses.multinomial_nll_sparse(logits, rows, items) + beta * losses.gaussian_kl(mu, logvar)
 
     def _user_inputs(self, users):
         return (self._tensor(dense_rows(self._rows, users), dtype=_float()),)

@@ -143,6 +143,16 @@ def row_batches(n_rows: int, batch_size: int, rng: np.random.Generator, rows: np
         yield order[start:start + batch_size]
 
 
+def leading_padding(padded: np.ndarray, keep: int = 1) -> int:
+    """How many leading columns of a left-padded (rows, L) batch are padding (0) in every row,
+    less ``keep`` (0 when fewer): the columns a model may drop (see ``SASRecNet.encode``)."""
+    if padded.size == 0:
+        return 0
+    filled = (padded != 0).any(axis=0)
+    first = int(np.argmax(filled)) if filled.any() else padded.shape[1]
+    return max(first - keep, 0)
+
+
 def dense_rows(matrix: sp.csr_matrix, rows: np.ndarray, binary: bool = True) -> np.ndarray:
     """float32 dense (len(rows), n_items) rows of ``matrix`` (1 where present when ``binary``)."""
     sub = matrix[rows]

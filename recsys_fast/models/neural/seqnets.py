@@ -7,6 +7,8 @@ shifted by +1, left-padded with 0, the most recent item in the last column. ``fo
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -36,13 +38,22 @@ class SASRecNet(nn.Module):
         with torch.no_grad():
             self.item.weight[0].zero_()
 
-    def encode(self, seq):
+    def encode(self, seq, dropped: int = 0):
+        """Hidden states of every position of ``seq``. ``dropped``: ``seq`` is the window of a
+        longer left-padded batch less its first ``dropped`` columns, all padding, and its first
+        column is padding too (``trim_padding``): the states are those of the full window's
+        columns, because padding positions are zero, so every padding key and value is the same
+        and the dropped ones are counted by adding log(dropped + 1) to the first column's logits
+        (exact up to the attention dropout, drawn once for the merged keys)."""
         length = seq.shape[1]
         keep = (seq > 0).unsqueeze(-1).to(self.item.weight.dtype)
-        positions = torch.arange(length, device=seq.device).unsqueeze(0)
+        positions = torch.arange(dropped, dropped + length, device=seq.device).unsqueeze(0)
         h = self.item(seq) * self.scale + self.position(positions)
         h = self.dropout(h) * keep
         mask = self.causal[:length, :length]
+        if dropped:
+            mask = torch.zeros(length, length, dtype=h.dtype, device=seq.device).masked_fill(mask, float("-inf"))
+            mask[:, 0] += math.log(dropped + 1)
         for norm_a, attn, norm_f, ffn in zip(self.attn_norm, self.attn, self.ffn_norm, self.ffn):
             q = norm_a(h)
             a, _ = attn(q, h, h, attn_mask=mask, need_weights=False)
@@ -115,8 +126,20 @@ class GRU4RecNet(nn.Module):
         with torch.no_grad():
             self.item.weight[0].zero_()
 
-    def encode(self, seq):
-        out, _ = self.rnn(self.dropout(self.item(seq)))
+    def encode(self, seq, dropped: int = 0):
+        """Hidden states of every position of ``seq``. ``dropped``: ``seq`` is the window of a
+        longer left-padded batch less its first ``dropped`` columns, all padding (``trim_padding``):
+        the recurrence starts from the state it reaches after ``dropped`` padding steps (zero
+        inputs from a zero state, the same for every row), so the states are those of the full
+        window's columns (with more than one layer, the inter-layer dropout of those steps is
+        drawn once for the batch)."""
+        h0 = None
+        if dropped:
+            _, h0 = self.rnn(torch.zeros(1, dropped, self.item.weight.shape[1], dtype=self.item.weight.dtype,
+                                         device=seq.device))
+            expand = lambda s: s.expand(-1, seq.shape[0], -1).contiguous()  # noqa: E731
+            h0 = tuple(expand(s) for s in h0) if isinstance(h0, tuple) else expand(h0)
+        out, _ = self.rnn(self.dropout(self.item(seq)), h0)
         return self.project(self.dropout(out))
 
     def item_weights(self):

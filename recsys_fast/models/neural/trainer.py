@@ -119,7 +119,11 @@ class Trainer:
         taken = {id(p) for p in sparse}
         dense = [p for p in module.parameters() if id(p) not in taken]
         cls = t.optim.AdamW if self.optimizer == "adamw" else t.optim.Adam
-        optimizers = [cls(dense, lr=self.learning_rate, weight_decay=self.weight_decay)] if dense else []
+        # fused: one kernel per step instead of one pass per operation of Adam's update (on big
+        # tables, e.g. LightGCN's or MultVAE's, the unfused passes cost as much as the batch); it
+        # does not bump the parameters' _version, so ``run`` does (``nets.scoring_cache`` keys on it)
+        fused = {"fused": True} if dense and all(p.device.type == "cpu" and p.dtype == t.float32 for p in dense) else {}
+        optimizers = [cls(dense, lr=self.learning_rate, weight_decay=self.weight_decay, **fused)] if dense else []
         if sparse:
             optimizers.append(t.optim.SparseAdam(sparse, lr=self.learning_rate))
         return optimizers
@@ -128,6 +132,8 @@ class Trainer:
         t = torch()
         fused = getattr(model, "_fused_epoch", None)
         optimizers = self._optimizers(module) if fused is None else []
+        fused_params = [p for opt in optimizers if opt.defaults.get("fused") for g in opt.param_groups
+                        for p in g["params"]]
         history: list[dict] = []
         best_score, best_state, since_best = -np.inf, None, 0
         bar = progress(self.epochs, self.desc, "epoch", enabled=self.verbose)
@@ -146,6 +152,8 @@ class Trainer:
                     loss.backward()
                     for opt in optimizers:
                         opt.step()
+                    if fused_params:  # a fused step leaves _version alone: caches keyed on it would go stale
+                        t.autograd.graph.increment_version(fused_params)
                     total += float(loss.detach())
                     n_batches += 1
                     step += 1
