@@ -151,7 +151,8 @@ def test_merge_csr_equals_rebuilding_from_all_events(seed, policy, n_users, n_it
     user_map = IdMap(np.union1d(old.user_map.ids, new.user_map.ids), "user")
     item_map = IdMap(np.union1d(old.item_map.ids, new.item_map.ids), "item")
     both = Interactions._from_indices(
-        np.r_[user_map.to_index(old.user_map.ids[old.row_of_nnz()]), user_map.to_index(new.user_map.ids[new.row_of_nnz()])],
+        np.r_[user_map.to_index(old.user_map.ids[old.row_of_nnz()]),
+              user_map.to_index(new.user_map.ids[new.row_of_nnz()])],
         np.r_[item_map.to_index(old.item_map.ids[old.matrix.indices]),
               item_map.to_index(new.item_map.ids[new.matrix.indices])].astype(np.int64),
         np.r_[old.matrix.data, new.matrix.data], None, np.r_[old.ratings, new.ratings], user_map, item_map, policy)

@@ -1,7 +1,10 @@
 """One compile policy for every kernel.
 
 ``FASTMATH`` allows reassociation and contraction but never ``nnan``/``ninf``: a ``-inf`` score is
-how kernels mark an excluded item, and it must stay a mask. Metric kernels use no fastmath.
+how kernels mark an excluded item, and it must stay a mask. Metric kernels use no fastmath, and
+neither do the similarity graph kernels (``similarity._topk_similarity`` and its scoring helpers,
+``similarity_update``): reassociation there let the compiler round one score formula differently
+in different callers, and ``update_topk_similarity`` recomputes those scores bit for bit.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ from .. import validation
 from ..errors import DataError
 from ._config import kernel, kernel_pair
 from ._csr_checks import check_csr, transpose
-from .similarity import (SIMILARITIES, _SPARSE_DIVISOR, _binary_scales, _compute, _prepare, _row_ids, _row_work,
-                         count_score, topk_similarity)
+from .similarity import (SIMILARITIES, _SPARSE_DIVISOR, _binary_scales, _compute, _prepare, _row_ids, count_score,
+                         topk_similarity)
 
 _LOW = np.int64(0x7FFFFFFF)
 _SLACK = 1.0 + 2.0 ** -20  # float32 rounding of a rescaled score: 6 roundings of 2^-24 each, with room

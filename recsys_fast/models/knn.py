@@ -1,12 +1,14 @@
 """Neighbourhood models: ItemKNN and UserKNN on the compiled similarity and kNN scoring kernels.
 
-Both build a top-``k`` neighbour graph with ``kernels.similarity.topk_similarity`` (after an
-optional TF-IDF or BM25 weighting of the rows being compared) and score users with
-``kernels.knn.knn_topk``: seen items are removed from the candidates, never returned; when the
-neighbourhood reaches fewer than the requested number of items, ``fill="popularity"`` continues
-the list with the most popular remaining items, scored ``base - 1, base - 2, ...`` with
-``base = min(0, the row's lowest neighbourhood score)``, so filled items always rank below
-neighbourhood items and keep their popularity order (``fill=None`` pads with -1 / -inf instead).
+Both build a top-``k`` neighbour graph with ``kernels.similarity.topk_similarity`` (through
+``kernels.similarity_update.topk_similarity_reserve``: the same graph, plus the reserve ItemKNN's
+``update`` starts from), after an optional TF-IDF or BM25 weighting of the rows being compared, and
+score users with ``kernels.knn.knn_topk``: seen items are removed from the candidates, never
+returned; when the neighbourhood reaches fewer than the requested number of items,
+``fill="popularity"`` continues the list with the most popular remaining items, scored ``base - 1,
+base - 2, ...`` with ``base = min(0, the row's lowest neighbourhood score)``, so filled items always
+rank below neighbourhood items and keep their popularity order (``fill=None`` pads with -1 / -inf
+instead).
 
 Rating prediction (``predict``), mean-centred weighted neighbour average over the stored graph:
 
@@ -31,7 +33,7 @@ from ..data.interactions import Interactions
 from ..errors import BundleError, DataError
 from ..kernels.csr_merge import merge_csr
 from ..kernels.knn import knn_topk, neighbour_average, similar_rows
-from ..kernels.similarity import SIMILARITIES, neighbour_index, query_topk_similarity, topk_similarity
+from ..kernels.similarity import SIMILARITIES, neighbour_index, query_topk_similarity
 from ..kernels.similarity_update import (RESERVE_ARRAYS, check_reserve, reindex_reserve, topk_similarity_reserve,
                                           update_topk_similarity)
 from ..kernels.weighting import bm25_weight, idf_weights, row_sum_mean, tfidf_weight
