@@ -66,6 +66,18 @@ _PREFETCH_AHEAD = 4  # prefetch the transposed row of the user 4 entries ahead .
 _PREFETCH_ENTRIES = 128  # ... up to its first 128 entries (8 cache lines of int32)
 
 
+@kernel(fastmath=False, inline=True)
+def _sort_desc(keys, n):
+    """Insertion sort of ``keys[:n]``, largest first (the lists arrive nearly sorted)."""
+    for a in range(1, n):
+        key = keys[a]
+        b = a - 1
+        while b >= 0 and keys[b] < key:
+            keys[b + 1] = keys[b]
+            b -= 1
+        keys[b + 1] = key
+
+
 @kernel
 def _select_into(cand_s, cand_i, n_cand, k, hist, keys, out_i, out_s):
     """Best min(k, n_cand) positive candidates into out_i/out_s, best first, ties by lower index.
@@ -118,13 +130,7 @@ def _select_into(cand_s, cand_i, n_cand, k, hist, keys, out_i, out_s):
     # ascending, so insertion sort never meets a long unsorted run
     n_head = seen if m - seen > _INSERTION_MAX else m  # keys ordered by insertion sort
     head = sorted_keys[:n_head]
-    for a in range(1, n_head):
-        key = head[a]
-        j = a - 1
-        while j >= 0 and head[j] < key:
-            head[j + 1] = head[j]
-            j -= 1
-        head[j + 1] = key
+    _sort_desc(head, n_head)
     last = sorted_keys[n_head:m]
     last.sort()
     out_bits = out_s.view(np.int32)

@@ -31,8 +31,8 @@ from .. import validation
 from ..errors import DataError
 from ._config import kernel, kernel_pair
 from ._csr_checks import check_csr, transpose
-from .similarity import (SIMILARITIES, _SPARSE_DIVISOR, _binary_scales, _compute, _prepare, _row_ids, count_score,
-                         topk_similarity)
+from .similarity import (SIMILARITIES, _SPARSE_DIVISOR, _binary_scales, _compute, _prepare, _row_ids, _sort_desc,
+                         count_score, topk_similarity)
 
 _LOW = np.int64(0x7FFFFFFF)
 _SLACK = 1.0 + 2.0 ** -20  # float32 rounding of a rescaled score: 6 roundings of 2^-24 each, with room
@@ -271,18 +271,6 @@ def _affected(redo, touched, d_ptr, g_ptr, g_idx, e_len, e_idx, m):
 def _key(bits, j):
     """Ranking key of a positive score's bits and its index: larger ranks first (ties: lower index)."""
     return (np.int64(bits) << 32) | (_LOW - j)
-
-
-@kernel(fastmath=False, inline=True)
-def _sort_desc(keys, n):
-    """Insertion sort of ``keys[:n]``, largest first (the lists arrive nearly sorted)."""
-    for a in range(1, n):
-        key = keys[a]
-        b = a - 1
-        while b >= 0 and keys[b] < key:
-            keys[b + 1] = keys[b]
-            b -= 1
-        keys[b + 1] = key
 
 
 @kernel(fastmath=False, inline=True)
