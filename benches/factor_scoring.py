@@ -34,20 +34,24 @@ from knn_throughput import interleaved  # noqa: E402 - the benches' shared timin
 from recsys_fast import threads  # noqa: E402
 from recsys_fast.datasets import synthetic  # noqa: E402
 from recsys_fast.kernels._blas import gemm_into  # noqa: E402
-from recsys_fast.kernels.factors import TILE_BYTES, factor_topk  # noqa: E402
+from recsys_fast.kernels.factors import ITEM_BLOCK, TILE_ROWS, factor_topk  # noqa: E402
 
 
 @numba.njit(parallel=True, nogil=True)
-def _gemm_tiles(users, items_t, tile, n_buffers):
-    """Our kernel's structure without the selection: per-thread single-threaded sgemm of tiles."""
+def _gemm_tiles(users, items_t, tile, item_block, n_buffers):
+    """Our kernel's structure without the selection: per-thread single-threaded sgemm of tiles of
+    users, one item block at a time."""
     n, m = users.shape[0], items_t.shape[1]
-    buffers = np.empty((n_buffers, tile, m), dtype=np.float32)
+    width = min(item_block, m)
+    buffers = np.empty((n_buffers, tile, width), dtype=np.float32)
     n_tiles = (n + tile - 1) // tile
     for w in numba.prange(n_buffers):
         for t in range(w, n_tiles, n_buffers):
             start = t * tile
             stop = min(n, start + tile)
-            gemm_into(users[start:stop], items_t, buffers[w, :stop - start])
+            for j0 in range(0, m, width):
+                j1 = min(m, j0 + width)
+                gemm_into(users[start:stop], items_t[:, j0:j1], buffers[w, :stop - start, :j1 - j0])
 
 
 def contenders(users, items, seen, k, block_rows, peers=("torch", "implicit")):
@@ -67,11 +71,9 @@ def contenders(users, items, seen, k, block_rows, peers=("torch", "implicit")):
 
     fns["gemm"] = gemm
     items_t = np.ascontiguousarray(items.T)
-    tile = max(64, min(512, TILE_BYTES // (4 * m)))
-
     def gemm_tiles():
         with threads.blas_limit(1):
-            _gemm_tiles(users, items_t, tile, numba.get_num_threads())
+            _gemm_tiles(users, items_t, min(TILE_ROWS, n), ITEM_BLOCK, numba.get_num_threads())
 
     fns["gemm_tiles"] = gemm_tiles
     try:

@@ -24,8 +24,8 @@ def _problem(rng, n, m, d, levels):
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 40), m=st.integers(1, 150), d=st.integers(1, 6), k=st.integers(1, 160),
        seed=st.integers(0, 10_000), levels=st.integers(1, 3), p_excl=st.floats(0, 1), restrict=st.booleans(),
-       bias=st.booleans(), tile=st.sampled_from([None, 1, 3, 16]))
-def test_factor_topk_matches_reference(n, m, d, k, seed, levels, p_excl, restrict, bias, tile):
+       bias=st.booleans(), tile=st.sampled_from([None, 1, 3, 16]), item_block=st.sampled_from([None, 1, 7, 64]))
+def test_factor_topk_matches_reference(n, m, d, k, seed, levels, p_excl, restrict, bias, tile, item_block):
     rng = np.random.default_rng(seed)
     users, items = _problem(rng, n, m, d, levels)
     item_bias = rng.integers(-2, 3, m).astype(np.float32) if bias else None
@@ -34,7 +34,7 @@ def test_factor_topk_matches_reference(n, m, d, k, seed, levels, p_excl, restric
     sets, indptr, indices = _exclusions(rng, n, m, p_excl)
     allowed = rng.random(m) < 0.6 if restrict else None
     got_i, got_s = factor_topk(users, items, k, item_bias=item_bias, excl_indptr=indptr, excl_indices=indices,
-                               allowed=allowed, tile_rows=tile)
+                               allowed=allowed, tile_rows=tile, item_block=item_block)
     scores = users @ items.T + (item_bias if bias else 0)
     ref_i, ref_s = topk_reference(scores.astype(np.float32), k, sets, allowed)
     np.testing.assert_array_equal(got_i, ref_i)
@@ -47,7 +47,7 @@ def test_large_batch_is_the_same_for_any_thread_count_and_tile(rng):
     with threads.limit(1):
         one = factor_topk(users, items, 25, excl_indptr=indptr, excl_indices=indices)
     with threads.limit(2):
-        two = factor_topk(users, items, 25, excl_indptr=indptr, excl_indices=indices, tile_rows=37)
+        two = factor_topk(users, items, 25, excl_indptr=indptr, excl_indices=indices, tile_rows=37, item_block=50)
     np.testing.assert_array_equal(one[0], two[0])
     np.testing.assert_array_equal(one[1], two[1])
     ref_i, _ = topk_reference(users[:50] @ items.T, 25, sets[:50])

@@ -1,19 +1,22 @@
 """Top-k of dot-product scores ``U @ V.T (+ bias)`` without an n_users x n_items matrix.
 
-Users are scored in tiles of rows inside one parallel Numba region: each thread takes a tile,
-computes its scores with a single-threaded BLAS sgemm (``_blas.gemm_into``: the thread's own reused
-buffer, so the tile is still in cache for the next step) and selects each row's top k from it.
-One parallel region for the whole batch (a worker per thread, tiles dealt round-robin) keeps both
-cores busy even when other processes take turns on them (alternating a multi-threaded BLAS call with a
-parallel selection per block was 2-5x slower on a loaded machine). The selection does little
-work per item: the row's excluded items are set to -inf in the buffer first, the first k
-qualifying items fill a bounded heap, and every later item is compared with the heap's worst
-score 64 at a time (a vectorised count), touching the heap only when that run holds a better one.
+Users are scored in tiles of rows inside one parallel Numba region: each thread takes a tile and
+walks the catalogue in item blocks. For each block it computes the tile's scores with a
+single-threaded BLAS sgemm (``_blas.gemm_into``, into the thread's own reused buffer of
+``TILE_ROWS x ITEM_BLOCK`` floats, about 1 MiB) and offers them to each row's heap while they are
+still in cache. (Whole-row tiles of 32 MiB went to memory between the sgemm and the selection:
+the selection then cost as much as the product.) One parallel region for the whole batch (a
+worker per thread, tiles dealt round-robin) keeps both cores busy even when other processes take
+turns on them. The selection does little work per item: the row's excluded items in the block
+are set to -inf first, the first k qualifying items fill a bounded heap, and every later item is
+compared with the heap's worst score 64 at a time (a vectorised count), touching the heap only
+when that run holds a better one. Items arrive in index order across blocks, so the heap keeps
+the same ties as one scan of the row.
 
 Results follow ``kernels.topk``: ``(items int32 (n, k), scores float32 (n, k))``, score
 descending, ties to the lower item index, padded with -1 / -inf when fewer than k items qualify.
 An item qualifies when its score is a number above -inf, it is not excluded for the row and is
-``allowed``. The output does not depend on the block size or the thread count.
+``allowed``. The output does not depend on the tile, the item block or the thread count.
 """
 
 from __future__ import annotations
@@ -30,20 +33,22 @@ from ._csr_checks import allowed_mask, exclusion_rows
 from .topk import _sift_down, heap_push, heap_sorted_into, run_parallel
 
 LANES = 64  # items compared at once against the heap's worst score
-TILE_BYTES = 32 << 20  # score buffer per thread: 32 MiB (large tiles keep the sgemm efficient)
+TILE_ROWS = 256  # users per tile of a parallel batch
+ITEM_BLOCK = 1024  # items per sgemm of a tile: 256 x 1024 scores (1 MiB) are selected from cache
 
 
 @kernel
-def _row_topk(row, k, heap_s, heap_i, out_i, out_s):
-    """Top-k of one score row (excluded items already -inf) into ``out_i``/``out_s``."""
+def _scan_into_heap(row, offset, k, heap_s, heap_i, size):
+    """Offer the scores of ``row`` (items ``offset ..``, excluded ones already -inf) to a heap
+    holding ``size`` entries; returns its new size. Items must come in increasing index order
+    across calls: a later item loses ties, so scanning a row in pieces gives what one scan gives."""
     m = row.shape[0]
-    size = 0
     j = 0
     neg_inf = -np.inf
     while size < k and j < m:  # the first k qualifying items
         s = row[j]
         if s > neg_inf:  # False for NaN and -inf
-            size = heap_push(heap_s, heap_i, size, k, s, j)
+            size = heap_push(heap_s, heap_i, size, k, s, offset + j)
         j += 1
     if size == k:
         worst = heap_s[0]
@@ -54,9 +59,9 @@ def _row_topk(row, k, heap_s, heap_i, out_i, out_s):
             if better > 0:  # rare once the heap holds good items
                 for q in range(j, j + LANES):
                     s = row[q]
-                    if s > worst:  # later items lose ties: they have higher indices
+                    if s > worst:
                         heap_s[0] = s
-                        heap_i[0] = q
+                        heap_i[0] = offset + q
                         _sift_down(heap_s, heap_i, k, 0)
                         worst = heap_s[0]
             j += LANES
@@ -64,10 +69,17 @@ def _row_topk(row, k, heap_s, heap_i, out_i, out_s):
             s = row[j]
             if s > worst:
                 heap_s[0] = s
-                heap_i[0] = j
+                heap_i[0] = offset + j
                 _sift_down(heap_s, heap_i, k, 0)
                 worst = heap_s[0]
             j += 1
+    return size
+
+
+@kernel
+def _row_topk(row, k, heap_s, heap_i, out_i, out_s):
+    """Top-k of one score row (excluded items already -inf) into ``out_i``/``out_s``."""
+    size = _scan_into_heap(row, 0, k, heap_s, heap_i, 0)
     heap_sorted_into(heap_s, heap_i, size, out_i, out_s)
 
 
@@ -88,26 +100,50 @@ def _select_rows(block, row0, k, excl_indptr, excl_indices, disallowed, heap_s, 
 
 
 @kernel(parallel=True)
-def _factor_topk_parallel(users, items_t, bias, k, excl_indptr, excl_indices, disallowed, tile, n_buffers,
-                          out_i, out_s):
+def _factor_topk_parallel(users, items_t, bias, k, excl_indptr, excl_indices, disallowed, tile, item_block,
+                          n_buffers, out_i, out_s):
     n = users.shape[0]
     m = items_t.shape[1]
     n_tiles = (n + tile - 1) // tile
-    buffers = np.empty((n_buffers, tile, m), dtype=np.float32)
-    heaps_s = np.empty((n_buffers, k), dtype=np.float32)
-    heaps_i = np.empty((n_buffers, k), dtype=np.int32)
+    width = min(item_block, m)
+    buffers = np.empty((n_buffers, tile, width), dtype=np.float32)
+    heaps_s = np.empty((n_buffers, tile, k), dtype=np.float32)
+    heaps_i = np.empty((n_buffers, tile, k), dtype=np.int32)
+    sizes = np.zeros((n_buffers, tile), dtype=np.int64)
     has_bias = bias.shape[0] > 0
+    has_excl = excl_indptr.shape[0] > 0
+    neg_inf = -np.inf
     for w in prange(n_buffers):  # one worker per thread, tiles dealt round-robin
         for t in range(w, n_tiles, n_buffers):
             start = t * tile
             stop = min(n, start + tile)
-            block = buffers[w, :stop - start]
-            gemm_into(users[start:stop], items_t, block)
-            if has_bias:
-                for r in range(stop - start):
-                    block[r] += bias
-            _select_rows(block, start, k, excl_indptr, excl_indices, disallowed, heaps_s[w], heaps_i[w],
-                         out_i, out_s)
+            rows = stop - start
+            for r in range(rows):
+                sizes[w, r] = 0
+            d_lo = 0  # disallowed is sorted: the part of it inside the current item block
+            for j0 in range(0, m, width):  # item blocks: the scores stay in cache for the selection
+                j1 = min(m, j0 + width)
+                block = buffers[w, :rows, :j1 - j0]
+                gemm_into(users[start:stop], items_t[:, j0:j1], block)
+                d_hi = d_lo
+                while d_hi < disallowed.shape[0] and disallowed[d_hi] < j1:
+                    d_hi += 1
+                for r in range(rows):
+                    row = block[r]
+                    if has_bias:
+                        for q in range(j1 - j0):
+                            row[q] += bias[j0 + q]
+                    if has_excl:
+                        for e in range(excl_indptr[start + r], excl_indptr[start + r + 1]):
+                            item = excl_indices[e]
+                            if j0 <= item < j1:
+                                row[item - j0] = neg_inf
+                    for d in range(d_lo, d_hi):
+                        row[disallowed[d] - j0] = neg_inf
+                    sizes[w, r] = _scan_into_heap(row, j0, k, heaps_s[w, r], heaps_i[w, r], sizes[w, r])
+                d_lo = d_hi
+            for r in range(rows):
+                heap_sorted_into(heaps_s[w, r], heaps_i[w, r], sizes[w, r], out_i[start + r], out_s[start + r])
 
 
 @kernel
@@ -118,13 +154,14 @@ def _factor_topk_serial(block, row0, k, excl_indptr, excl_indices, disallowed, o
 
 
 def factor_topk(user_vectors, item_vectors, k: int, item_bias=None, excl_indptr=None, excl_indices=None,
-                allowed=None, tile_rows: int | None = None, validate: bool = True):
+                allowed=None, tile_rows: int | None = None, item_block: int | None = None, validate: bool = True):
     """Top-``k`` items of ``user_vectors @ item_vectors.T (+ item_bias)`` for every user row.
 
     ``user_vectors`` (n, d) and ``item_vectors`` (m, d): float32 (coerced once here, C order);
     ``item_bias``: (m,) or None. ``excl_indptr``/``excl_indices``: CSR (n rows) of items to exclude
     per row (None: none). ``allowed``: bool mask over the m items (None: all). ``tile_rows``:
-    users per sgemm tile (None: about 32 MiB of scores per thread, 64 to 512 rows). ``validate=False`` skips the O(nnz) check
+    users per sgemm tile (None: ``TILE_ROWS``); ``item_block``: items per sgemm of a tile (None:
+    ``ITEM_BLOCK``), so that a tile's scores are selected while still in cache. ``validate=False`` skips the O(nnz) check
     of the exclusion indices (callers that built them from a checked matrix).
     Memory: one tile of scores per thread plus the (n, k) output. Bad input raises ``DataError``.
     """
@@ -143,9 +180,8 @@ def factor_topk(user_vectors, item_vectors, k: int, item_bias=None, excl_indptr=
     excl_indptr, excl_indices = exclusion_rows(excl_indptr, excl_indices, n, m, "factor_topk", validate)
     allowed = allowed_mask(allowed, m, "factor_topk")
     disallowed = np.flatnonzero(~allowed) if allowed.shape[0] else np.zeros(0, np.int64)
-    if tile_rows is None:
-        tile_rows = max(64, min(512, TILE_BYTES // (4 * max(m, 1))))
-    tile_rows = validation.integer("tile_rows", tile_rows, minimum=1)
+    tile_rows = validation.integer("tile_rows", TILE_ROWS if tile_rows is None else tile_rows, minimum=1)
+    item_block = validation.integer("item_block", ITEM_BLOCK if item_block is None else item_block, minimum=1)
     out_i = np.empty((n, k), dtype=np.int32)
     out_s = np.empty((n, k), dtype=np.float32)
     if n == 0:
@@ -167,7 +203,7 @@ def factor_topk(user_vectors, item_vectors, k: int, item_bias=None, excl_indptr=
     tile_rows = min(tile_rows, n)
     with threads.blas_limit(1):  # each Numba thread runs its own sgemm
         _factor_topk_parallel(users, items_t, bias_arr, k, excl_indptr, excl_indices, disallowed, tile_rows,
-                              n_buffers, out_i, out_s)
+                              item_block, n_buffers, out_i, out_s)
     return out_i, out_s
 
 
