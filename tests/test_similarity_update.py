@@ -43,10 +43,14 @@ OPTIONS = st.fixed_dictionaries({
                                                                  HealthCheck.function_scoped_fixture])
 @given(n_rows=st.integers(1, 45), n_cols=st.integers(1, 25), density=st.sampled_from([0.05, 0.2, 0.5]),
        k=st.integers(1, 12), extra=st.integers(1, 6), options=OPTIONS, seed=st.integers(0, 2**32 - 1),
-       steps=st.integers(1, 3))
-def test_reserve_updates_equal_a_full_call(always_reserve, n_rows, n_cols, density, k, extra, options, seed, steps):
+       steps=st.integers(1, 3), overwrite=st.booleans(), bitmaps=st.booleans())
+def test_reserve_updates_equal_a_full_call(always_reserve, monkeypatch, n_rows, n_cols, density, k, extra, options,
+                                           seed, steps, overwrite, bitmaps):
     """Entries added in a few steps, with rows (and columns) that did not exist at first: every
-    step's graph equals topk_similarity of the matrix then, bit for bit."""
+    step's graph equals topk_similarity of the matrix then, bit for bit, whether the exact co-counts
+    read bitmaps or merge rows, and whether the result is written into the old arrays (``overwrite``)
+    or not (then they are left as they were)."""
+    monkeypatch.setattr(su, "_BITMAP_MIN", 1 if bitmaps else 10**9)
     rng = np.random.default_rng(seed)
     mask = rng.random((n_rows, n_cols)) < density
     absent = rng.random(n_rows) < 0.15  # rows the first matrix did not have
@@ -69,9 +73,12 @@ def test_reserve_updates_equal_a_full_call(always_reserve, n_rows, n_cols, densi
             new[rng.integers(n_rows), rng.integers(n_cols)] = True
         if rng.random() < 0.3:  # a popular column gains many rows
             new[:, rng.integers(n_cols)] |= rng.random(n_rows) < 0.5
+        before = [a.copy() for a in graph] + [reserve[name].copy() for name in su.RESERVE_ARRAYS]
         *got, info = su.update_topk_similarity(_csr(old), old_n, graph, _csr(new), n_cols, k, reserve=reserve,
-                                               extra=extra, **options)
+                                               extra=extra, overwrite=overwrite, **options)
         _same(got, topk_similarity(*_csr(new), n_cols, k, **options))
+        if not overwrite:
+            _same(list(graph) + [reserve[name] for name in su.RESERVE_ARRAYS], before)
         assert info["path"] in ("reserve", "full") and info["reserve"] is not None
         graph, reserve, old, old_n = tuple(got), info["reserve"], new, n_rows
 
@@ -165,3 +172,32 @@ def test_merge_csr_equals_rebuilding_from_all_events(seed, policy, n_users, n_it
     np.testing.assert_array_equal(added + np.bincount(item_map.to_index(old.item_map.ids[m.indices]),
                                                       minlength=len(item_map)),
                                   np.bincount(both.matrix.indices, minlength=len(item_map)))
+
+
+def test_overwrite_writes_in_place_and_quiet_rows_that_fail_are_recomputed(always_reserve, monkeypatch):
+    """``overwrite=True`` returns the old graph's own arrays when every row keeps its length, and a
+    quiet row the assembly cannot keep (it reports it failed) is recomputed and placed, in place or
+    not: equal to a full call either way."""
+    rng = np.random.default_rng(5)
+    mask = rng.random((80, 60)) < 0.15
+    new = mask.copy()
+    new[rng.integers(80, size=4), rng.integers(60, size=4)] = True
+    expected = topk_similarity(*_csr(new), 60, 6)
+    fill = su._reserve_fill
+    recomputed = {}
+    for fail_quiet in (False, True):
+        if fail_quiet:  # as if every quiet row lost too many entries
+            def failing(source, *args):
+                failed = fill(source, *args)
+                return failed | (source == 3)
+            monkeypatch.setattr(su, "_reserve_fill", failing)
+        for overwrite in (False, True):
+            *graph, reserve = su.topk_similarity_reserve(*_csr(mask), 60, 6, 4)
+            *got, info = su.update_topk_similarity(_csr(mask), 80, graph, _csr(new), 60, 6, reserve=reserve, extra=4,
+                                                   overwrite=overwrite)
+            _same(got, expected)
+            assert info["path"] == "reserve"
+            if not fail_quiet:
+                assert (got[1] is graph[1]) == overwrite
+            recomputed[fail_quiet] = info["recomputed"]
+    assert recomputed[True] > recomputed[False]

@@ -39,6 +39,8 @@ _SLACK = 1.0 + 2.0 ** -20  # float32 rounding of a rescaled score: 6 roundings o
 _RESERVE_SIMILARITIES = ("cosine", "asymmetric_cosine", "jaccard")
 _PARALLEL_ENTRIES = 1 << 23  # the reserve pass runs in parallel above this many list entries: below (size M:
 # 2.6M) the serial pass was faster on the shared 2-core machine, where waking the pool costs tens of ms
+_BITMAP_MIN = 64  # touched rows this long get a column bitmap for the exact co-counts (``_bitmaps``) ...
+_BITMAP_BYTES = 1 << 26  # ... within 64 MiB
 _PAIR_SHARE = 128  # the reserve path is taken while its pairs stay under 1/128 of a full build's scatter-adds
 
 
@@ -61,9 +63,10 @@ def _invert(s, li, rj, ni, nj, light, jaccard, shrink, min_support):
         else:
             est = np.float64(s) / (np.float64(li) * np.float64(rj))
         if est < cap + 2.0:
-            c0 = np.int64(est + 0.5)
-            for c in range(max(np.int64(1), c0 - 1), min(cap, c0 + 1) + 1):
-                if _pair_score(c, li, rj, ni, nj, light, jaccard, shrink, min_support) == s:
+            c0 = np.int64(est + 0.5)  # the nearest count first: it is the answer nearly always
+            for d in range(3):
+                c = c0 + (0, -1, 1)[d]
+                if 1 <= c <= cap and _pair_score(c, li, rj, ni, nj, light, jaccard, shrink, min_support) == s:
                     return c
     lo = np.int64(1)
     hi = cap
@@ -141,6 +144,47 @@ def _common(indptr, indices, a, b):
         p += x <= y
         q += y <= x
     return c
+
+
+@kernel
+def _row_bitmaps(indptr, indices, rows, n_words):
+    """The columns of each of ``rows`` as a bitmap of ``n_words`` 64-bit words (row b at b * n_words)."""
+    bm = np.zeros(rows.shape[0] * n_words, dtype=np.uint64)
+    for b in range(rows.shape[0]):
+        r = rows[b]
+        base = b * n_words
+        for p in range(indptr[r], indptr[r + 1]):
+            c = indices[p]
+            bm[base + (c >> 6)] |= np.uint64(1) << np.uint64(c & 63)
+    return bm
+
+
+@kernel(inline=True)
+def _probe(indptr, indices, r, bm, base):
+    """How many columns of row r are set in the bitmap at ``bm[base:]``."""
+    c = 0
+    for p in range(indptr[r], indptr[r + 1]):
+        u = indices[p]
+        c += np.int64((bm[base + (u >> 6)] >> np.uint64(u & 63)) & np.uint64(1))
+    return c
+
+
+@kernel(inline=True)
+def _co_count(indptr, indices, a, b, slot, bm, n_words):
+    """Columns rows a and b share: ``_common``, or where one of them has a bitmap (``slot`` >= 0) and
+    that is cheaper, the other's columns probed in it (one load each, no merge, no search)."""
+    na = indptr[a + 1] - indptr[a]
+    nb = indptr[b + 1] - indptr[b]
+    small, big = min(na, nb), max(na, nb)
+    cost = small * (np.int64(np.log2(big + 1)) + 1) if big > 8 * small else na + nb
+    sa, sb = slot[a], slot[b]
+    if sb >= 0 and na <= nb and na < cost:
+        return _probe(indptr, indices, a, bm, np.int64(sb) * n_words)
+    if sa >= 0 and nb < cost:
+        return _probe(indptr, indices, b, bm, np.int64(sa) * n_words)
+    if sb >= 0 and na < cost:
+        return _probe(indptr, indices, a, bm, np.int64(sb) * n_words)
+    return _common(indptr, indices, a, b)
 
 
 @kernel
@@ -292,10 +336,12 @@ def _count_from(j, i, g_ptr, g_idx, g_s, e_len, e_idx, e_s, m, b_s, b_j, o_l, o_
 
 @kernel_pair(fastmath=False)
 def _reserve_rows(rows, k, m, n_chunks, cap, g_ptr, g_idx, g_s, e_len, e_idx, e_s, b_s, b_j, d_ptr, d_y, d_cnt,
-                  touched, light, o_l, o_r, o_n, n_l, n_r, n_n, jaccard, shrink, min_support, n_ptr, n_idx):
-    """The new reserve list and bound of each row of ``rows`` (see the module docstring), or
-    ``ok = False`` where the row must be recomputed. Rows are split into ``n_chunks`` contiguous
-    chunks, each with its own marks. Returns (lengths, indices, scores at stride k + m, bound
+                  touched, light, o_l, o_r, o_n, n_l, n_r, n_n, jaccard, shrink, min_support, n_ptr, n_idx, slot, bm,
+                  n_words):
+    """The new reserve list and bound of each row of ``rows`` (touched rows and rows gaining pairs; see
+    the module docstring), or ``ok = False`` where the row must be recomputed. Rows are split into ``n_chunks`` contiguous
+    chunks, each with its own marks. Exact co-counts read the bitmaps ``bm`` of the rows with
+    ``slot`` >= 0 where that is cheaper (``_co_count``). Returns (lengths, indices, scores at stride k + m, bound
     scores, bound indices, ok, pairs counted exactly)."""
     n_w = rows.shape[0]
     n_all = touched.shape[0]
@@ -335,48 +381,6 @@ def _reserve_rows(rows, k, m, n_chunks, cap, g_ptr, g_idx, g_s, e_len, e_idx, e_
             n_g = g_ptr[i + 1] - g_lo
             n_list = n_g + e_len[i]
             base = w * width
-            if not touched[i] and d_hi == d_lo:
-                # a quiet row: only its touched neighbours change, and only down. Copy the list with
-                # their new scores and move each down to its place; the others keep their order
-                ok = True
-                n_keep = 0
-                for t in range(n_list):
-                    if t < n_g:
-                        j, s = g_idx[g_lo + t], g_s[g_lo + t]
-                    else:
-                        j, s = e_idx[i * m + t - n_g], e_s[i * m + t - n_g]
-                    if touched[j]:
-                        c_old = _invert(s, li_o, o_r[j], ni_o, o_n[j], lt, jaccard, shrink, min_support)
-                        if c_old < 0:
-                            ok = False
-                            break
-                        s = _pair_score(c_old, li_n, n_r[j], ni_n, n_n[j], lt, jaccard, shrink, min_support)
-                    w_idx[base + n_keep] = j
-                    w_s[base + n_keep] = s
-                    n_keep += 1
-                if ok:
-                    for a in range(n_keep - 2, -1, -1):  # from the end: a lowered entry sinks past better ones
-                        j, s = w_idx[base + a], w_s[base + a]
-                        b = a
-                        while b + 1 < n_keep and (w_s[base + b + 1] > s or (w_s[base + b + 1] == s
-                                                                             and w_idx[base + b + 1] < j)):
-                            w_idx[base + b] = w_idx[base + b + 1]
-                            w_s[base + b] = w_s[base + b + 1]
-                            b += 1
-                        w_idx[base + b] = j
-                        w_s[base + b] = s
-                    # entries that fell to the bound or below leave the list (scores only went down)
-                    while n_keep > 0 and not (w_s[base + n_keep - 1] > nbs or (w_s[base + n_keep - 1] == nbs and
-                                                                               w_idx[base + n_keep - 1] < nbj)):
-                        n_keep -= 1
-                    while n_keep > 0 and not w_s[base + n_keep - 1] > 0.0:
-                        n_keep -= 1
-                    ok = n_keep >= kk or not nbs > 0.0
-                    w_len[w] = n_keep
-                    w_bs[w] = nbs
-                    w_bj[w] = nbj
-                w_ok[w] = ok
-                continue
             n_c = 0
             ok = True
             for t in range(n_list):
@@ -438,7 +442,7 @@ def _reserve_rows(rows, k, m, n_chunks, cap, g_ptr, g_idx, g_s, e_len, e_idx, e_
                             if up > _key(one_bits[0], nbj):
                                 nbs, nbj = s_up, j
                             continue
-                        c_new = _common(n_ptr, n_idx, i, j)
+                        c_new = _co_count(n_ptr, n_idx, i, j, slot, bm, n_words)
                         counted[w] += 1
                     s = _pair_score(c_new, li_n, n_r[j], ni_n, n_n[j], lt, jaccard, shrink, min_support)
                     if s > 0.0:
@@ -467,22 +471,64 @@ def _reserve_rows(rows, k, m, n_chunks, cap, g_ptr, g_idx, g_s, e_len, e_idx, e_
     return w_len, w_idx, w_s, w_bs, w_bj, w_ok, counted
 
 
+@kernel(fastmath=False, inline=True)
+def _quiet_row(i, n_g, g_idx, g_s, g_lo, e_idx, e_s, e_lo, n_e, bs, bj, kk, touched, o_l, o_r, o_n, n_l, n_r, n_n,
+               jaccard, shrink, min_support, w_idx, w_s):
+    """A quiet row's new list (row i neither gained entries nor pairs: only its touched neighbours'
+    scores change, and only down) into ``w_idx``/``w_s``: the list copied with their new scores, each
+    moved down to its place (the others keep their order), and the entries that fell to the bound or
+    below left out. Returns (length, ok); not ok where it must be recomputed."""
+    li_o, li_n, ni_o, ni_n = o_l[i], n_l[i], o_n[i], n_n[i]
+    n_list = n_g + n_e
+    for t in range(n_list):
+        if t < n_g:
+            j, s = g_idx[g_lo + t], g_s[g_lo + t]
+        else:
+            j, s = e_idx[e_lo + t - n_g], e_s[e_lo + t - n_g]
+        if touched[j]:
+            c_old = _invert(s, li_o, o_r[j], ni_o, o_n[j], False, jaccard, shrink, min_support)
+            if c_old < 0:
+                return 0, False
+            s = _pair_score(c_old, li_n, n_r[j], ni_n, n_n[j], False, jaccard, shrink, min_support)
+        w_idx[t] = j
+        w_s[t] = s
+    for a in range(n_list - 2, -1, -1):  # from the end: a lowered entry sinks past better ones
+        j, s = w_idx[a], w_s[a]
+        if not touched[j]:  # in order with every entry after it (those only went down)
+            continue
+        b = a
+        while b + 1 < n_list and (w_s[b + 1] > s or (w_s[b + 1] == s and w_idx[b + 1] < j)):
+            w_idx[b] = w_idx[b + 1]
+            w_s[b] = w_s[b + 1]
+            b += 1
+        w_idx[b] = j
+        w_s[b] = s
+    n_keep = n_list
+    # entries that fell to the bound or below leave the list (scores only went down)
+    while n_keep > 0 and not (w_s[n_keep - 1] > bs or (w_s[n_keep - 1] == bs and w_idx[n_keep - 1] < bj)):
+        n_keep -= 1
+    while n_keep > 0 and not w_s[n_keep - 1] > 0.0:
+        n_keep -= 1
+    return n_keep, n_keep >= kk or not bs > 0.0
+
+
 @kernel
-def _assemble_reserve(source, pos, k, m, g_ptr, g_idx, g_s, e_len, e_idx, e_s, b_s, b_j, w_len, w_idx, w_s,
-                      w_bs, w_bj, f_ptr, f_idx, f_s):
-    """The graph (CSR, k per row) and the reserve (``m`` more per row, bounds) after an update: row r
-    as it was (``source`` 0), from the reserve pass (1: its row ``pos[r]``), or from the kernel's
-    top-(k + m + 1) list (2: row r of ``f``; a full list's last entry is its bound)."""
+def _reserve_layout(source, pos, k, m, g_ptr, e_len, b_s, b_j, w_len, w_bs, w_bj, f_ptr, f_idx, f_s):
+    """The layout after an update: (graph indptr, reserve lengths, bound scores, bound indices) with
+    row r as it was (``source`` 0), from the reserve pass (1: its row ``pos[r]``), from the kernel's
+    top-(k + m + 1) list (2: row r of ``f``; a full list's last entry is its bound), or a quiet row
+    (3: fixed by ``_reserve_fill``), which keeps its graph length and bound: its list only loses
+    entries from the end, and a cut one keeps at least k (else the fill reports it failed)."""
     n = source.shape[0]
     width = k + m
-    lens = np.zeros(n, dtype=np.int64)
+    indptr = np.zeros(n + 1, dtype=np.int64)
     ne_len = e_len.copy()
     nb_s = b_s.copy()
     nb_j = b_j.copy()
     for r in range(n):
         src = source[r]
-        if src == 0:
-            lens[r] = g_ptr[r + 1] - g_ptr[r]
+        if src == 0 or src == 3:
+            indptr[r + 1] = indptr[r] + g_ptr[r + 1] - g_ptr[r]
             continue
         if src == 1:
             total = w_len[pos[r]]
@@ -497,31 +543,77 @@ def _assemble_reserve(source, pos, k, m, g_ptr, g_idx, g_s, e_len, e_idx, e_s, b
             else:
                 nb_s[r] = np.float32(0.0)
                 nb_j[r] = np.int32(0)
-        lens[r] = min(total, k)
-        ne_len[r] = total - lens[r]
-    indptr = np.zeros(n + 1, dtype=np.int64)
+        n_r = min(total, k)
+        indptr[r + 1] = indptr[r] + n_r
+        ne_len[r] = total - n_r
+    return indptr, ne_len, nb_s, nb_j
+
+
+@kernel(fastmath=False)
+def _reserve_fill(source, pos, k, m, indptr, graph_in_place, g_ptr, g_idx, g_s, e_len, e_idx, e_s, b_s, b_j, w_idx,
+                  w_s, f_ptr, f_idx, f_s, out_i, out_s, ne_len, ne_idx, ne_s, kk, touched, o_l, o_r, o_n, n_l, n_r,
+                  n_n, jaccard, shrink, min_support):
+    """Writes the rows ``_reserve_layout`` placed: the graph into ``out_i``/``out_s`` (rows at
+    ``indptr``) and the reserve into ``ne_idx``/``ne_s``, which hold the old reserve already (a copy,
+    or the old arrays themselves: every row keeps its place at stride m). With ``graph_in_place``
+    the graph buffers are the old graph's (same layout): unchanged rows are not copied, and a quiet
+    row is read into a scratch list before it is written back. Source 3 rows (quiet) get
+    ``_quiet_row`` here and their reserve length in ``ne_len``; one that cannot keep its graph length
+    is left unwritten and reported in the returned ``failed``."""
+    n = source.shape[0]
+    width = k + m
+    failed = np.zeros(n, dtype=np.bool_)
+    q_idx = np.empty(width, dtype=np.int32)
+    q_s = np.empty(width, dtype=np.float32)
     for r in range(n):
-        indptr[r + 1] = indptr[r] + lens[r]
-    out_i = np.empty(indptr[n], dtype=np.int32)
-    out_s = np.empty(indptr[n], dtype=np.float32)
-    ne_idx = e_idx.copy()
-    ne_s = e_s.copy()
-    for r in prange(n):
         src = source[r]
+        lo_out = indptr[r]
+        n_out = indptr[r + 1] - lo_out
         if src == 0:
-            src_i, src_s, lo = g_idx, g_s, g_ptr[r]
+            if not graph_in_place:
+                lo = g_ptr[r]
+                for t in range(n_out):
+                    out_i[lo_out + t] = g_idx[lo + t]
+                    out_s[lo_out + t] = g_s[lo + t]
+            continue
+        if src == 3:
+            total, ok = _quiet_row(r, n_out, g_idx, g_s, g_ptr[r], e_idx, e_s, r * m, e_len[r], b_s[r], b_j[r], kk,
+                                   touched, o_l, o_r, o_n, n_l, n_r, n_n, jaccard, shrink, min_support, q_idx, q_s)
+            if not ok or min(total, k) != n_out:
+                failed[r] = True
+                continue
+            ne_len[r] = total - n_out
+            src_i, src_s, lo = q_idx, q_s, 0
         elif src == 1:
             src_i, src_s, lo = w_idx, w_s, pos[r] * width
         else:
             src_i, src_s, lo = f_idx, f_s, f_ptr[r]
-        for t in range(lens[r]):
-            out_i[indptr[r] + t] = src_i[lo + t]
-            out_s[indptr[r] + t] = src_s[lo + t]
-        if src != 0:
-            for t in range(ne_len[r]):
-                ne_idx[r * m + t] = src_i[lo + lens[r] + t]
-                ne_s[r * m + t] = src_s[lo + lens[r] + t]
-    return indptr, out_i, out_s, ne_len, ne_idx, ne_s, nb_s, nb_j
+        for t in range(n_out):
+            out_i[lo_out + t] = src_i[lo + t]
+            out_s[lo_out + t] = src_s[lo + t]
+        for t in range(ne_len[r]):
+            ne_idx[r * m + t] = src_i[lo + n_out + t]
+            ne_s[r * m + t] = src_s[lo + n_out + t]
+    return failed
+
+
+def _assemble_reserve(source, pos, k, m, graph, reserve, w, f, overwrite, rescore):
+    """The graph and reserve after an update (``_reserve_layout``, ``_reserve_fill``): (indptr, indices,
+    scores, reserve lengths, indices, scores, bound scores, bound indices, failed rows). ``overwrite``:
+    the old graph's and reserve's arrays may take the result (written in place where the layout
+    allows and they are writeable). ``rescore``: (kk, touched, old and new scales and sizes,
+    jaccard, shrink, min_support) for the quiet rows."""
+    g_ptr, g_idx, g_s = graph
+    e_len, e_idx, e_s, b_s, b_j = reserve
+    w_len, w_idx, w_s, w_bs, w_bj = w
+    indptr, ne_len, nb_s, nb_j = _reserve_layout(source, pos, k, m, g_ptr, e_len, b_s, b_j, w_len, w_bs, w_bj, *f)
+    in_place = overwrite and g_idx.flags.writeable and g_s.flags.writeable and np.array_equal(indptr, g_ptr)
+    out_i, out_s = (g_idx, g_s) if in_place else (np.empty(indptr[-1], np.int32), np.empty(indptr[-1], np.float32))
+    keep = overwrite and e_idx.flags.writeable and e_s.flags.writeable
+    ne_idx, ne_s = (e_idx, e_s) if keep else (e_idx.copy(), e_s.copy())
+    failed = _reserve_fill(source, pos, k, m, indptr, in_place, g_ptr, g_idx, g_s, e_len, e_idx, e_s, b_s, b_j, w_idx,
+                           w_s, *f, out_i, out_s, ne_len, ne_idx, ne_s, *rescore)
+    return (indptr if not in_place else g_ptr, out_i, out_s, ne_len, ne_idx, ne_s, nb_s, nb_j, failed)
 
 
 @kernel
@@ -652,9 +744,12 @@ def _full_with_reserve(p, n_cols, k, m, similarity, shrink, min_support, rows=No
     empty_g = (np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
     w = (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(0, np.float32),
          np.zeros(0, np.int32))
-    out = _assemble_reserve(source, np.zeros(n_rows, np.int64), k, m, *empty_g, *_empty_reserve_arrays(n_rows, m),
-                            *w, *f)
-    return out[:3], _reserve_dict(m, *out[3:])
+    none_f = np.zeros(0, np.float32)
+    rescore = (min(k, n_rows), np.zeros(0, np.bool_), none_f, none_f, none_f, none_f, none_f, none_f,
+               similarity == "jaccard", np.float32(shrink), int(min_support))
+    out = _assemble_reserve(source, np.zeros(n_rows, np.int64), k, m, empty_g, _empty_reserve_arrays(n_rows, m), w, f,
+                            True, rescore)
+    return out[:3], _reserve_dict(m, *out[3:8])
 
 
 def _reserve_dict(m, lengths, indices, scores, bound_scores, bound_indices) -> dict:
@@ -726,7 +821,35 @@ def reindex_reserve(reserve: dict, row_pos, n_rows: int) -> dict:
     return _reserve_dict(m, lengths, indices, scores, bs, bj)
 
 
-def _reserve_update(o, nw, g, reserve, old_n_rows, n_cols, k, similarity, shrink, min_support, alpha, new_t):
+def _bitmaps(indptr, indices, touched, n_cols: int):
+    """Column bitmaps of the touched rows with at least ``_BITMAP_MIN`` entries, largest first within
+    ``_BITMAP_BYTES``: every new pair has a touched row, and the exact co-counts the reserve pass
+    takes then cost the other row's entries, not a merge with a long row. Returns (slot of each row
+    in the bitmaps or -1, the bitmaps, words per bitmap)."""
+    n_words = (int(n_cols) + 63) // 64
+    sizes = np.diff(indptr)
+    cand = np.flatnonzero(touched & (sizes >= _BITMAP_MIN))
+    cand = cand[np.argsort(-sizes[cand], kind="stable")][:_BITMAP_BYTES // max(8 * n_words, 1)]
+    slot = np.full(sizes.shape[0], -1, np.int32)
+    slot[cand] = np.arange(len(cand), dtype=np.int32)
+    return slot, _row_bitmaps(indptr, indices, cand.astype(np.int64), n_words), n_words
+
+
+def _redo_rows(redo, nw, t_ptr, t_idx, n_l, n_r, n_n, n_cols, k, similarity, shrink, min_support):
+    """The rows where ``redo`` by the kernel (top k, counting path), the others empty: a CSR triple."""
+    n_rows = redo.shape[0]
+    if not redo.any():
+        return np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    redo_rows = np.flatnonzero(redo)
+    p = {"indptr": nw[0], "indices": nw[1], "left": np.zeros(0, np.float32), "right": np.zeros(0, np.float32),
+         "lscale": n_l, "rscale": n_r, "row_nnz": n_n, "binary": True, "positive": False,
+         "work": _some_rows_work(nw[0], nw[1], t_ptr, redo_rows)}  # only the computed rows' work is read
+    return _compute(p, n_cols, k, similarity, shrink, min_support, True, rows=redo_rows,
+                    transposed=(t_ptr, t_idx, np.zeros(0, np.float32)), parallel=len(redo_rows) > 256)
+
+
+def _reserve_update(o, nw, g, reserve, old_n_rows, n_cols, k, similarity, shrink, min_support, alpha, new_t,
+                    overwrite=False):
     """The reserve path of ``update_topk_similarity``; None where it does not apply (then the caller
     rebuilds). Returns (graph, reserve, info)."""
     n_rows = nw[0].shape[0] - 1
@@ -758,40 +881,46 @@ def _reserve_update(o, nw, g, reserve, old_n_rows, n_cols, k, similarity, shrink
     d_ptr, d_y, d_cnt = _pair_counts(a_ptr, a_idx, t_ptr, t_idx, n_rows, n_cols, n_pairs)
     r = reserve
     need = _affected(redo, touched, d_ptr, g[0], g[1], r["lengths"], r["indices"], m)
-    rows = np.flatnonzero(need).astype(np.int64)
+    quiet = need & ~touched & (d_ptr[1:] == d_ptr[:-1])  # only touched neighbours change: the assembly does them
+    rows = np.flatnonzero(need & ~quiet).astype(np.int64)
     import numba
 
     cap = int(k) + m + (int(np.diff(d_ptr).max()) if n_rows else 0)
+    slot, bm, n_words = _bitmaps(nw[0], nw[1], touched, n_cols)
     w = _reserve_rows(rows, int(k), m, max(1, min(len(rows), 8 * numba.get_num_threads())), cap, *g, r["lengths"],
                       r["indices"], r["scores"], r["bound_scores"], r["bound_indices"], d_ptr, d_y, d_cnt, touched,
                       light_n, o_l, o_r, o_n, n_l, n_r, n_n, similarity == "jaccard", np.float32(shrink),
-                      int(min_support), nw[0], nw[1], parallel=len(rows) * cap > _PARALLEL_ENTRIES)
+                      int(min_support), nw[0], nw[1], slot, bm, n_words, parallel=len(rows) * cap > _PARALLEL_ENTRIES)
     w_len, w_idx, w_s, w_bs, w_bj, w_ok, counted = w
     redo[rows[~w_ok]] = True
     source = np.zeros(n_rows, np.int8)
     pos = np.zeros(n_rows, np.int64)
     source[rows] = 1
     pos[rows] = np.arange(len(rows))
+    source[quiet] = 3
     source[redo] = 2
-    if redo.any():
-        redo_rows = np.flatnonzero(redo)
-        p = {"indptr": nw[0], "indices": nw[1], "left": np.zeros(0, np.float32), "right": np.zeros(0, np.float32),
-             "lscale": n_l, "rscale": n_r, "row_nnz": n_n, "binary": True, "positive": False,
-             "work": _some_rows_work(nw[0], nw[1], t_ptr, redo_rows)}  # only the computed rows' work is read
-        f = _compute(p, n_cols, k + m + 1, similarity, shrink, min_support, True, rows=redo_rows,
-                     transposed=(t_ptr, t_idx, np.zeros(0, np.float32)), parallel=len(redo_rows) > 256)
-    else:
-        f = (np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
-    out = _assemble_reserve(source, pos, int(k), m, *g, r["lengths"], r["indices"], r["scores"], r["bound_scores"],
-                            r["bound_indices"], w_len, w_idx, w_s, w_bs, w_bj, *f)
-    info = {"rows": n_rows, "changed": int(touched.sum()), "merged": int((source == 1).sum()),
+    merged = int((source == 1).sum())
+    rescore = (min(int(k), n_rows), touched, o_l, o_r, o_n, n_l, n_r, n_n, similarity == "jaccard",
+               np.float32(shrink), int(min_support))
+    f = _redo_rows(redo, nw, t_ptr, t_idx, n_l, n_r, n_n, n_cols, k + m + 1, similarity, shrink, min_support)
+    out = _assemble_reserve(source, pos, int(k), m, g, tuple(r[name] for name in RESERVE_ARRAYS),
+                            (w_len, w_idx, w_s, w_bs, w_bj), f, overwrite, rescore)
+    failed = out[8]
+    if failed.any():  # quiet rows that could not keep their place (never seen at size M): recomputed and placed
+        redo |= failed
+        source = np.where(failed, 2, 0).astype(np.int8)
+        f = _redo_rows(failed, nw, t_ptr, t_idx, n_l, n_r, n_n, n_cols, k + m + 1, similarity, shrink, min_support)
+        out = _assemble_reserve(source, pos, int(k), m, out[:3], out[3:8], (w_len, w_idx, w_s, w_bs, w_bj), f, True,
+                                rescore)  # pass 1's output is this call's own: overwritten freely
+    info = {"rows": n_rows, "changed": int(touched.sum()), "merged": merged,
             "recomputed": int(redo.sum()), "path": "reserve", "pairs": int(len(d_y)), "counted": int(counted.sum())}
-    return out[:3], _reserve_dict(m, *out[3:]), info
+    return out[:3], _reserve_dict(m, *out[3:8]), info
 
 
 def update_topk_similarity(old, old_n_rows: int, graph, new, n_cols: int, k: int, similarity: str = "cosine",
                            shrink: float = 0.0, min_support: int = 1, alpha: float = 0.5,
-                           exclude_self: bool = True, reserve=None, extra: int = 0, new_t=None):
+                           exclude_self: bool = True, reserve=None, extra: int = 0, new_t=None,
+                           overwrite: bool = False):
     """``topk_similarity(*new, n_cols, k, ...)``, bit for bit, computed from an earlier result.
 
     ``old`` and ``new`` are CSR triples ``(indptr, indices, data)`` with the same shape
@@ -807,6 +936,9 @@ def update_topk_similarity(old, old_n_rows: int, graph, new, n_cols: int, k: int
     (about the cost of ``topk_similarity_reserve``), so the next update can take it. ``new_t``:
     optionally the new matrix's structure transposed, ``(indptr, indices)`` (n_cols x n_rows),
     when the caller has it (ItemKNN: the user x item matrix); it must match ``new``.
+    ``overwrite=True``: the caller gives up ``graph``'s indices and scores and the reserve's arrays;
+    the reserve path then writes the result into them where its layout allows (most updates: every
+    row keeps its length), which saves allocating and copying the whole graph.
 
     Otherwise (the generic path) a row whose stored values changed (as the kernel sees them: after
     scaling) is recomputed; a row sharing a column with a changed row keeps its unchanged pairs
@@ -839,7 +971,7 @@ def update_topk_similarity(old, old_n_rows: int, graph, new, n_cols: int, k: int
     args = (n_cols, int(k), similarity, float(shrink), int(min_support), bool(exclude_self))
     if reserve is not None and n_rows and exclude_self:
         done = _reserve_update(o, nw, g, reserve, int(old_n_rows), n_cols, int(k), similarity, float(shrink),
-                               int(min_support), float(alpha), new_t)
+                               int(min_support), float(alpha), new_t, bool(overwrite))
         if done is not None:
             graph_out, reserve_out, info = done
             return (*graph_out, {**info, "reserve": reserve_out})

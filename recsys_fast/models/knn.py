@@ -149,8 +149,10 @@ class _NeighbourhoodModel(Recommender):
         Weightings that depend on every row (BM25's mean row length; TF-IDF when rows are added)
         change every row, so their update costs about a refit; so does ``similarity="dot"``,
         recomputed in full (its kept values are rescaled after the kernel). A model loaded from a
-        bundle without a reserve rebuilds it on its first update. ``update_info_`` counts the rows
-        changed, merged and recomputed and names the path."""
+        bundle without a reserve rebuilds it on its first update. The new graph and reserve are
+        written into the old ones' arrays where their layout allows (``overwrite``): a ``graph_``
+        taken before the update is not a snapshot of it. ``update_info_`` counts the rows changed,
+        merged and recomputed and names the path."""
         old_rows, new_rows, row_pos, col_pos = self._update_rows(combined, user_pos, item_pos, new_in)
         n = new_rows.shape[0]
         same_rows = len(row_pos) == n
@@ -172,7 +174,7 @@ class _NeighbourhoodModel(Recommender):
                 old, old_rows.shape[0], graph, (new_rows.indptr, new_rows.indices, self._weighted(new_rows)),
                 new_rows.shape[1], self.k, similarity=self.similarity, shrink=self.shrink,
                 min_support=self.min_support, alpha=self.alpha, exclude_self=True, reserve=reserve,
-                extra=self._RESERVE_EXTRA, new_t=new_t)
+                extra=self._RESERVE_EXTRA, new_t=new_t, overwrite=True)  # the model's own arrays: given up
         self.graph_ = sp.csr_matrix((values, indices, indptr), shape=(n, n))
         self._reserve = info.pop("reserve")
         self._rows = new_rows if self._keeps_rows() else None
