@@ -43,13 +43,13 @@ OPTIONS = st.fixed_dictionaries({
                                                                  HealthCheck.function_scoped_fixture])
 @given(n_rows=st.integers(1, 45), n_cols=st.integers(1, 25), density=st.sampled_from([0.05, 0.2, 0.5]),
        k=st.integers(1, 12), extra=st.integers(1, 6), options=OPTIONS, seed=st.integers(0, 2**32 - 1),
-       steps=st.integers(1, 3), overwrite=st.booleans(), bitmaps=st.booleans())
+       steps=st.integers(1, 3), overwrite=st.booleans(), bitmaps=st.booleans(), validate=st.booleans())
 def test_reserve_updates_equal_a_full_call(always_reserve, monkeypatch, n_rows, n_cols, density, k, extra, options,
-                                           seed, steps, overwrite, bitmaps):
+                                           seed, steps, overwrite, bitmaps, validate):
     """Entries added in a few steps, with rows (and columns) that did not exist at first: every
     step's graph equals topk_similarity of the matrix then, bit for bit, whether the exact co-counts
     read bitmaps or merge rows, and whether the result is written into the old arrays (``overwrite``)
-    or not (then they are left as they were)."""
+    or not (then they are left as they were), with the input checks or without (``validate``)."""
     monkeypatch.setattr(su, "_BITMAP_MIN", 1 if bitmaps else 10**9)
     rng = np.random.default_rng(seed)
     mask = rng.random((n_rows, n_cols)) < density
@@ -75,7 +75,7 @@ def test_reserve_updates_equal_a_full_call(always_reserve, monkeypatch, n_rows, 
             new[:, rng.integers(n_cols)] |= rng.random(n_rows) < 0.5
         before = [a.copy() for a in graph] + [reserve[name].copy() for name in su.RESERVE_ARRAYS]
         *got, info = su.update_topk_similarity(_csr(old), old_n, graph, _csr(new), n_cols, k, reserve=reserve,
-                                               extra=extra, overwrite=overwrite, **options)
+                                               extra=extra, overwrite=overwrite, validate=validate, **options)
         _same(got, topk_similarity(*_csr(new), n_cols, k, **options))
         if not overwrite:
             _same(list(graph) + [reserve[name] for name in su.RESERVE_ARRAYS], before)
@@ -139,6 +139,9 @@ def test_bad_reserve_and_transpose_raise():
     with pytest.raises(DataError, match="new_t must be the new matrix transposed"):
         su.update_topk_similarity(_csr(mask), 8, graph, _csr(mask), 6, 2, reserve=reserve,
                                   new_t=(np.zeros(3, np.int64), np.zeros(0, np.int32)))
+    short = (_csr(mask)[0][:-1],) + _csr(mask)[1:]  # one row short, unchecked otherwise
+    with pytest.raises(DataError, match="old and new must be CSR triples of 8 rows"):
+        su.update_topk_similarity(short, 8, graph, _csr(mask), 6, 2, reserve=reserve, validate=False)
 
 
 @settings(max_examples=60, deadline=None)

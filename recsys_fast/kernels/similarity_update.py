@@ -188,6 +188,21 @@ def _co_count(indptr, indices, a, b, slot, bm, n_words):
 
 
 @kernel
+def _counting_values(d, jaccard):
+    """Whether values ``d`` take the counting path with no explicit zero: all non-zero (Jaccard) or
+    all equal and non-zero. One pass."""
+    if d.shape[0] == 0:
+        return True
+    first = d[0]
+    if first == 0:
+        return False
+    for t in range(d.shape[0]):
+        if d[t] == 0 or (not jaccard and d[t] != first):
+            return False
+    return True
+
+
+@kernel
 def _added_entries(o_ptr, o_idx, n_ptr, n_idx):
     """The columns of each new row that its old row lacks (CSR), and whether every old row is in its
     new row (entries only added)."""
@@ -856,9 +871,8 @@ def _reserve_update(o, nw, g, reserve, old_n_rows, n_cols, k, similarity, shrink
     m = reserve["extra"]
     if n_rows < old_n_rows or similarity not in _RESERVE_SIMILARITIES:
         return None
-    for d in (o[2], nw[2]):  # the counting path, no explicit zeros, on both sides
-        if d.size and (((d == 0).any()) if similarity == "jaccard" else (d.min() != d.max() or d[0] == 0)):
-            return None
+    if not (_counting_values(o[2], similarity == "jaccard") and _counting_values(nw[2], similarity == "jaccard")):
+        return None  # not the counting path (or explicit zeros) on one side
     a_ptr, a_idx, only_added = _added_entries(o[0], o[1], nw[0], nw[1])
     if not only_added:
         return None
@@ -920,7 +934,7 @@ def _reserve_update(o, nw, g, reserve, old_n_rows, n_cols, k, similarity, shrink
 def update_topk_similarity(old, old_n_rows: int, graph, new, n_cols: int, k: int, similarity: str = "cosine",
                            shrink: float = 0.0, min_support: int = 1, alpha: float = 0.5,
                            exclude_self: bool = True, reserve=None, extra: int = 0, new_t=None,
-                           overwrite: bool = False):
+                           overwrite: bool = False, validate: bool = True):
     """``topk_similarity(*new, n_cols, k, ...)``, bit for bit, computed from an earlier result.
 
     ``old`` and ``new`` are CSR triples ``(indptr, indices, data)`` with the same shape
@@ -938,7 +952,9 @@ def update_topk_similarity(old, old_n_rows: int, graph, new, n_cols: int, k: int
     when the caller has it (ItemKNN: the user x item matrix); it must match ``new``.
     ``overwrite=True``: the caller gives up ``graph``'s indices and scores and the reserve's arrays;
     the reserve path then writes the result into them where its layout allows (most updates: every
-    row keeps its length), which saves allocating and copying the whole graph.
+    row keeps its length), which saves allocating and copying the whole graph. ``validate=False``
+    skips the O(nnz) checks of ``old`` and ``new`` (sorted, in range, finite), for callers that built
+    them so (the models: merged from checked data); their dtypes are still coerced.
 
     Otherwise (the generic path) a row whose stored values changed (as the kernel sees them: after
     scaling) is recomputed; a row sharing a column with a changed row keeps its unchanged pairs
@@ -950,8 +966,14 @@ def update_topk_similarity(old, old_n_rows: int, graph, new, n_cols: int, k: int
     """
     n_rows = np.asarray(new[0]).shape[0] - 1
     n_cols = int(n_cols)
-    o = check_csr(*old, n_rows, n_cols, name="update_topk_similarity (old)")
-    nw = check_csr(*new, n_rows, n_cols, name="update_topk_similarity (new)")
+    if validate:
+        o = check_csr(*old, n_rows, n_cols, name="update_topk_similarity (old)")
+        nw = check_csr(*new, n_rows, n_cols, name="update_topk_similarity (new)")
+    else:
+        o, nw = (tuple(np.ascontiguousarray(a, dtype=t) for a, t in zip(x, (np.int64, np.int32, np.float32)))
+                 for x in (old, new))
+        if o[0].shape != (n_rows + 1,) or nw[1].shape != nw[2].shape or o[1].shape != o[2].shape:
+            raise DataError(f"old and new must be CSR triples of {n_rows} rows", source="update_topk_similarity")
     g_ptr, g_idx, g_s = graph  # best first per row, as topk_similarity returns it (not re-sorted)
     g = (np.ascontiguousarray(g_ptr, dtype=np.int64), np.ascontiguousarray(g_idx, dtype=np.int32),
          np.ascontiguousarray(g_s, dtype=np.float32))

@@ -174,7 +174,8 @@ class _NeighbourhoodModel(Recommender):
                 old, old_rows.shape[0], graph, (new_rows.indptr, new_rows.indices, self._weighted(new_rows)),
                 new_rows.shape[1], self.k, similarity=self.similarity, shrink=self.shrink,
                 min_support=self.min_support, alpha=self.alpha, exclude_self=True, reserve=reserve,
-                extra=self._RESERVE_EXTRA, new_t=new_t, overwrite=True)  # the model's own arrays: given up
+                extra=self._RESERVE_EXTRA, new_t=new_t, overwrite=True,  # the model's own arrays: given up
+                validate=False)  # merged from checked data (csr_merge), sorted
         self.graph_ = sp.csr_matrix((values, indices, indptr), shape=(n, n))
         self._reserve = info.pop("reserve")
         self._rows = new_rows if self._keeps_rows() else None
