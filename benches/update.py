@@ -17,7 +17,9 @@ scatter-add against ItemKNN's, in one process.
    features, zipf 0.5 feature popularity, 10 features per item, float weights as TF-IDF gives),
    ItemKNN over size M's items x users (binary: the counting path) and over the same with 1..5
    ratings (float path, the like-for-like peer of the content build). Scatter-adds = sum over
-   columns of nnz(column)^2.
+   columns of nnz(column)^2. Also the content build over its first 20k items (to separate the cost
+   per row from the cost per scatter-add, by two-point fit) and each matrix's shape: distinct
+   neighbours per scatter-add (sampled rows) and the share of scatter-adds in densely accumulated rows.
 
     python benches/update.py [--repeats 3] [--json benches/results/update.json]
 """
@@ -165,6 +167,23 @@ def build_rate(indptr, indices, data, n_cols, repeats):
     return {"seconds": t, "scatter_adds": adds, "ns_per_scatter_add": 1e9 * t / adds}
 
 
+def build_shape(indptr, indices, n_cols, sample: int = 2000) -> dict:
+    """What the graph kernel does per scatter-add on these rows: the share of scatter-adds in rows
+    that accumulate densely (work >= n_rows / 8: a vectorised pass selects there) and, on the first
+    ``sample`` rows, the distinct neighbours per scatter-add (each is scored and goes through the
+    selection: the per-candidate work)."""
+    import scipy.sparse as sp
+
+    n_rows = len(indptr) - 1
+    x = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(n_rows, n_cols))
+    col = np.bincount(indices, minlength=n_cols).astype(np.int64)
+    work = np.add.reduceat(np.r_[col[indices], 0], indptr[:-1]) * (np.diff(indptr) > 0)
+    co = (x[:sample] @ x.T).tocsr()
+    return {"rows": n_rows, "scatter_adds_per_row": float(work.mean()),
+            "dense_share": float(work[work >= n_rows // 8].sum() / work.sum()),
+            "neighbours_per_scatter_add": float(co.nnz / co.data.sum())}
+
+
 def plot(rows, refit_s, cross, path: Path):
     import matplotlib
 
@@ -244,10 +263,28 @@ def main(argv=None):
                           item_alpha=0.5).matrix
         values = np.random.default_rng(3).uniform(0.05, 1.0, feats.nnz).astype(np.float32)
         out["build_content_knn"] = build_rate(feats.indptr, feats.indices, values, feats.shape[1], args.repeats)
-        for name in ("build_content_knn", "build_item_knn_ratings", "build_item_knn_binary"):
+        # the same features over a fifth of the items (20k, ItemKNN's row count): a fifth of the rows and
+        # about a twenty-fifth of the scatter-adds, so the per-row and the per-scatter-add costs separate
+        sub = feats[:int(20_000 * s)]
+        out["build_content_knn_20k_rows"] = build_rate(sub.indptr, sub.indices, values[:sub.nnz], feats.shape[1],
+                                                       args.repeats)
+        out["shape"] = {"content_knn": build_shape(feats.indptr, feats.indices, feats.shape[1]),
+                        "item_knn": build_shape(x.indptr, x.indices, x.shape[1])}
+        a, b = out["build_content_knn"], out["build_content_knn_20k_rows"]
+        n_a, n_b = len(feats.indptr) - 1, len(sub.indptr) - 1
+        per_add = (a["seconds"] - b["seconds"] * n_a / n_b) / (a["scatter_adds"] - b["scatter_adds"] * n_a / n_b)
+        out["content_knn_cost_model"] = {"ns_per_scatter_add": 1e9 * per_add,
+                                         "us_per_row": 1e6 * (a["seconds"] - per_add * a["scatter_adds"]) / n_a}
+        for name in ("build_content_knn", "build_content_knn_20k_rows", "build_item_knn_ratings",
+                     "build_item_knn_binary"):
             b = out[name]
             print(f"{name:24s} {b['seconds']:.3f} s, {b['scatter_adds']:.3e} scatter-adds, "
                   f"{b['ns_per_scatter_add']:.2f} ns each", flush=True)
+        cm = out["content_knn_cost_model"]
+        print(f"content build = {cm['us_per_row']:.2f} us per row + {cm['ns_per_scatter_add']:.2f} ns per scatter-add; "
+              + "; ".join(f"{n}: {v['neighbours_per_scatter_add']:.2f} neighbours per scatter-add, "
+                          f"{100 * v['dense_share']:.0f}% of scatter-adds in dense rows" for n, v in out["shape"].items()),
+              flush=True)
         out["content_vs_item_knn_ratings_ns_ratio"] = (out["build_content_knn"]["ns_per_scatter_add"]
                                                        / out["build_item_knn_ratings"]["ns_per_scatter_add"])
     out["load_average_end"] = os.getloadavg()

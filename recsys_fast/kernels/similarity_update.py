@@ -913,7 +913,6 @@ def _reserve_update(o, nw, g, reserve, old_n_rows, n_cols, k, similarity, shrink
     pos[rows] = np.arange(len(rows))
     source[quiet] = 3
     source[redo] = 2
-    merged = int((source == 1).sum())
     rescore = (min(int(k), n_rows), touched, o_l, o_r, o_n, n_l, n_r, n_n, similarity == "jaccard",
                np.float32(shrink), int(min_support))
     f = _redo_rows(redo, nw, t_ptr, t_idx, n_l, n_r, n_n, n_cols, k + m + 1, similarity, shrink, min_support)
@@ -926,7 +925,7 @@ def _reserve_update(o, nw, g, reserve, old_n_rows, n_cols, k, similarity, shrink
         f = _redo_rows(failed, nw, t_ptr, t_idx, n_l, n_r, n_n, n_cols, k + m + 1, similarity, shrink, min_support)
         out = _assemble_reserve(source, pos, int(k), m, out[:3], out[3:8], (w_len, w_idx, w_s, w_bs, w_bj), f, True,
                                 rescore)  # pass 1's output is this call's own: overwritten freely
-    info = {"rows": n_rows, "changed": int(touched.sum()), "merged": merged,
+    info = {"rows": n_rows, "changed": int(touched.sum()), "merged": int((need & ~redo).sum()),
             "recomputed": int(redo.sum()), "path": "reserve", "pairs": int(len(d_y)), "counted": int(counted.sum())}
     return out[:3], _reserve_dict(m, *out[3:8]), info
 
