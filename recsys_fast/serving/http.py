@@ -21,11 +21,15 @@ How a request runs:
   that it is answered at once with a fixed 503 and ``Retry-After``, ahead of FastAPI's own
   middleware and routing, which costs the event loop little, so a flood of requests is shed
   instead of queueing without bound (``benches/overload.py``: twice the measured capacity is
-  answered 200 or 503, none lost). An admitted request runs on a worker thread, never on the
-  event loop; one that takes longer than ``timeout_s`` is answered 504, and one whose client
-  closes the connection first is counted 499 (``CLIENT_GONE``, nginx's code; no one reads it). A
-  call still waiting for a worker then never runs; one already running finishes and frees the
-  slot after;
+  answered 200 or 503, none lost). ``/recommend`` and ``/similar-items`` with a JSON body are
+  answered by that front door itself (``_ServiceMiddleware._direct``: the body parsed once by the
+  endpoint's pydantic model, the answer serialised directly); a body that does not validate goes
+  on to the FastAPI endpoint, which answers the 422. An admitted request runs on a worker
+  thread, except a small one on a runtime measured fast, which runs on the event loop
+  (``InlinePolicy``: the hop to a thread cost more than such a call); one on a worker that
+  takes longer than ``timeout_s`` is answered 504, and one whose client closes the connection
+  first is counted 499 (``CLIENT_GONE``, nginx's code; no one reads it). A call still waiting
+  for a worker then never runs; one already running finishes and frees the slot after;
 - it takes the runtime current when it starts on its worker and finishes on it: a reload (``POST
   /admin/reload`` or SIGHUP under ``serve``) builds and prepares the new runtime aside and swaps
   one reference, and a bundle that fails to load leaves the old one serving (DESIGN: "a reload
@@ -115,6 +119,7 @@ class ServiceLimits:
 
 INLINE_WARM_CALLS = 16  # calls measured (on workers) before calls may run on the event loop; the mean's span
 INLINE_SPIKE = 10  # one call over this many times inline_max_s sends calls to workers again
+INLINE_SAMPLE = 8  # inline calls measured: one in this many (every call on a worker is)
 
 
 class InlinePolicy:
@@ -132,8 +137,8 @@ class InlinePolicy:
       (whose fold-in cost grows with its length);
     - only while such calls are measured short: the calling thread's CPU time
       (``time.thread_time``: preemption by other processes and waits for the GIL do not count)
-      of each one, on workers or inline, feeds a running mean over about ``INLINE_WARM_CALLS``
-      calls; calls go inline once ``INLINE_WARM_CALLS`` were measured and while the mean is at
+      of each one on a worker and of one in ``INLINE_SAMPLE`` inline feeds a running mean over
+      about ``INLINE_WARM_CALLS`` measured calls; calls go inline once ``INLINE_WARM_CALLS`` were measured and while the mean is at
       most ``inline_max_s``. One call over ``INLINE_SPIKE`` x ``inline_max_s`` sends the next
       ones to workers until ``INLINE_WARM_CALLS`` more were measured.
 
@@ -152,6 +157,7 @@ class InlinePolicy:
         self.capable = False
         self.count = 0
         self.mean = 0.0
+        self.tick = 0
 
     def reset(self, generation: int, runtime) -> None:
         """A new runtime: inline only for recsys_fast's runtimes, and only after calls were measured."""
@@ -169,6 +175,12 @@ class InlinePolicy:
         """Whether a candidate request on ``generation``'s runtime runs on the loop now."""
         return (self.capable and generation == self.generation and self.count >= self.warm_calls
                 and self.mean <= self.max_s)
+
+    def sample(self) -> bool:
+        """Whether this inline call is measured: one in ``INLINE_SAMPLE`` (reading the thread's CPU
+        clock is a system call, and under load the one where the process gets descheduled)."""
+        self.tick = (self.tick + 1) % INLINE_SAMPLE
+        return self.tick == 0
 
     def record(self, generation: int, seconds: float) -> None:
         """A candidate call on ``generation``'s runtime took ``seconds`` of CPU."""
@@ -300,6 +312,8 @@ class Service:
         # backlog would wait uncounted in the loop (benches/overload.py: nothing shed at 8x)
         await asyncio.sleep(0)
         self.loop_calls.inc()
+        if not policy.sample():
+            return fn(runtime, generation)
         t0 = time.thread_time()
         try:
             return fn(runtime, generation)
