@@ -10,21 +10,25 @@ Jobs, each timed as the median of ``--repeats`` runs after one warm-up (data bui
   ``CosineRecommender.fit`` and sparse_dot_topn's ``sp_matmul_topn``; unit of work: one
   scatter-add (sum over users of their interactions squared);
 - ``knn_scoring``: top-10 for every user, seen excluded, ``ItemKNN.recommend_indices`` vs
-  implicit's batch ``recommend``; unit: one user;
+  implicit's batch ``recommend``; unit: one scoring scatter-add (a neighbour of an item in a
+  user's history added to that user's scores: the sum over users of their items' neighbour
+  counts), because a user's work grows with its history (10 items at S and M, 33 at L);
+  users per second are recorded too;
 - ``factor_scoring``: top-10 from 64-d random factors for ``--factor-users`` users (all items,
   seen excluded), ``factor_topk`` vs blocked torch matmul + mask + topk and faiss's exact inner
   product search (``IndexFlatIP``, no exclusion: it searches k + the user's seen count and
   filters after); unit: one FLOP of the score matrix (2 x users x items x 64);
 - ``batch_parquet``: ``batch.score(ItemKNN, out=.parquet)`` for every user vs the same model's
   in-memory ``recommend_indices`` (the ratio is the cost of streaming to disk), with this
-  process's peak RSS growth during the job (``VmHWM`` after a reset); unit: one user.
+  process's peak RSS growth during the job (``VmHWM`` after a reset); unit: one scoring
+  scatter-add, as for ``knn_scoring`` (users per second recorded too).
 
 Writes ``--json`` (default benches/results/scaling.json) and two PNG plots beside it
 (throughput against size; time per unit of work against size), peers on the same axes.
 ``recsys-fast bench`` prints the summary table from the JSON. The default run (S, M) takes a
 few minutes on 2 cores; add ``--sizes S,M,L`` for L.
 
-    python benches/scaling.py [--sizes S,M,L] [--threads 2] [--repeats 3]
+    python benches/scaling.py [--sizes S,M,L,XL] [--threads 2] [--repeats 3] [--xl-repeats 1]
 """
 
 from __future__ import annotations
@@ -52,11 +56,13 @@ SIZES = {
     "L": (300_000, 50_000, 10_000_000),
     "XL": (1_000_000, 100_000, 50_000_000),
 }
-UNITS = {"similarity": "scatter-add", "knn_scoring": "user", "factor_scoring": "FLOP", "batch_parquet": "user"}
+UNITS = {"similarity": "scatter-add", "knn_scoring": "scoring scatter-add", "factor_scoring": "FLOP",
+         "batch_parquet": "scoring scatter-add"}
 
 
-def timed(fn, repeats):
-    fn()  # warm-up: compile or load kernels, start pools
+def timed(fn, repeats, warm_up=True):
+    if warm_up:
+        fn()  # compile or load kernels, start pools
     runs = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -126,7 +132,15 @@ def job_knn(model, data, threads, repeats, peers):
         peer = CosineRecommender(K=model.k + 1, num_threads=threads)
         peer.fit(data.matrix, show_progress=False)
         fns["implicit"] = lambda: peer.recommend(users, data.matrix, N=10, filter_already_liked_items=True)
-    return fns, float(data.n_users)
+    return fns, scoring_work(model, data)
+
+
+def scoring_work(model, data) -> float:
+    """Scatter-adds of scoring every user from an item-item graph: each item in a user's history
+    adds its neighbours to the user's scores, so the total is the item counts times the
+    neighbour counts."""
+    item_counts = np.bincount(data.matrix.indices, minlength=data.n_items).astype(np.float64)
+    return float(item_counts @ np.diff(model.graph_.indptr).astype(np.float64))
 
 
 def job_factor(data, n_users, threads, peers, dim=64):
@@ -192,10 +206,10 @@ def job_batch(model, data, threads, repeats, tmp):
         with pools.limit(threads):
             model.recommend_indices(users, 10, exclude="seen")
 
-    return {"ours": to_parquet, "in_memory": in_memory}, float(data.n_users)
+    return {"ours": to_parquet, "in_memory": in_memory}, scoring_work(model, data)
 
 
-def run_size(name, threads, repeats, peers, factor_users, k=100):
+def run_size(name, threads, repeats, peers, factor_users, k=100, warm_up=True):
     from recsys_fast.datasets import synthetic
     from recsys_fast.models.knn import ItemKNN
 
@@ -218,15 +232,17 @@ def run_size(name, threads, repeats, peers, factor_users, k=100):
                 peak = None
                 if job == "batch_parquet" and method == "ours" and _reset_peak():
                     base = _status("VmRSS")
-                    med, runs = timed(fn, repeats)
+                    med, runs = timed(fn, repeats, warm_up)
                     peak = _status("VmHWM") - base
                 else:
-                    med, runs = timed(fn, repeats)
+                    med, runs = timed(fn, repeats, warm_up)
                 res["seconds"][method], res["runs"][method] = med, runs
                 if peak is not None:
                     res["peak_rss_growth_bytes"] = peak
             res["throughput"] = {m: units / s for m, s in res["seconds"].items()}
             res["seconds_per_unit"] = {m: s / units for m, s in res["seconds"].items()}
+            if job in ("knn_scoring", "batch_parquet"):
+                res["users_per_second"] = {m: n_users / s for m, s in res["seconds"].items()}
             res["ours_vs"] = {m: s / res["seconds"]["ours"] for m, s in res["seconds"].items() if m != "ours"}
             out["jobs"][job] = res
             print(f"{name} {job}: " + ", ".join(f"{m} {res['seconds'][m]:.3f} s" for m in res["seconds"])
@@ -272,6 +288,9 @@ def main(argv=None):
     parser.add_argument("--sizes", default="S,M", help="comma-separated of S, M, L, XL (default: S,M)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--xl-repeats", type=int, default=1,
+                        help="runs of each XL job, without a warm-up run (the smaller sizes warmed every "
+                             "kernel and peer up; XL's peer builds take minutes each; default 1)")
     parser.add_argument("--peers", default="implicit,sparse_dot_topn,torch,faiss")
     parser.add_argument("--factor-users", type=int, default=20_000,
                         help="users scored in the factor job (all items; default 20000)")
@@ -295,7 +314,9 @@ def main(argv=None):
                 print(f"XL skipped: {note}")
                 results["sizes"].append({"size": "XL", "skipped": note})
                 continue
-        results["sizes"].append(run_size(name, args.threads, args.repeats, peers, args.factor_users))
+        xl = name == "XL"
+        results["sizes"].append(run_size(name, args.threads, args.xl_repeats if xl else args.repeats, peers,
+                                         args.factor_users, warm_up=not xl))
     results["load_after"] = os.getloadavg()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     with open(args.json, "w") as fh:
