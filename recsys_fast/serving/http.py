@@ -21,11 +21,15 @@ How a request runs:
   that it is answered at once with a fixed 503 and ``Retry-After``, ahead of FastAPI's own
   middleware and routing, which costs the event loop little, so a flood of requests is shed
   instead of queueing without bound (``benches/overload.py``: twice the measured capacity is
-  answered 200 or 503, none lost). An admitted request runs on a worker thread, never on the
-  event loop; one that takes longer than ``timeout_s`` is answered 504, and one whose client
-  closes the connection first is counted 499 (``CLIENT_GONE``, nginx's code; no one reads it). A
-  call still waiting for a worker then never runs; one already running finishes and frees the
-  slot after;
+  answered 200 or 503, none lost). ``/recommend`` and ``/similar-items`` with a JSON body are
+  answered by that front door itself (``_ServiceMiddleware._direct``: the body parsed once by the
+  endpoint's pydantic model, the answer serialised directly); a body that does not validate goes
+  on to the FastAPI endpoint, which answers the 422. An admitted request runs on a worker
+  thread, except a small one on a runtime measured fast, which runs on the event loop
+  (``InlinePolicy``: the hop to a thread cost more than such a call); one on a worker that
+  takes longer than ``timeout_s`` is answered 504, and one whose client closes the connection
+  first is counted 499 (``CLIENT_GONE``, nginx's code; no one reads it). A call still waiting
+  for a worker then never runs; one already running finishes and frees the slot after;
 - it takes the runtime current when it starts on its worker and finishes on it: a reload (``POST
   /admin/reload`` or SIGHUP under ``serve``) builds and prepares the new runtime aside and swaps
   one reference, and a bundle that fails to load leaves the old one serving (DESIGN: "a reload
@@ -79,7 +83,11 @@ class ServiceLimits:
     above); ``max_concurrency``: requests running at once (503 with ``Retry-After`` beyond);
     ``workers``: threads that call the runtime (None: ``min(32, cpu count + 4)``);
     ``timeout_s``: seconds before a request is answered 504, and before its body must be
-    complete (408).
+    complete (408). ``inline_max_s`` and ``inline_max_users``: a request of at most
+    ``inline_max_users`` users (items, for /similar-items) and no ``history`` runs on the event
+    loop itself, without the hop to a worker thread, while the loaded runtime's such calls take
+    at most ``inline_max_s`` seconds of CPU on average (see ``InlinePolicy``); ``inline_max_s=0``
+    or ``inline_max_users=0`` sends every call to a worker.
     """
 
     max_users: int = 1000
@@ -90,16 +98,99 @@ class ServiceLimits:
     max_concurrency: int = 64
     workers: Optional[int] = None
     timeout_s: float = 10.0
+    inline_max_s: float = 0.001
+    inline_max_users: int = 8
 
     def __post_init__(self):
         for name in ("max_users", "max_k", "max_items", "max_history", "max_body_bytes", "max_concurrency"):
             validation.integer(name, getattr(self, name), minimum=1)
         validation.integer("workers", self.workers, minimum=1, allow_none=True)
         validation.number("timeout_s", self.timeout_s, minimum=0, min_inclusive=False)
+        validation.number("inline_max_s", self.inline_max_s, minimum=0)
+        validation.integer("inline_max_users", self.inline_max_users, minimum=0)
+        if self.inline_max_s >= self.timeout_s:
+            raise ParameterError("inline_max_s", self.inline_max_s, f"below timeout_s ({self.timeout_s:g})",
+                                 hint="a call run on the event loop cannot be timed out")
 
     @property
     def n_workers(self) -> int:
         return self.workers or min(32, (os.cpu_count() or 1) + 4)
+
+
+INLINE_WARM_CALLS = 16  # calls measured (on workers) before calls may run on the event loop; the mean's span
+INLINE_SPIKE = 10  # one call over this many times inline_max_s sends calls to workers again
+INLINE_SAMPLE = 8  # inline calls measured: one in this many (every call on a worker is)
+
+
+class InlinePolicy:
+    """Which calls run on the event loop itself instead of a worker thread.
+
+    The hop to a worker (``submit``, waking the thread, the GIL handed back and forth, the
+    future's callback waking the loop, the timeout and disconnect watch) costs the service more
+    than a kNN or SASRec call itself (~50-150 us on a quiet machine), so a call known to be short
+    is cheaper inline. An inline call blocks the loop while it runs and cannot be timed out (504)
+    or noticed as abandoned (499), so it is bounded:
+
+    - only recsys_fast's own runtimes (``OnnxRuntime``, ``ModelRuntime``: pure computation, no
+      I/O, no lock that a request could hold), never a wrapper or another object;
+    - only small requests: ``inline_max_users`` users (or items) or fewer and no ``history``
+      (whose fold-in cost grows with its length);
+    - only while such calls are measured short: the calling thread's CPU time
+      (``time.thread_time``: preemption by other processes and waits for the GIL do not count)
+      of each one on a worker and of one in ``INLINE_SAMPLE`` inline feeds a running mean over
+      about ``INLINE_WARM_CALLS`` measured calls; calls go inline once ``INLINE_WARM_CALLS`` were measured and while the mean is at
+      most ``inline_max_s``. One call over ``INLINE_SPIKE`` x ``inline_max_s`` sends the next
+      ones to workers until ``INLINE_WARM_CALLS`` more were measured.
+
+    An inline call first yields to the loop once, so that requests arriving meanwhile are admitted
+    or shed (503) by the front door: ``max_concurrency`` still bounds the backlog.
+
+    A new runtime (reload) starts on workers. The state is updated without a lock from the loop
+    and the workers; a lost update only shifts the mean by one call.
+    """
+
+    def __init__(self, max_s: float, max_users: int, warm_calls: int = INLINE_WARM_CALLS):
+        self.max_s = max_s
+        self.max_users = max_users if max_s > 0 else 0
+        self.warm_calls = warm_calls
+        self.generation = None
+        self.capable = False
+        self.count = 0
+        self.mean = 0.0
+        self.tick = 0
+
+    def reset(self, generation: int, runtime) -> None:
+        """A new runtime: inline only for recsys_fast's runtimes, and only after calls were measured."""
+        from .runtime import ModelRuntime, OnnxRuntime
+
+        self.capable = type(runtime) in (ModelRuntime, OnnxRuntime)
+        self.count, self.mean = 0, 0.0
+        self.generation = generation
+
+    def candidate(self, n: int, history) -> bool:
+        """Whether a request of ``n`` users (or items) is small enough to be measured and run inline."""
+        return 0 < n <= self.max_users and history is None
+
+    def inline(self, generation: int) -> bool:
+        """Whether a candidate request on ``generation``'s runtime runs on the loop now."""
+        return (self.capable and generation == self.generation and self.count >= self.warm_calls
+                and self.mean <= self.max_s)
+
+    def sample(self) -> bool:
+        """Whether this inline call is measured: one in ``INLINE_SAMPLE`` (reading the thread's CPU
+        clock is a system call, and under load the one where the process gets descheduled)."""
+        self.tick = (self.tick + 1) % INLINE_SAMPLE
+        return self.tick == 0
+
+    def record(self, generation: int, seconds: float) -> None:
+        """A candidate call on ``generation``'s runtime took ``seconds`` of CPU."""
+        if generation != self.generation:
+            return
+        if seconds > INLINE_SPIKE * self.max_s:
+            self.count, self.mean = 0, 0.0
+            return
+        self.mean = seconds if self.count == 0 else self.mean + (seconds - self.mean) / self.warm_calls
+        self.count += 1
 
 
 class ServiceError(Exception):
@@ -143,6 +234,11 @@ class Service:
         self.generation_gauge = Gauge("recsys_fast_model_generation", "how many bundles were loaded (1 = the first)",
                                       registry=registry)
         self.generation_gauge.set(1)
+        calls = Counter("recsys_fast_runtime_calls", "runtime calls by where they ran: on the event loop (loop, "
+                        "see InlinePolicy) or a worker thread (worker)", ("where",), registry=registry)
+        self.loop_calls, self.worker_calls = calls.labels("loop"), calls.labels("worker")
+        self.inline = InlinePolicy(limits.inline_max_s, limits.inline_max_users)
+        self.inline.reset(1, runtime)
 
     @property
     def runtime(self):
@@ -200,7 +296,31 @@ class Service:
                 self._executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = None
 
-    async def run(self, fn):
+    async def call(self, fn, n: int, history=None):
+        """``fn(runtime, generation)`` with the runtime current now: on the event loop when the
+        request (``n`` users or items, ``history``) is small and the runtime has been fast
+        (``InlinePolicy``), else on a worker thread (``run``)."""
+        policy = self.inline
+        if not policy.candidate(n, history):
+            return await self.run(fn)
+        runtime, generation = self.current
+        if not policy.inline(generation):
+            return await self.run(fn, generation_record=True)
+        # one turn of the loop first: the requests that arrived meanwhile reach the front door and
+        # take a slot (or are shed with a 503) before this one runs, so the admission limit still
+        # sees the queue; without it every inline request would run to completion at once and the
+        # backlog would wait uncounted in the loop (benches/overload.py: nothing shed at 8x)
+        await asyncio.sleep(0)
+        self.loop_calls.inc()
+        if not policy.sample():
+            return fn(runtime, generation)
+        t0 = time.thread_time()
+        try:
+            return fn(runtime, generation)
+        finally:
+            policy.record(generation, time.thread_time() - t0)
+
+    async def run(self, fn, generation_record: bool = False):
         """``fn(runtime, generation)`` on a worker thread with the runtime current now, under the
         request's slot (taken by the middleware; taken here when there is none: 503 if every slot is
         taken). 504 after ``timeout_s``; a client that goes away meanwhile is answered 499 (which
@@ -217,6 +337,9 @@ class Service:
         ticket.hold()
         if own:
             ticket.done()  # the worker's hold is what keeps the slot now
+        if generation_record:
+            fn = functools.partial(_timed, fn, self.inline.record)
+        self.worker_calls.inc()
         try:
             future = self.executor().submit(fn, runtime, generation)
         except BaseException:
@@ -270,7 +393,9 @@ class Service:
                 logger.error("reload of %s failed, still serving %s: %s", target, self.runtime_path(), message)
                 raise ServiceError(422, "reload_failed", f"could not load {target!r}, still serving "
                                    f"{self.runtime_path()!r}: {message}", field="path") from None
-            self.current = (new, self.generation + 1)  # the swap: requests admitted from now on use it
+            generation = self.generation + 1
+            self.inline.reset(generation, new)  # before the swap: the new runtime starts on workers
+            self.current = (new, generation)  # the swap: requests admitted from now on use it
             self.loaded_at = time.time()
             self.ready = True
             self.prepare_error = None
@@ -296,6 +421,15 @@ class Service:
                 pass  # logged and counted by reload()
 
         asyncio.ensure_future(reload())
+
+
+def _timed(fn, record, runtime, generation: int):
+    """``fn(runtime, generation)`` on a worker, its CPU time given to ``record(generation, seconds)``."""
+    t0 = time.thread_time()
+    try:
+        return fn(runtime, generation)
+    finally:
+        record(generation, time.thread_time() - t0)
 
 
 class _Ticket:
@@ -379,6 +513,8 @@ def create_app(runtime, *, limits: Optional[ServiceLimits] = None, n_threads: Op
                               "exported neural model). Errors are JSON objects naming the field at fault.")
     app.state.service = service
     app.front_door = _ServiceMiddleware(functools.partial(FastAPI.__call__, app), service)
+    app.front_door.direct = {"/recommend": (RecommendRequest, _recommend, _recommend_size),
+                             "/similar-items": (SimilarRequest, _similar, _similar_size)}
     errors = {status: {"model": models["error"], "description": text} for status, text in (
         (404, "unknown id, or the model has no such scores"), (413, "request body too large"),
         (408, "the request body did not arrive within the timeout"),
@@ -401,28 +537,22 @@ def create_app(runtime, *, limits: Optional[ServiceLimits] = None, n_threads: Op
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        if exc.status_code == 413:
-            return _too_large(limits.max_body_bytes)
-        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
-                408: "body_timeout"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail), "body" if exc.status_code == 408 else None,
-                      headers=getattr(exc, "headers", None))
+        return _http_exception(exc, limits.max_body_bytes)
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception):
-        logger.exception("unexpected error answering %s", request.url.path)
-        return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+        return _internal(request.url.path, exc)
 
     # ------------------------------------------------------------------ endpoints
     @app.post("/recommend", response_model=models["recommend_response"], responses=errors,
               summary="top-k items for each user")
     async def recommend(body: RecommendRequest):
-        return JSONResponse(await service.run(lambda rt, gen: _recommend(rt, gen, body)))
+        return JSONResponse(await service.call(lambda rt, gen: _recommend(rt, gen, body), *_recommend_size(body)))
 
     @app.post("/similar-items", response_model=models["similar_response"], responses=errors,
               summary="the k most similar items of each item (kNN bundles)")
     async def similar_items(body: SimilarRequest):
-        return JSONResponse(await service.run(lambda rt, gen: _similar(rt, gen, body)))
+        return JSONResponse(await service.call(lambda rt, gen: _similar(rt, gen, body), *_similar_size(body)))
 
     @app.get("/health", responses={503: {"description": "not ready: the runtime is still being prepared"}},
              summary="200 once the runtime is prepared (warm), 503 before")
@@ -546,6 +676,14 @@ def _recommend(runtime, generation: int, body) -> dict:
             "generation": generation}
 
 
+def _recommend_size(body) -> tuple[int, Optional[dict]]:
+    return len(body.users), body.history
+
+
+def _similar_size(body) -> tuple[int, None]:
+    return len(body.items), None
+
+
 def _similar(runtime, generation: int, body) -> dict:
     n_items = runtime.n_items
     if body.k > n_items:
@@ -645,6 +783,8 @@ class _ServiceMiddleware:
             (b"retry-after", str(RETRY_AFTER_S).encode())]}
         self.overloaded_body = {"type": "http.response.body", "body": body, "more_body": False}
         self.shed_metrics: dict = {}  # path -> its (503 count, latency) children, bound at the first 503
+        self.bound: dict = {}  # (endpoint, status) -> its (count, latency) children, bound at the first answer
+        self.direct: dict = {}  # path -> (request model, handler, size) of the endpoints answered by _direct
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -680,13 +820,18 @@ class _ServiceMiddleware:
 
         token = None
         try:
-            if _content_length(scope) > self.max_body:
+            length, json_body = _body_headers(scope)
+            if length > self.max_body:
                 await _too_large(self.max_body)(scope, receive, send_status)
                 return
             if ticket is not None:
                 ticket.body = body
                 token = _TICKET.set(ticket)
-            await self.app(scope, body, send_status)
+            direct = self.direct.get(path) if ticket is not None and json_body else None
+            if direct is None:
+                await self.app(scope, body, send_status)
+            else:
+                await self._direct(direct, scope, body, send_status)
         finally:
             if token is not None:
                 _TICKET.reset(token)
@@ -694,8 +839,62 @@ class _ServiceMiddleware:
                 ticket.done()
             if body.gone and status[0] == 500:  # nothing was answered: the client had left
                 status[0] = CLIENT_GONE
-            self.service.requests.labels(endpoint, str(status[0])).inc()
-            self.service.latency.labels(endpoint).observe(time.perf_counter() - t0)
+            self._observe(endpoint, status[0], time.perf_counter() - t0)
+
+    def _observe(self, endpoint: str, status: int, seconds: float) -> None:
+        """Count and time one answer (the metric children bound once per endpoint and status)."""
+        key = (endpoint, status)
+        bound = self.bound.get(key)
+        if bound is None:
+            bound = self.bound[key] = (self.service.requests.labels(endpoint, str(status)),
+                                       self.service.latency.labels(endpoint))
+        bound[0].inc()
+        bound[1].observe(seconds)
+
+    async def _direct(self, route, scope, body: "_Body", send) -> None:
+        """``POST /recommend`` or ``/similar-items`` with a JSON body, answered here instead of by
+        FastAPI's routing and dependency solving: the body is read (bounded as ever), validated
+        once by the endpoint's pydantic model straight from the bytes, the runtime called
+        (``Service.call``) and the answer serialised as ``JSONResponse`` would. A body that does
+        not validate is handed, as received, to the FastAPI endpoint, which answers the same 422
+        naming the field as it does for every request that comes that way."""
+        model, handler, size = route
+        from pydantic import ValidationError
+        from starlette.exceptions import HTTPException
+
+        chunks = []
+        try:
+            while True:
+                message = await body()
+                if message["type"] != "http.request":
+                    return  # the client left: nothing to answer (counted CLIENT_GONE)
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+        except HTTPException as exc:  # 413 or 408 while reading
+            await _http_exception(exc, self.max_body)(scope, body, send)
+            return
+        raw = b"".join(chunks)
+        try:
+            request = model.model_validate_json(raw)
+        except ValidationError:
+            await self.app(scope, _Replay(raw, body), send)
+            return
+        n, history = size(request)
+        try:
+            result = await self.service.call(lambda rt, gen: handler(rt, gen, request), n, history)
+        except ServiceError as exc:
+            response = _error(exc.status, exc.code, exc.message, exc.field, headers=exc.headers)
+        except Exception as exc:  # noqa: BLE001 - answered 500 as the app's handler does
+            response = _internal(scope.get("path", ""), exc)
+        else:
+            payload = json.dumps(result, ensure_ascii=False, allow_nan=False, indent=None,
+                                 separators=(",", ":")).encode("utf-8")
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-length", str(len(payload)).encode("latin-1")), (b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": payload})
+            return
+        await response(scope, body, send)
 
 
 class _Body:
@@ -757,14 +956,49 @@ class _Body:
         await asyncio.get_running_loop().create_future()
 
 
-def _content_length(scope) -> int:
+def _body_headers(scope) -> tuple[int, bool]:
+    """The request's Content-Length (-1 when absent or not a number) and whether its
+    Content-Type is ``application/json`` (parameters aside)."""
+    length, json_body = -1, False
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             try:
-                return int(value)
+                length = int(value)
             except ValueError:
-                return -1
-    return -1
+                length = -1
+        elif name == b"content-type":
+            json_body = value.split(b";", 1)[0].strip().lower() == b"application/json"
+    return length, json_body
+
+
+class _Replay:
+    """A ``receive`` that gives a body already read once more, then the request's own channel."""
+
+    __slots__ = ("raw", "receive")
+
+    def __init__(self, raw: bytes, receive):
+        self.raw, self.receive = raw, receive
+
+    async def __call__(self):
+        if self.raw is not None:
+            raw, self.raw = self.raw, None
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await self.receive()
+
+
+def _http_exception(exc, max_body: int):
+    """The JSON answer to a starlette ``HTTPException`` (413, 408, 404, 405, ...)."""
+    if exc.status_code == 413:
+        return _too_large(max_body)
+    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+            408: "body_timeout"}.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, str(exc.detail), "body" if exc.status_code == 408 else None,
+                  headers=getattr(exc, "headers", None))
+
+
+def _internal(path: str, exc: Exception):
+    logger.exception("unexpected error answering %s", path)
+    return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
 
 
 def _too_large(max_body: int):

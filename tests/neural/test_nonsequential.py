@@ -165,3 +165,64 @@ def test_lightgcn_propagation_matches_autograd_over_torch_sparse(n_layers):
                                rtol=1e-5, atol=1e-6)
     loss(reference, net.embedding.weight[rows]).backward()
     np.testing.assert_allclose(fused.numpy(), net.embedding.weight.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_blas_linear_matches_torch_linear_values_and_gradients():
+    """``nets.blas_linear`` (NumPy's BLAS) gives ``nn.functional.linear``'s values and gradients,
+    3-d inputs and a missing bias included."""
+    import torch
+
+    from recsys_fast.models.neural.nets import blas_linear
+
+    torch.manual_seed(0)
+    for shape, with_bias in (((5, 7), True), ((3, 4, 7), False)):
+        x = torch.randn(*shape, requires_grad=True)
+        w = torch.randn(6, 7, requires_grad=True)
+        b = torch.randn(6, requires_grad=True) if with_bias else None
+        g = torch.randn(*shape[:-1], 6)
+        grads = []
+        for fn in (blas_linear, torch.nn.functional.linear):
+            out = fn(x, w, b)
+            (out * g).sum().backward()
+            grads.append([out.detach().clone()] + [p.grad.clone() for p in (x, w, b) if p is not None])
+            for p in (x, w, b):
+                if p is not None:
+                    p.grad = None
+        for mine, ref in zip(*grads):
+            np.testing.assert_allclose(mine.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_multvae_training_form_is_the_scoring_network_and_steps_lazily():
+    """The training VAE (``sparse_input=True``) starts from the plain VAE's weights at the same
+    seed, scores as its ``scoring_form()``, and a step moves the input weights of the batch's
+    items only (sparse gradient, lazy SparseAdam)."""
+    import torch
+
+    from recsys_fast.models.neural.nets import VAE
+    from recsys_fast.models.neural.trainer import Trainer
+
+    torch.manual_seed(0)
+    plain = VAE(30, 16, 4, 0.5)
+    torch.manual_seed(0)
+    train = VAE(30, 16, 4, 0.5, sparse_input=True)
+    np.testing.assert_array_equal(train.encoder[0].table.weight.detach().numpy(),
+                                  plain.encoder[0].weight.detach().t().numpy())
+    rows = (torch.rand(5, 30) > 0.7).float()
+    train.eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(train(rows).numpy(), train.scoring_form()(rows).numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(train(rows).numpy(), plain.eval()(rows).numpy(), rtol=1e-5, atol=1e-6)
+    assert isinstance(train.scoring_form().encoder[0], torch.nn.Linear)
+    train.train()
+    train.dropout.p = 0.0  # every item of the batch gets a nonzero gradient
+    before = train.encoder[0].table.weight.detach().clone()
+    optimizers = Trainer(1, 0.01)._optimizers(train)
+    assert any(isinstance(o, torch.optim.SparseAdam) for o in optimizers)
+    r, items = torch.tensor([0, 0, 1, 2]), torch.tensor([3, 7, 7, 12])
+    logits, mu, logvar = train.encode_decode_sparse(r, items, 3)
+    logits.logsumexp(-1).sum().backward()
+    assert train.encoder[0].table.weight.grad.is_sparse
+    for o in optimizers:
+        o.step()
+    moved = (train.encoder[0].table.weight.detach() != before).any(1).numpy()
+    np.testing.assert_array_equal(np.flatnonzero(moved), [3, 7, 12])

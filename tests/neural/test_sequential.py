@@ -154,3 +154,60 @@ def test_leading_padding_keeps_one_column():
     assert samplers.leading_padding(padded) == 1
     assert samplers.leading_padding(padded[:, 2:]) == 0
     assert samplers.leading_padding(np.zeros((2, 3), np.int64)) == 2
+
+
+def test_caser_encode_equals_its_convolutions():
+    """``CaserNet.encode`` (the convolutions as products) gives what the ``nn.Conv2d`` layers give."""
+    import torch
+
+    from recsys_fast.models.neural.seqnets import CaserNet
+
+    torch.manual_seed(0)
+    net = CaserNet(30, 50, 16, 5, 4, 3, 0.0).eval()
+    seq, users = torch.randint(0, 51, (7, 5)), torch.randint(0, 31, (7,))
+    e = net.item(seq).unsqueeze(1)
+    hs = [torch.relu(conv(e).squeeze(3)).max(dim=2).values for conv in net.horizontal]
+    z = torch.relu(net.fc(torch.cat([net.vertical(e).flatten(1)] + hs, dim=1)))
+    reference = torch.cat([z, net.user(users)], dim=1)
+    np.testing.assert_allclose(net.encode(seq, users).detach().numpy(), reference.detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("dropped", [0, 3])
+def test_packed_batch_gives_every_position_its_padded_state(heads, dropped):
+    """SASRec trains on batches packed by ``samplers.pack_sequences``: every real position's state
+    (``encode_packed``) is the one ``encode`` gives it in its left-padded row of the full window,
+    a full-length row (no padding) and a one-item row included; targets travel with their inputs."""
+    import torch
+
+    from recsys_fast.models.neural.seqnets import SASRecNet
+
+    torch.manual_seed(heads)
+    net = SASRecNet(12, 8, 10, 2, heads, 0.2).eval()
+    seq = torch.zeros(5, 10, dtype=torch.long)
+    seq[0, 5:] = torch.tensor([3, 5, 1, 2, 7])
+    seq[1, 7:] = torch.tensor([4, 4, 2])
+    seq[2, 9] = 6
+    seq[3, 6:] = torch.tensor([1, 2, 3, 12])
+    seq[4] = torch.arange(1, 11)
+    if dropped:
+        seq = seq[:4]  # the full-length row has no leading padding to drop
+    labels = torch.arange(seq.numel()).reshape(seq.shape) + 1  # a distinct target per position
+    inputs, targets, positions, mask, pad_slot, pad_count = samplers.pack_sequences(
+        seq[:, dropped:].numpy(), labels[:, dropped:].numpy(), dropped)
+    assert inputs.shape[1] == 11 and inputs.shape[0] < len(seq)
+    with torch.no_grad():
+        full = net.encode(seq)
+        packed = net.encode_packed(*(torch.as_tensor(x) for x in (inputs, positions, mask, pad_slot, pad_count)))
+    real = inputs > 0
+    row = (targets[real] - 1) // seq.shape[1]  # each real slot's batch row
+    np.testing.assert_array_equal(pad_count[real], 10 - (seq > 0).sum(1).numpy()[row])
+    assert (inputs[np.arange(len(inputs))[:, None], pad_slot][real] == 0).all()  # the padding slot is padding
+    np.testing.assert_array_equal(np.sort(targets[real]), np.sort(labels[seq > 0].numpy()))
+    expected = full.reshape(-1, 8)[torch.as_tensor(targets[real] - 1)]
+    np.testing.assert_allclose(packed[torch.as_tensor(real)].numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(inputs[real], seq.reshape(-1)[torch.as_tensor(targets[real] - 1)].numpy())
+    net.train()  # the merged padding keys' dropout: finite states, padding slots zero
+    states = net.encode_packed(*(torch.as_tensor(x) for x in (inputs, positions, mask, pad_slot, pad_count)))
+    assert torch.isfinite(states).all()

@@ -67,3 +67,25 @@ def test_candidates_unknown_users_and_large_k(exported):
         runtime.recommend([nobody], k=3, history={nobody: [allowed[0]]})
     with pytest.raises(TypeError, match="no item-item scores"):
         runtime.similar_items([allowed[0]])
+
+
+@pytest.mark.parametrize("name", NEURAL_KINDS)
+def test_one_user_requests_answer_as_the_general_path(exported, name):
+    """``recommend([user])`` takes the runtime's one-user path; it answers what the trained model
+    and the runtime's general path (``Recommender.recommend``) answer, padding included."""
+    from recsys_fast.models.base import Recommender
+
+    model, path = exported(name)
+    runtime = serving.load(path, n_threads=1)
+    for user in model.user_map_.ids[::37][:12]:
+        got = runtime.recommend([user], k=10)
+        general = Recommender.recommend(runtime, [user], k=10)
+        assert got.items.dtype == general.items.dtype and got.scores.dtype == general.scores.dtype
+        assert np.array_equal(got.users, general.users)
+        np.testing.assert_array_equal(got.items, general.items)
+        np.testing.assert_array_equal(got.scores, general.scores)
+        assert_same_topk(model.recommend([user], k=10), got)
+    user = model.user_map_.ids[0]
+    whole = runtime.recommend(np.array([user]), k=model.n_items + 5)  # clamped, seen items padded
+    np.testing.assert_array_equal(whole.items, Recommender.recommend(runtime, [user], k=model.n_items + 5).items)
+    assert whole.items.shape == (1, model.n_items) and (whole.items[0, -model.seen_[0].nnz:] == -1).all()

@@ -18,6 +18,9 @@ class MultVAE(NeuralRecommender):
 
     ``embedding_size`` is the latent size, ``hidden_size`` the encoder/decoder width,
     ``dropout`` the input dropout. Scores users unseen in training from a ``history=`` (their row).
+    Training steps the input layer lazily: its gradient is sparse (the batch's items) and a
+    ``SparseAdam`` moves only those items' weights, so ``weight_decay`` (Adam's) applies to the
+    other layers; the scoring network is unchanged.
     Scoring network: ``VAE``, ``forward(rows float32 (b, n_items), 1 where interacted) -> (b, n_items)``.
     """
 
@@ -43,6 +46,13 @@ class MultVAE(NeuralRecommender):
         self._active = np.flatnonzero(np.diff(fit_data.matrix.indptr) > 0)
 
     def _build_module(self):
+        from .nets import VAE
+
+        # training form: the input layer's weights item-major with sparse gradients (a lazy
+        # SparseAdam step on the batch's items, not a dense step of all n_items x hidden weights)
+        return VAE(self.n_items_, self.hidden_size, self.embedding_size, self.dropout, sparse_input=True)
+
+    def _build_scoring_module(self):
         from .nets import VAE
 
         return VAE(self.n_items_, self.hidden_size, self.embedding_size, self.dropout)
@@ -73,7 +83,7 @@ class MultVAE(NeuralRecommender):
 
     def _finalize(self, module, train: Interactions):
         self._rows = train.matrix
-        return module
+        return module.scoring_form()
 
     def _scoring_inputs(self, batch: RowBatch):
         import scipy.sparse as sp

@@ -24,6 +24,54 @@ def scoring_cache(module, name: str, weights: tuple, compute):
     return hit[1]
 
 
+def blas_linear(x, weight, bias=None):
+    """``x @ weight.T + bias`` (as ``nn.functional.linear``, ``x`` (..., in), ``weight`` (out, in)),
+    its products and their gradients by NumPy's BLAS (OpenBLAS) on the CPU in float32: torch's
+    MKL runs at half OpenBLAS's rate on this project's AMD machines (128 x 600 x 20k: 13-18 against
+    31-33 GFLOPS, 1 thread; MKL does not take its AVX2 path on AMD CPUs). Elsewhere (another
+    device or dtype, or tracing for export) it is ``nn.functional.linear``. The threads are
+    BLAS's, which ``threads.limit`` sets with torch's."""
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    if torch.jit.is_tracing() or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return nn.functional.linear(x, weight, bias)
+    return BlasLinear.apply(x, weight, bias)
+
+
+class BlasLinear(torch.autograd.Function):
+    """``blas_linear``'s autograd: ``y = x W^T + b``; ``dx = g W``, ``dW = g^T x``, ``db = sum g``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        lead = x.shape[:-1]
+        x2 = x.detach().reshape(-1, x.shape[-1]).numpy()
+        out = np.matmul(x2, weight.detach().numpy().T)
+        if bias is not None:
+            out += bias.detach().numpy()
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.from_numpy(out).reshape(*lead, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        g = grad.detach().reshape(-1, weight.shape[0]).numpy()
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.from_numpy(np.matmul(g, weight.detach().numpy())).reshape(x.shape)
+        if ctx.needs_input_grad[1]:
+            gw = torch.from_numpy(np.matmul(g.T, x.detach().reshape(-1, x.shape[-1]).numpy()))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = torch.from_numpy(g.sum(0))
+        return gx, gw, gb
+
+
+class FastLinear(nn.Linear):
+    """``nn.Linear`` whose forward is ``blas_linear`` (same parameters, same state_dict)."""
+
+    def forward(self, x):
+        return blas_linear(x, self.weight, self.bias)
+
+
 class MF(nn.Module):
     """Dot-product scorer: user embedding . item embedding (+ item bias).
 
@@ -196,29 +244,89 @@ class Propagation(torch.autograd.Function):
         return torch.from_numpy(h), None, None, None
 
 
+class ItemInput(nn.Module):
+    """A first layer ``x @ W + b`` over item rows, its weight held item-major as an embedding
+    table, ``table.weight`` (n_items, hidden) = ``W``, with sparse gradients: a batch given by its
+    nonzeros (``bag``) moves the rows of its items only, stepped by the trainer's lazy
+    ``SparseAdam``. The training form of an ``nn.Linear(n_items, hidden)`` (``from_linear``,
+    ``to_linear``: the same weights, transposed)."""
+
+    def __init__(self, n_items: int, hidden: int):
+        super().__init__()
+        self.table = nn.Embedding(n_items, hidden, sparse=True)
+        self.bias = nn.Parameter(torch.zeros(hidden))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "ItemInput":
+        layer = cls(linear.in_features, linear.out_features)
+        with torch.no_grad():
+            layer.table.weight.copy_(linear.weight.t())
+            layer.bias.copy_(linear.bias)
+        return layer
+
+    def to_linear(self) -> nn.Linear:
+        linear = nn.Linear(*self.table.weight.shape)
+        with torch.no_grad():
+            linear.weight.copy_(self.table.weight.t())
+            linear.bias.copy_(self.bias)
+        return linear
+
+    def forward(self, x):
+        return torch.addmm(self.bias, x, self.table.weight)
+
+    def bag(self, items, offsets, weights):
+        """The layer of rows given by their nonzeros: ``items`` (nnz,) grouped by row, ``offsets``
+        (n_rows,) where each row starts, ``weights`` (nnz,) the values."""
+        bag = nn.functional.embedding_bag(items, self.table.weight, offsets, mode="sum", per_sample_weights=weights,
+                                          sparse=True)
+        return bag + self.bias
+
+
 class VAE(nn.Module):
     """Mult-VAE (Liang et al. 2018): encoder n_items -> hidden -> (mu, logvar) of size latent,
     decoder latent -> hidden -> n_items logits, tanh between layers, input dropout on the
     L2-normalised row. ``forward(rows float (b, n_items)) -> (b, n_items)`` scores with the mean
-    (no sampling, no dropout in eval mode); ``encode_decode`` is the training pass."""
+    (no sampling, no dropout in eval mode); ``encode_decode`` is the training pass.
 
-    def __init__(self, n_items: int, hidden: int, latent: int, dropout: float):
+    ``sparse_input=True`` (training): the encoder's first layer is an ``ItemInput`` (the same
+    weights, item-major, sparse gradients), so a batch's step touches the input weights of its
+    items only; ``scoring_form()`` gives the plain network (an ``nn.Linear`` there), the one
+    bundles and exports hold. The initial weights are the same either way."""
+
+    def __init__(self, n_items: int, hidden: int, latent: int, dropout: float, sparse_input: bool = False):
         super().__init__()
         self.latent = latent
+        self._sizes = (n_items, hidden, latent, dropout)
         self.encoder = nn.Sequential(nn.Linear(n_items, hidden), nn.Tanh(), nn.Linear(hidden, 2 * latent))
-        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.Tanh(), nn.Linear(hidden, n_items))
+        # the decoder's output layer is most of a batch's work: its products by BLAS (``FastLinear``)
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.Tanh(), FastLinear(hidden, n_items))
         self.dropout = nn.Dropout(dropout)
         for layer in list(self.encoder) + list(self.decoder):
             if isinstance(layer, nn.Linear):
                 nn.init.xavier_normal_(layer.weight)
                 nn.init.normal_(layer.bias, std=0.001)
+        if sparse_input:
+            self.encoder[0] = ItemInput.from_linear(self.encoder[0])
+
+    def scoring_form(self) -> "VAE":
+        """The network with an ``nn.Linear`` first layer (itself when it has one), same weights."""
+        if not isinstance(self.encoder[0], ItemInput):
+            return self
+        plain = VAE(*self._sizes)
+        with torch.no_grad():
+            plain.encoder[0] = self.encoder[0].to_linear()
+            for mine, theirs in ((self.encoder[2], plain.encoder[2]), (self.decoder[0], plain.decoder[0]),
+                                 (self.decoder[2], plain.decoder[2])):
+                theirs.load_state_dict(mine.state_dict())
+        return plain.to(self.encoder[2].weight.device).train(self.training)
 
     def _encode(self, rows):
         x = nn.functional.normalize(rows, dim=-1)
-        if self.training or torch.is_grad_enabled() or torch.jit.is_tracing() or rows.shape[0] > 8:
+        first = self.encoder[0]
+        if (self.training or torch.is_grad_enabled() or torch.jit.is_tracing() or rows.shape[0] > 8
+                or not isinstance(first, nn.Linear)):
             h = self.encoder(self.dropout(x))
         else:  # a few rows, scoring: the first layer from the weights of the rows' items only
-            first = self.encoder[0]
             per_item = scoring_cache(self, "_cache_item_weights", (first.weight,), lambda: first.weight.t().contiguous())
             r, c = x.nonzero(as_tuple=True)
             h = first.bias.repeat(x.shape[0], 1).index_add_(0, r, per_item[c] * x[r, c].unsqueeze(1))
@@ -237,13 +345,18 @@ class VAE(nn.Module):
         """``encode_decode`` of ``n_rows`` binary rows given by their nonzeros, ``rows`` (ascending)
         and ``items`` int64 (nnz,): the same pass, with the first layer a sum of the rows' items'
         weight columns (an embedding bag) instead of a (n_rows x n_items) dense product, and input
-        dropout drawn on the nonzeros only (dropout leaves a zero a zero)."""
+        dropout drawn on the nonzeros only (dropout leaves a zero a zero). With an ``ItemInput``
+        first layer the bag's gradient is sparse (the batch's items only)."""
         counts = torch.bincount(rows, minlength=n_rows)
         values = self.dropout(counts[rows].to(torch.float32).rsqrt())  # the L2-normalised row, then dropout
         first = self.encoder[0]
         offsets = torch.cumsum(counts, 0) - counts
-        h = nn.functional.embedding_bag(items, first.weight.t(), offsets, mode="sum", per_sample_weights=values)
-        h = self.encoder[1:](h + first.bias)
+        if isinstance(first, ItemInput):
+            h = first.bag(items, offsets, values)
+        else:
+            h = nn.functional.embedding_bag(items, first.weight.t(), offsets, mode="sum", per_sample_weights=values)
+            h = h + first.bias
+        h = self.encoder[1:](h)
         return self._decode(h[:, :self.latent], h[:, self.latent:])
 
     def _decode(self, mu, logvar):

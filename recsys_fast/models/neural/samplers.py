@@ -153,6 +153,67 @@ def leading_padding(padded: np.ndarray, keep: int = 1) -> int:
     return max(first - keep, 0)
 
 
+def pack_sequences(inputs: np.ndarray, targets: np.ndarray, dropped: int = 0):
+    """The real positions of a left-padded batch (``inputs``, ``targets`` (B, L - dropped), 0 =
+    padding, each row's items contiguous at the right; a window of L columns less its first
+    ``dropped``, all padding) packed into fewer rows of ``L + 1`` slots, for an
+    attention encoder that sees each row's padding only as keys (``SASRecNet.encode_packed``).
+
+    Each row becomes a segment: one padding slot standing for all of the row's ``L - n`` padding
+    positions, then its ``n`` items; segments are placed first-fit, longest first. Returns
+    ``(inputs, targets, positions, mask)``: (R, L + 1) int64 packed ids (0 on padding and empty
+    slots), their targets, each slot's column in the original window (its position embedding),
+    the (R, L + 1, L + 1) float32 additive attention mask: a query attends the keys of its own
+    segment up to itself (causal), the padding slot with ``log(L - n)`` (the row's padding keys,
+    all alike, counted; -inf when the row has none); padding and empty slots attend only
+    themselves (their states are discarded); then (R, L + 1) int64 ``pad_slot``, the column of
+    each slot's padding slot (itself for padding and empty slots), and ``pad_count``, how many
+    padding keys that slot stands for at each real slot (0 elsewhere), for an attention dropout
+    that drops the merged keys as it would drop them one by one."""
+    inputs = np.asarray(inputs)
+    n_rows, length = inputs.shape[0], inputs.shape[1] + dropped
+    cap = length + 1
+    counts = (inputs > 0).sum(axis=1)
+    order = np.argsort(-counts, kind="stable")
+    free: list[int] = []  # slots left per packed row
+    row_of, start_of = np.empty(n_rows, np.int64), np.empty(n_rows, np.int64)
+    for b in order:
+        need = int(counts[b]) + 1
+        for r, left in enumerate(free):
+            if left >= need:
+                break
+        else:
+            r = len(free)
+            free.append(cap)
+        row_of[b], start_of[b] = r, cap - free[r]
+        free[r] -= need
+    n_packed = len(free)
+    seg = np.full((n_packed, cap), -1, np.int64)  # the batch row of each slot
+    out_in = np.zeros((n_packed, cap), np.int64)
+    out_tg = np.zeros((n_packed, cap), np.int64)
+    pos = np.zeros((n_packed, cap), np.int64)
+    key_bias = np.zeros((n_packed, cap), np.float32)
+    pad_slot = np.tile(np.arange(cap), (n_packed, 1))
+    pad_count = np.zeros((n_packed, cap), np.int64)
+    for b in range(n_rows):
+        r, s, n = row_of[b], start_of[b], int(counts[b])
+        seg[r, s:s + n + 1] = b
+        pad = length - n
+        pad_slot[r, s + 1:s + n + 1] = s
+        pad_count[r, s + 1:s + n + 1] = pad
+        key_bias[r, s] = np.log(pad) if pad > 0 else -np.inf
+        out_in[r, s + 1:s + n + 1] = inputs[b, pad - dropped:]
+        out_tg[r, s + 1:s + n + 1] = targets[b, pad - dropped:]
+        pos[r, s + 1:s + n + 1] = np.arange(pad, length)
+    idx = np.arange(cap)
+    real = out_in > 0
+    allowed = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0) & (idx[None, None, :] <= idx[None, :, None])
+    mask = np.where(allowed & real[:, :, None], key_bias[:, None, :], np.float32(-np.inf)).astype(np.float32)
+    diag = ~real
+    mask[:, idx, idx] = np.where(diag, np.float32(0.0), mask[:, idx, idx])
+    return out_in, out_tg, pos, mask, pad_slot, pad_count
+
+
 def dense_rows(matrix: sp.csr_matrix, rows: np.ndarray, binary: bool = True) -> np.ndarray:
     """float32 dense (len(rows), n_items) rows of ``matrix`` (1 where present when ``binary``)."""
     sub = matrix[rows]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ... import validation
 from ...errors import ParameterError
 
+from . import samplers
 from .sequential import SequentialRecommender
 
 
@@ -14,7 +15,9 @@ class SASRec(SequentialRecommender):
     ``n_blocks`` attention blocks with ``n_heads`` heads, ``dropout`` on embeddings, attention
     and feed-forward layers. Trained on every position with ``loss`` (default full softmax
     cross-entropy, which beats the original sampled BCE in full-ranking evaluation; "bce"
-    gives the original). Scoring network: ``SASRecNet``,
+    gives the original). Training packs each batch's sequences into rows of ``max_len + 1`` slots
+    (``samplers.pack_sequences``; the same users per batch, the same states, at the cost of the
+    real positions: a batch of short histories was mostly padding). Scoring network: ``SASRecNet``,
     ``forward(seq int64 (b, max_len), left-padded, ids +1) -> (b, n_items)``.
     """
 
@@ -39,3 +42,21 @@ class SASRec(SequentialRecommender):
         from .seqnets import SASRecNet
 
         return SASRecNet(self.n_items_, self.embedding_size, self.max_len, self.n_blocks, self.n_heads, self.dropout)
+
+    def _train_batches(self, rng, epoch):
+        for inputs, targets, rng_, dropped in super()._train_batches(rng, epoch):
+            yield samplers.pack_sequences(inputs, targets, dropped) + (rng_,)
+
+    def _batch_loss(self, module, batch, step):
+        inputs, targets, positions, mask, pad_slot, pad_count, rng = batch
+        hidden = module.encode_packed(self._tensor(inputs), self._tensor(positions),
+                                      self._tensor(mask, dtype=module.item.weight.dtype), self._tensor(pad_slot),
+                                      self._tensor(pad_count))
+        real = (inputs > 0) & (targets > 0)
+        return self._next_item_loss(module, hidden[self._tensor(real, dtype=_bool())], targets[real] - 1, rng)
+
+
+def _bool():
+    from ._torch import torch
+
+    return torch().bool

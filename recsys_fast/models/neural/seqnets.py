@@ -54,6 +54,49 @@ class SASRecNet(nn.Module):
         if dropped:
             mask = torch.zeros(length, length, dtype=h.dtype, device=seq.device).masked_fill(mask, float("-inf"))
             mask[:, 0] += math.log(dropped + 1)
+        return self._blocks(h, keep, mask)
+
+    def encode_packed(self, seq, positions, mask, pad_slot, pad_count):
+        """``encode``'s states at the real positions of a batch packed by ``samplers.pack_sequences``
+        (``seq``, ``positions``, ``pad_slot``, ``pad_count`` (R, S) int64, ``mask`` (R, S, S) float
+        additive): each segment's items see their own earlier items and the padding slot, whose
+        logit carries the log of the row's padding count, so every item's state is the one of its
+        left-padded row in the full window, at the cost of the real positions rather than of the
+        batch's longest row. The attention dropout keeps each real key with probability 1 - p
+        and the merged padding key's weight in the share Binomial(count, 1 - p) / count, as
+        dropping the ``count`` padding keys one by one would (the same distribution)."""
+        keep = (seq > 0).unsqueeze(-1).to(self.item.weight.dtype)
+        h = self.dropout(self.item(seq) * self.scale + self.position(positions)) * keep
+        heads = self.n_heads
+        for norm_a, attn, norm_f, ffn in zip(self.attn_norm, self.attn, self.ffn_norm, self.ffn):
+            q = norm_a(h)
+            h = q + self._attend_packed(attn, q, h, mask, pad_slot, pad_count, heads)
+            h = (h + ffn(norm_f(h))) * keep
+        return self.last_norm(h)
+
+    def _attend_packed(self, attn, q, kv, mask, pad_slot, pad_count, heads):
+        """``attn(q, kv, kv, attn_mask=mask)`` of an ``nn.MultiheadAttention`` from its own
+        parameters, with ``encode_packed``'s dropout of the merged padding keys."""
+        rows, slots, d = q.shape
+        hd = d // heads
+        w, bias = attn.in_proj_weight, attn.in_proj_bias
+        split = lambda x: x.reshape(rows, slots, heads, hd).transpose(1, 2)  # noqa: E731
+        qp = split(nn.functional.linear(q, w[:d], bias[:d]))
+        kp = split(nn.functional.linear(kv, w[d:2 * d], bias[d:2 * d]))
+        vp = split(nn.functional.linear(kv, w[2 * d:], bias[2 * d:]))
+        probs = torch.softmax((qp @ kp.transpose(-1, -2)) * (float(hd) ** -0.5) + mask.unsqueeze(1), dim=-1)
+        p = attn.dropout
+        if self.training and p > 0:
+            factor = (torch.rand_like(probs) >= p).to(probs.dtype) / (1 - p)
+            count = pad_count.to(probs.dtype).unsqueeze(1).expand(rows, heads, slots)
+            kept = torch.binomial(count.contiguous(), torch.full_like(count, 1 - p))
+            factor.scatter_(3, pad_slot.unsqueeze(1).expand(rows, heads, slots).unsqueeze(-1),
+                            (kept / (count.clamp(min=1) * (1 - p))).unsqueeze(-1))
+            probs = probs * factor
+        out = (probs @ vp).transpose(1, 2).reshape(rows, slots, d)
+        return attn.out_proj(out)
+
+    def _blocks(self, h, keep, mask):
         for norm_a, attn, norm_f, ffn in zip(self.attn_norm, self.attn, self.ffn_norm, self.ffn):
             q = norm_a(h)
             a, _ = attn(q, h, h, attn_mask=mask, need_weights=False)
@@ -63,6 +106,10 @@ class SASRecNet(nn.Module):
 
     def item_weights(self):
         return self.item.weight[1:]
+
+    def item_rows(self, items):
+        """``item_weights()[items]`` as one embedding lookup (its gradient one pass of the table)."""
+        return nn.functional.embedding(items + 1, self.item.weight)
 
     def forward(self, seq):
         """Next-item scores ``encode(seq)[:, -1] @ item_weights().T`` with eval semantics (no
@@ -145,6 +192,10 @@ class GRU4RecNet(nn.Module):
     def item_weights(self):
         return self.output.weight
 
+    def item_rows(self, items):
+        """``item_weights()[items]`` as one embedding lookup (its gradient one pass of the table)."""
+        return nn.functional.embedding(items, self.output.weight)
+
     def forward(self, seq):
         return self.encode(seq)[:, -1, :] @ self.output.weight.t() + self.output_bias
 
@@ -160,7 +211,9 @@ class CaserNet(nn.Module):
                  dropout: float):
         super().__init__()
         self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
-        self.user = nn.Embedding(n_users + 1, dim)
+        # sparse gradients: a batch touches at most batch_size of the users, and the trainer steps
+        # this table with a lazy SparseAdam (a dense step cleared and moved every user's row)
+        self.user = nn.Embedding(n_users + 1, dim, sparse=True)
         self.vertical = nn.Conv2d(1, n_vertical, (window, 1))
         self.horizontal = nn.ModuleList(nn.Conv2d(1, n_horizontal, (h, dim)) for h in range(1, window + 1))
         self.fc = nn.Linear(n_vertical * dim + n_horizontal * window, dim)
@@ -175,17 +228,29 @@ class CaserNet(nn.Module):
             self.item.weight[0].zero_()
 
     def encode(self, seq, users):
-        e = self.item(seq[:, -self.window:]).unsqueeze(1)  # (b, 1, L, d)
-        v = self.vertical(e).flatten(1)
+        """The convolutions written as the products they are (the same parameters and values; a
+        convolution's backward on these small shapes cost more than the rest of a batch): the
+        vertical one a weighted sum of the window's rows, each horizontal one of height h a
+        product of every h consecutive rows, concatenated, with its (n_h, h * d) filters."""
+        e = self.item(seq[:, -self.window:])  # (b, L, d)
+        length, d = e.shape[1], e.shape[2]
+        vw = self.vertical.weight[:, 0, :, 0]  # (n_v, L)
+        v = (vw @ e + self.vertical.bias.unsqueeze(-1)).flatten(1)  # (b, n_v * d), as conv(...).flatten(1)
         hs = []
         for conv in self.horizontal:
-            h = torch.relu(conv(e).squeeze(3))  # (b, n_h, L - height + 1)
-            hs.append(h.max(dim=2).values)
+            height = conv.weight.shape[2]
+            rows = torch.cat([e[:, i:length - height + 1 + i] for i in range(height)], dim=2)  # (b, L - h + 1, h * d)
+            h = torch.relu(nn.functional.linear(rows, conv.weight.reshape(conv.out_channels, height * d), conv.bias))
+            hs.append(h.max(dim=1).values)
         z = torch.relu(self.fc(self.dropout(torch.cat([v] + hs, dim=1))))
         return torch.cat([z, self.user(users)], dim=1)
 
     def item_weights(self):
         return self.output.weight
+
+    def item_rows(self, items):
+        """``item_weights()[items]`` as one embedding lookup (its gradient one pass of the table)."""
+        return nn.functional.embedding(items, self.output.weight)
 
     def forward(self, seq, users):
         return self.encode(seq, users) @ self.output.weight.t() + self.output_bias

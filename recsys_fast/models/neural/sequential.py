@@ -72,30 +72,32 @@ class SequentialRecommender(NeuralRecommender):
         """Loss of hidden states (m, d) against next items (m,) under ``self.loss``."""
         from . import losses
         from ._torch import torch
+        from .nets import blas_linear
 
         t = torch()
-        weights = module.item_weights()
         bias = getattr(module, "output_bias", None)
         target_t = self._tensor(targets)
         if self.loss == "ce":
-            logits = hidden @ weights.t()
-            if bias is not None:
-                logits = logits + bias
-            return losses.softmax_ce(logits, target_t)
-        pos_s = (hidden * weights[target_t]).sum(-1)
-        if bias is not None:
-            pos_s = pos_s + bias[target_t]
+            # the (positions x n_items) product and its gradients by BLAS (``nets.blas_linear``)
+            return losses.softmax_ce(blas_linear(hidden, module.item_weights(), bias), target_t)
         if self.loss == "sampled_ce":
             # negatives shared by the batch: a (positions x n_negatives) product, not a gather of
-            # n_negatives embeddings per position (which cost as much as the full softmax)
+            # n_negatives embeddings per position (which cost as much as the full softmax); the
+            # targets' and negatives' rows in one gather (one pass of the table's gradient)
             neg = self._tensor(rng.integers(0, self.n_items_, size=self.n_negatives))
-            neg_s = hidden @ weights[neg].t()
-            if bias is not None:
-                neg_s = neg_s + bias[neg]
-            neg_s = t.where(neg.unsqueeze(0) == target_t.unsqueeze(1), t.full_like(neg_s, -1e9), neg_s)
+            both = t.cat([target_t, neg])
+            rows = module.item_rows(both)
+            b = None if bias is None else bias[both]
+            m = len(target_t)
+            pos_s = (hidden * rows[:m]).sum(-1) + (0 if b is None else b[:m])
+            neg_s = blas_linear(hidden, rows[m:], None if b is None else b[m:])
+            neg_s = neg_s.masked_fill(neg.unsqueeze(0) == target_t.unsqueeze(1), -1e9)
             return losses.sampled_softmax_ce(pos_s, neg_s)
+        pos_s = (hidden * module.item_rows(target_t)).sum(-1)
+        if bias is not None:
+            pos_s = pos_s + bias[target_t]
         neg = self._tensor(rng.integers(0, self.n_items_, size=(len(targets), self.n_negatives)))
-        neg_s = (hidden.unsqueeze(1) * weights[neg]).sum(-1)
+        neg_s = (hidden.unsqueeze(1) * module.item_rows(neg)).sum(-1)
         if bias is not None:
             neg_s = neg_s + bias[neg]
         neg_s = t.where(neg == target_t.unsqueeze(1), t.full_like(neg_s, -30), neg_s)
