@@ -470,7 +470,7 @@ def cmd_batch(args) -> int:
 def bench_table(results: dict) -> str:
     """The summary table of a ``benches/scaling.py`` JSON: per size and job, our throughput and
     time per unit of work, and each peer's time as a multiple of ours (> 1: we are faster)."""
-    lines = [f"{'size':<4} {'job':<15} {'unit':<12} {'ours/s':>12} {'s per unit':>11}  peers (their time / ours)"]
+    lines = [f"{'size':<4} {'job':<15} {'unit':<19} {'ours/s':>12} {'s per unit':>11}  peers (their time / ours)"]
     for size in results.get("sizes", []):
         if "jobs" not in size:
             lines.append(f"{size['size']:<4} skipped: {size.get('skipped', '')}")
@@ -480,7 +480,7 @@ def bench_table(results: dict) -> str:
             extra = ""
             if "peak_rss_growth_bytes" in r:
                 extra = f"; peak +{r['peak_rss_growth_bytes'] / 2**20:.0f} MiB"
-            lines.append(f"{size['size']:<4} {job:<15} {r['unit']:<12} {r['throughput']['ours']:>12.4g} "
+            lines.append(f"{size['size']:<4} {job:<15} {r['unit']:<19} {r['throughput']['ours']:>12.4g} "
                          f"{r['seconds_per_unit']['ours']:>11.3g}  {peers}{extra}")
     lines.append(f"threads {results.get('threads')}, median of {results.get('repeats')} runs, "
                  f"load average {results.get('load_before')} -> {results.get('load_after')}")
