@@ -855,10 +855,11 @@ class _ServiceMiddleware:
         """``POST /recommend`` or ``/similar-items`` with a JSON body, answered here instead of by
         FastAPI's routing and dependency solving: the body is read (bounded as ever), validated
         once by the endpoint's pydantic model straight from the bytes, the runtime called
-        (``Service.call``) and the answer serialised as ``JSONResponse`` would. A body that does
+        (``Service.call``) and the answer sent as a ``JSONResponse``. A body that does
         not validate is handed, as received, to the FastAPI endpoint, which answers the same 422
         naming the field as it does for every request that comes that way."""
         model, handler, size = route
+        from fastapi.responses import JSONResponse
         from pydantic import ValidationError
         from starlette.exceptions import HTTPException
 
@@ -888,12 +889,7 @@ class _ServiceMiddleware:
         except Exception as exc:  # noqa: BLE001 - answered 500 as the app's handler does
             response = _internal(scope.get("path", ""), exc)
         else:
-            payload = json.dumps(result, ensure_ascii=False, allow_nan=False, indent=None,
-                                 separators=(",", ":")).encode("utf-8")
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-length", str(len(payload)).encode("latin-1")), (b"content-type", b"application/json")]})
-            await send({"type": "http.response.body", "body": payload})
-            return
+            response = JSONResponse(result)
         await response(scope, body, send)
 
 
